@@ -1,0 +1,57 @@
+# aikeys — one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: system-deps venv binaries ## Install everything the tests and dev stack need (idempotent)
+
+system-deps: ## Debian packages: redis-server, prometheus, wrk (apt-get, only when missing)
+	@bash tools/setup-system.sh
+
+venv: $(VENV)/.installed ## Python virtualenv in .venv with aikeys installed editable + dev tools
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[aikeys setup] python virtualenv in $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+binaries: ## Build the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) if missing
+	@bash tools/k8s/build.sh
+
+lint: venv ## ruff (lint + format check)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv ## mypy (strict)
+	$(BIN)/mypy
+
+test: setup lint typecheck ## THE test command: installs what is missing, then ruff, mypy and pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv ## Only the fast tests that need no servers
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+dev: setup ## Start the local stack in the background and print how to use it
+	@$(BIN)/aikeys dev up
+
+dev-down: venv ## Stop the local stack
+	@$(BIN)/aikeys dev down
+
+dev-status: venv ## Is the stack running, and where
+	@$(BIN)/aikeys dev status
+
+clean: ## Remove the virtualenv and local state (not the binary cache in ~/.cache/aikeys)
+	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""The `aikeys` command line (also installed as the kubectl plugin `kubectl-aikeys`)."""

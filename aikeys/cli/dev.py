@@ -1,0 +1,108 @@
+"""`aikeys dev up|down|status`: the local dev stack (what `make dev` runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from aikeys.devstack import stack
+
+
+def _print_summary(env: dict[str, str]) -> None:
+    click.echo("\naikeys dev stack is up.\n")
+    labels = {
+        "KUBECONFIG": "kubeconfig",
+        "AIKEYS_GATEWAY_URL": "gateway (OpenAI base URL)",
+        "AIKEYS_MOCK_UPSTREAM_URL": "mock upstream",
+        "AIKEYS_REDIS_URL": "redis",
+        "AIKEYS_DEMO_KEY": "demo key",
+    }
+    for key, label in labels.items():
+        if key in env:
+            click.echo(f"  {label:<27} {env[key]}")
+    click.echo(f"\nIn your shell:  . {os.path.relpath(stack.ENV_FILE)}")
+    click.echo("Then e.g.:      kubectl get --raw /version   (kubectl: tools/k8s/build.sh --print-dirs)")
+    if "AIKEYS_GATEWAY_URL" in env:
+        click.echo(
+            '                curl -s "$AIKEYS_GATEWAY_URL/models" -H "Authorization: Bearer $AIKEYS_DEMO_KEY"'
+        )
+    click.echo("Stop it with:   make dev-down\n")
+
+
+@click.group()
+def dev() -> None:
+    """Run the local dev stack (control plane, Redis, mock upstream, ...)."""
+
+
+@dev.command()
+@click.option(
+    "--timeout",
+    default=1800.0,
+    show_default=True,
+    help="Seconds to wait for the stack (the first run builds the control plane).",
+)
+def up(timeout: float) -> None:
+    """Start the stack in the background and print how to use it."""
+    if stack.running_pid() and stack.ENV_FILE.exists():
+        click.echo("aikeys dev stack is already running.")
+        _print_summary(stack.read_env())
+        return
+    stack.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    stack.ENV_FILE.unlink(missing_ok=True)
+    log = stack.LOG_FILE.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aikeys.devstack.stack"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    click.echo(f"starting aikeys dev stack (pid {proc.pid}, log {stack.LOG_FILE}) ...")
+    shown = 0
+    deadline = time.monotonic() + timeout
+    while not stack.ENV_FILE.exists():
+        lines = stack.LOG_FILE.read_text(errors="replace").splitlines()
+        for line in lines[shown:]:
+            click.echo(f"  {line}")
+        shown = len(lines)
+        if proc.poll() is not None:
+            raise click.ClickException(f"the dev stack exited ({proc.returncode}); see {stack.LOG_FILE}")
+        if time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGTERM)
+            raise click.ClickException(f"the dev stack was not up after {timeout:.0f}s; see {stack.LOG_FILE}")
+        time.sleep(0.2)
+    for line in stack.LOG_FILE.read_text(errors="replace").splitlines()[shown:]:
+        click.echo(f"  {line}")
+    _print_summary(stack.read_env())
+
+
+@dev.command()
+def down() -> None:
+    """Stop the stack started by `dev up`."""
+    pid = stack.running_pid()
+    if pid is None:
+        click.echo("aikeys dev stack is not running.")
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        if stack.running_pid() is None:
+            click.echo("aikeys dev stack stopped.")
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    click.echo("aikeys dev stack killed (it did not stop within 30s).")
+
+
+@dev.command()
+def status() -> None:
+    """Say whether the stack runs, and its endpoints."""
+    if stack.running_pid() and stack.ENV_FILE.exists():
+        _print_summary(stack.read_env())
+    else:
+        click.echo("aikeys dev stack is not running (start it with `make dev`).")
+        sys.exit(1)

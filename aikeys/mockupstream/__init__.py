@@ -1,0 +1,8 @@
+"""A fast, deterministic stand-in for an OpenAI-compatible model server.
+
+Used by the tests, the dev stack and the benchmarks in place of a real provider. It speaks
+the OpenAI wire format (JSON bodies, SSE streams ending in `data: [DONE]`, error objects) on
+`/v1/...` and Azure OpenAI's `/openai/deployments/{name}/...`, counts tokens deterministically
+(`tokens`), and can be told to omit usage, add latency, fail or break streams (`behaviour`),
+through `PUT /_mock/config`. `GET /_mock/requests` shows what it received.
+"""

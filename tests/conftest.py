@@ -1,0 +1,59 @@
+"""Shared fixtures: the real components, started once per test session on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from aikeys.devstack.controlplane import ControlPlane, launch
+from aikeys.devstack.redis import RedisServer, launch_redis
+from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = launch(tmp_path_factory.mktemp("controlplane"))
+    print(f"\ncontrol plane up in {cp.startup_seconds:.1f}s")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = launch_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockUpstreamProcess]:
+    mock = launch_mock_upstream(tmp_path_factory.mktemp("mock"))
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+@pytest.fixture
+def mock_upstream(mock_upstream_process: MockUpstreamProcess) -> MockUpstreamProcess:
+    """The session's mock upstream, with default behaviour and an empty request log."""
+    defaults: dict[str, object] = {
+        "usage": True,
+        "reply_tokens": 16,
+        "latency_ms": 0.0,
+        "chunk_delay_ms": 0.0,
+        "fail_status": None,
+        "fail_count": None,
+        "break_after_chunks": None,
+        "reject_stream_options": False,
+        "models": [],
+        "api_key": None,
+    }
+    mock_upstream_process.configure(**defaults)
+    mock_upstream_process.clear_requests()
+    return mock_upstream_process

@@ -1,0 +1,66 @@
+"""`aikeys dev up` / `dev down` (what `make dev` / `make dev-down` run) on a real stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+import redis
+
+from aikeys.devstack.processes import pid_alive
+from aikeys.devstack.stack import read_env
+
+pytestmark = pytest.mark.integration
+
+
+def _aikeys(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AIKEYS_DEV_DIR": str(state)}
+    return subprocess.run(
+        [sys.executable, "-m", "aikeys.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
+    state = tmp_path / "dev"
+    up = _aikeys(state, "dev", "up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "aikeys dev stack is up" in up.stdout
+        env = read_env(state / "env")
+        assert set(env) >= {"KUBECONFIG", "AIKEYS_REDIS_URL", "AIKEYS_MOCK_UPSTREAM_URL"}
+        assert env["KUBECONFIG"] in up.stdout
+        # what a user does next: kubectl with the printed kubeconfig, redis, an OpenAI client
+        from aikeys.devstack.binaries import locate
+
+        version = subprocess.run(
+            [str(locate().kubectl), "get", "--raw", "/version"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KUBECONFIG": env["KUBECONFIG"]},
+            check=True,
+        )
+        assert locate().k8s_version in version.stdout
+        assert redis.Redis.from_url(env["AIKEYS_REDIS_URL"]).ping()
+        reply = openai.OpenAI(base_url=env["AIKEYS_MOCK_UPSTREAM_URL"], api_key="x").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content
+        again = _aikeys(state, "dev", "up")
+        assert "already running" in again.stdout
+        pid = int((state / "stack.pid").read_text())
+    finally:
+        down = _aikeys(state, "dev", "down")
+    assert down.returncode == 0
+    assert "stopped" in down.stdout
+    assert not (state / "env").exists()
+    assert not pid_alive(pid)
+    assert _aikeys(state, "dev", "status").returncode == 1
