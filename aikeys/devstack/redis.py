@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from aikeys.devstack.processes import Child, free_port
@@ -76,6 +78,58 @@ def launch_redis(workdir: Path, extra_args: tuple[str, ...] = ()) -> RedisServer
         port=port, child=Child(f"redis-{port}", argv, workdir / f"redis-{port}.log"), workdir=workdir
     )
     return server.start()
+
+
+@dataclass
+class RedisCluster:
+    """A Redis Cluster of `len(nodes)` masters (no replicas) on loopback."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_ok(port: int) -> bool:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
+    ).stdout
+    return "cluster_state:ok" in out
+
+
+def launch_redis_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
+    """Start `masters` redis-servers in cluster mode and join them with `redis-cli --cluster create`."""
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(masters):
+            node_dir = workdir / f"node{i}"
+            nodes.append(
+                launch_redis(
+                    node_dir,
+                    ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")),
+                )
+            )
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        for node in nodes:
+            port = node.port
+            node.child.wait_until(partial(_cluster_ok, port), timeout=30, what="in a healthy cluster")
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisCluster(nodes)
 
 
 @contextmanager

@@ -1,0 +1,53 @@
+-- settle: end a reservation and charge the actual cost, exactly once per rid.
+-- KEYS: period, leases, res, done, lastused
+-- ARGV: rid, now_ms, cost, in_tokens, out_tokens, key, model, day, done_ttl_s, usage_ttl_s,
+--       period_ttl_s (-1: none)
+-- Returns {status, spent, reserved}; status: 1 charged, 3 charged as a correction of a reaped
+-- lease, 0 duplicate (already settled: nothing charged).
+-- A settle without a reservation (fail-open mode, or a lost reserve reply) still charges.
+local period_key, leases_key, res_key, done_key, lastused_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local rid, now_ms = ARGV[1], tonumber(ARGV[2])
+local cost, tin, tout = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local key, model, day = ARGV[6], ARGV[7], ARGV[8]
+local done_ttl, usage_ttl, period_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local prefix = prefix_of(period_key)
+
+reap(period_key, leases_key, res_key, now_ms, done_ttl, usage_ttl, day)
+
+local status = 1
+local done = redis.call('GET', done_key)
+local target = period_key
+if done then
+  local d = split(done)
+  if d[1] ~= 'reaped' then
+    local st = redis.call('HMGET', period_key, 'spent', 'reserved')
+    return {0, tonumber(st[1] or 0), tonumber(st[2] or 0)}
+  end
+  -- d = {'reaped', period, cost, in, out, key, model, day}: charge only the difference
+  target = prefix .. 'period:' .. d[2]
+  local ecost, ein, eout = tonumber(d[3]), tonumber(d[4]), tonumber(d[5])
+  redis.call('HINCRBY', target, 'spent', int(cost - ecost))
+  redis.call('HINCRBY', target, 'tokens', int((tin + tout) - (ein + eout)))
+  usage_add(prefix, d[8], usage_ttl, key, model, 0, tin - ein, tout - eout, cost - ecost)
+  status = 3
+else
+  local entry = redis.call('HGET', res_key, rid)
+  if entry then
+    local r = split(entry)
+    target = prefix .. 'period:' .. r[1]
+    redis.call('HINCRBY', target, 'reserved', int(-tonumber(r[2])))
+    redis.call('HINCRBY', target, 'reserved_tokens', int(-(tonumber(r[3]) + tonumber(r[4]))))
+    redis.call('HDEL', res_key, rid)
+    redis.call('ZREM', leases_key, rid)
+  end
+  redis.call('HINCRBY', target, 'spent', int(cost))
+  redis.call('HINCRBY', target, 'tokens', int(tin + tout))
+  redis.call('HINCRBY', target, 'requests', 1)
+  if period_ttl > 0 then redis.call('EXPIRE', target, int(period_ttl)) end
+  usage_add(prefix, day, usage_ttl, key, model, 1, tin, tout, cost)
+end
+redis.call('SET', done_key, 'settled|' .. int(cost), 'EX', int(done_ttl))
+local last = tonumber(redis.call('HGET', lastused_key, key) or 0)
+if now_ms > last then redis.call('HSET', lastused_key, key, int(now_ms)) end
+local st = redis.call('HMGET', target, 'spent', 'reserved')
+return {status, tonumber(st[1] or 0), tonumber(st[2] or 0)}

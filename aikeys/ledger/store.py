@@ -1,0 +1,285 @@
+"""The ledger over Redis: reserve → settle | release, one Lua script call each.
+
+    ledger = Ledger(connect("redis://..."))
+    outcome = await ledger.reserve(alloc, request_id, key, model, estimate)
+    ...  # call the model only when outcome.accepted
+    await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost)
+
+Scripts run with EVALSHA and are reloaded on NOSCRIPT (redis-py's Script objects). Redis errors
+and timeouts surface as `LedgerUnavailable`, so callers can fail closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.exceptions
+
+from aikeys.ledger import scripts
+from aikeys.ledger.names import AllocationKeys, check_component
+from aikeys.periods import Period, day_id, window
+
+MAX_AMOUNT = 2**53 - 1  # Lua numbers are doubles: integers are exact below 2^53
+DAY = 86_400
+
+RedisClient = aioredis.Redis | aiocluster.RedisCluster
+T = TypeVar("T")
+
+
+class LedgerUnavailable(Exception):
+    """Redis could not be reached or did not answer in time."""
+
+
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+async def _guarded(call: Awaitable[T]) -> T:
+    """Await a Redis call, turning "Redis is down or slow" into LedgerUnavailable."""
+    try:
+        return await call
+    except _REDIS_DOWN as err:
+        raise LedgerUnavailable(f"redis: {type(err).__name__}: {err}") from err
+
+
+def connect(url: str, timeout: float = 0.5, max_connections: int = 64) -> RedisClient:
+    """One client (pool) per process. `redis://`, `rediss://`, and Redis Cluster with
+    `redis+cluster://` / `rediss+cluster://` or `?cluster=true`."""
+    parts = urlsplit(url)
+    cluster = parts.scheme.endswith("+cluster") or parse_qs(parts.query).get("cluster") == ["true"]
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "max_connections": max_connections,
+        "decode_responses": True,
+    }
+    if cluster:
+        scheme = parts.scheme.replace("+cluster", "")
+        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("cluster="))
+        plain = parts._replace(scheme=scheme, query=query).geturl()
+        return aiocluster.RedisCluster.from_url(plain, **common)
+    return aioredis.Redis.from_url(url, health_check_interval=30, **common)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What the ledger needs of an Allocation CR."""
+
+    namespace: str
+    name: str
+    budget: int  # nano-USD per period
+    period: Period = Period.NONE
+    token_limit: int | None = None
+
+    @property
+    def keys(self) -> AllocationKeys:
+        return AllocationKeys(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Upper bound of a request: cost (nano-USD) and tokens in each direction."""
+
+    cost: int
+    input_tokens: int
+    output_tokens: int
+
+
+class ReserveStatus(enum.IntEnum):
+    RESERVED = 1
+    ALREADY_RESERVED = 2  # a retry of the same request id: still held
+    OVER_BUDGET = 0
+    OVER_TOKEN_LIMIT = -1
+    ALREADY_SETTLED = -2
+
+
+@dataclass(frozen=True)
+class ReserveOutcome:
+    status: ReserveStatus
+    spent: int
+    reserved: int
+    tokens: int
+    reserved_tokens: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.status in (ReserveStatus.RESERVED, ReserveStatus.ALREADY_RESERVED)
+
+
+class SettleStatus(enum.IntEnum):
+    CHARGED = 1
+    CORRECTED = 3  # the lease had been reaped at its estimate; charged the difference
+    DUPLICATE = 0  # already settled: nothing charged
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    status: SettleStatus
+    spent: int
+    reserved: int
+
+
+@dataclass(frozen=True)
+class PeriodState:
+    spent: int = 0
+    reserved: int = 0
+    tokens: int = 0
+    reserved_tokens: int = 0
+    requests: int = 0
+    reaped: int = 0
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    day: str  # yyyymmdd, UTC
+    key: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: int
+
+
+def _amount(value: int, what: str) -> int:
+    if not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
+        raise ValueError(f"{what} must be an integer in [0, 2^53): {value!r}")
+    return value
+
+
+class Ledger:
+    """Budgets and usage of allocations in one Redis (or Redis Cluster)."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease: dt.timedelta = dt.timedelta(minutes=10),
+        settled_ttl: dt.timedelta = dt.timedelta(days=7),
+        retention: dt.timedelta = dt.timedelta(days=100),
+    ):
+        self.client = client
+        self.clock = clock
+        self.lease_ms = int(lease.total_seconds() * 1000)
+        self.settled_ttl = int(settled_ttl.total_seconds())
+        self.retention = int(retention.total_seconds())
+        self._scripts = {name: client.register_script(scripts.source(name)) for name in scripts.NAMES}
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await _guarded(self._scripts[name](keys=keys, args=args))
+
+    def _period_ttl(self, alloc: Allocation, now: dt.datetime) -> int:
+        end = window(alloc.period, now).end
+        return -1 if end is None else int((end - now).total_seconds()) + self.retention
+
+    async def reserve(
+        self, alloc: Allocation, request_id: str, key: str, model: str, estimate: Estimate
+    ) -> ReserveOutcome:
+        now = self.now()
+        k = alloc.keys
+        w = window(alloc.period, now)
+        args = [
+            request_id,
+            int(now.timestamp() * 1000),
+            self.lease_ms,
+            _amount(estimate.cost, "estimated cost"),
+            _amount(estimate.input_tokens, "input tokens"),
+            _amount(estimate.output_tokens, "output tokens"),
+            _amount(alloc.budget, "budget"),
+            -1 if alloc.token_limit is None else _amount(alloc.token_limit, "token limit"),
+            self._period_ttl(alloc, now),
+            w.id,
+            check_component(key, "key"),
+            check_component(model, "model"),
+            self.settled_ttl,
+            self.retention,
+            day_id(now),
+        ]
+        raw = await self._run("reserve", [k.period(w.id), k.leases, k.reservations, k.done(request_id)], args)
+        return ReserveOutcome(ReserveStatus(int(raw[0])), *(int(x) for x in raw[1:]))
+
+    async def settle(
+        self,
+        alloc: Allocation,
+        request_id: str,
+        key: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost: int,
+    ) -> SettleOutcome:
+        now = self.now()
+        k = alloc.keys
+        w = window(alloc.period, now)
+        args = [
+            request_id,
+            int(now.timestamp() * 1000),
+            _amount(cost, "cost"),
+            _amount(input_tokens, "input tokens"),
+            _amount(output_tokens, "output tokens"),
+            check_component(key, "key"),
+            check_component(model, "model"),
+            day_id(now),
+            self.settled_ttl,
+            self.retention,
+            self._period_ttl(alloc, now),
+        ]
+        keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id), k.last_used]
+        raw = await self._run("settle", keys, args)
+        return SettleOutcome(SettleStatus(int(raw[0])), int(raw[1]), int(raw[2]))
+
+    async def release(self, alloc: Allocation, request_id: str) -> bool:
+        k = alloc.keys
+        w = window(alloc.period, self.now())
+        return bool(await self._run("release", [k.period(w.id), k.leases, k.reservations], [request_id]))
+
+    async def extend(self, alloc: Allocation, request_id: str) -> bool:
+        """Renew the lease of a live reservation (for long streams)."""
+        k = alloc.keys
+        w = window(alloc.period, self.now())
+        expiry = int(self.clock() * 1000) + self.lease_ms
+        return bool(
+            await self._run("extend", [k.period(w.id), k.leases, k.reservations], [request_id, expiry])
+        )
+
+    # --- reading (operator status, usage reports) -----------------------------------------------
+
+    async def period_state(self, alloc: Allocation, at: dt.datetime | None = None) -> PeriodState:
+        w = window(alloc.period, at or self.now())
+        raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.period(w.id)))  # type: ignore[arg-type]
+        values = {k: int(v) for k, v in raw.items()}
+        return PeriodState(**{f: values.get(f, 0) for f in PeriodState.__dataclass_fields__})
+
+    async def usage(self, alloc: Allocation, days: list[str]) -> list[UsageRow]:
+        """Usage records of the given UTC days (yyyymmdd), one row per day × key × model."""
+        rows: list[UsageRow] = []
+        pipe = self.client.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(alloc.keys.usage(day))
+        results: list[dict[str, str]] = await _guarded(pipe.execute())
+        for day, raw in zip(days, results, strict=True):
+            merged: dict[tuple[str, str], dict[str, int]] = {}
+            for field, value in raw.items():
+                key, model, what = field.rsplit("|", 2)
+                merged.setdefault((key, model), {})[what] = int(value)
+            for (key, model), v in sorted(merged.items()):
+                rows.append(
+                    UsageRow(
+                        day, key, model, v.get("req", 0), v.get("in", 0), v.get("out", 0), v.get("cost", 0)
+                    )
+                )
+        return rows
+
+    async def last_used(self, alloc: Allocation) -> dict[str, dt.datetime]:
+        raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.last_used))  # type: ignore[arg-type]
+        return {k: dt.datetime.fromtimestamp(int(v) / 1000, dt.UTC) for k, v in raw.items()}

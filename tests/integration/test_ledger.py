@@ -1,0 +1,233 @@
+"""The ledger's scripts on a real redis-server: budgets hold, charges are never lost or doubled."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from aikeys.devstack.redis import RedisServer
+from aikeys.ledger.store import (
+    Allocation,
+    Estimate,
+    Ledger,
+    PeriodState,
+    ReserveStatus,
+    SettleStatus,
+    connect,
+)
+from aikeys.periods import Period
+
+pytestmark = pytest.mark.integration
+
+NOV = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, t: float = NOV):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += dt.timedelta(**kw).total_seconds()
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    c = connect(redis_server.url)
+    assert isinstance(c, aioredis.Redis)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ledger(client: aioredis.Redis, clock: Clock) -> Ledger:
+    return Ledger(client, clock=clock)
+
+
+def alloc(budget: int, period: Period = Period.MONTHLY, token_limit: int | None = None) -> Allocation:
+    return Allocation("team-a", f"alloc-{uuid.uuid4().hex[:8]}", budget, period, token_limit)
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+async def test_reserve_then_settle_charges_actual_and_frees_the_reservation(ledger: Ledger) -> None:
+    a = alloc(1000)
+    r = rid()
+    outcome = await ledger.reserve(a, r, "alice", "ns:p/m", Estimate(300, 10, 20))
+    assert outcome.status is ReserveStatus.RESERVED
+    assert (outcome.spent, outcome.reserved) == (0, 300)
+    settled = await ledger.settle(a, r, "alice", "ns:p/m", 10, 5, 120)
+    assert settled.status is SettleStatus.CHARGED
+    assert (settled.spent, settled.reserved) == (120, 0)
+    assert await ledger.period_state(a) == PeriodState(
+        spent=120, reserved=0, tokens=15, reserved_tokens=0, requests=1
+    )
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.key, row.model, row.requests, row.input_tokens, row.output_tokens, row.cost) == (
+        "alice",
+        "ns:p/m",
+        1,
+        10,
+        5,
+        120,
+    )
+    assert (await ledger.last_used(a))["alice"] == dt.datetime.fromtimestamp(NOV, dt.UTC)
+
+
+async def test_over_budget_is_refused_and_holds_nothing(ledger: Ledger) -> None:
+    a = alloc(1000)
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(600, 1, 1))).accepted
+    refused = await ledger.reserve(a, rid(), "k", "m", Estimate(401, 1, 1))
+    assert refused.status is ReserveStatus.OVER_BUDGET
+    assert not refused.accepted
+    assert (await ledger.period_state(a)).reserved == 600
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(400, 1, 1))).accepted  # exactly fits
+
+
+async def test_settle_above_the_estimate_charges_the_actual_cost(ledger: Ledger) -> None:
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(100, 1, 1))
+    assert (await ledger.settle(a, r, "k", "m", 1, 50, 700)).spent == 700
+
+
+async def test_settle_is_idempotent_under_replay(ledger: Ledger) -> None:
+    a = alloc(10_000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(500, 1, 1))
+    first = await ledger.settle(a, r, "k", "m", 3, 4, 250)
+    for _ in range(3):
+        again = await ledger.settle(a, r, "k", "m", 3, 4, 250)
+        assert again.status is SettleStatus.DUPLICATE
+    assert first.status is SettleStatus.CHARGED
+    state = await ledger.period_state(a)
+    assert (state.spent, state.requests, state.reserved) == (250, 1, 0)
+    assert (await ledger.usage(a, ["20261127"]))[0].requests == 1
+    # a settled request id cannot reserve again
+    assert (await ledger.reserve(a, r, "k", "m", Estimate(1, 1, 1))).status is ReserveStatus.ALREADY_SETTLED
+
+
+async def test_reserve_retry_with_the_same_id_holds_once(ledger: Ledger) -> None:
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(600, 1, 1))
+    retry = await ledger.reserve(a, r, "k", "m", Estimate(600, 1, 1))
+    assert retry.status is ReserveStatus.ALREADY_RESERVED
+    assert retry.accepted
+    assert (await ledger.period_state(a)).reserved == 600
+
+
+async def test_release_returns_the_reservation_once(ledger: Ledger) -> None:
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(900, 1, 1))
+    assert await ledger.release(a, r) is True
+    assert await ledger.release(a, r) is False
+    state = await ledger.period_state(a)
+    assert (state.reserved, state.spent, state.reserved_tokens) == (0, 0, 0)
+
+
+async def test_settle_without_reservation_still_charges(ledger: Ledger) -> None:
+    a = alloc(1000)
+    assert (await ledger.settle(a, rid(), "k", "m", 1, 1, 42)).status is SettleStatus.CHARGED
+    assert (await ledger.period_state(a)).spent == 42
+
+
+async def test_token_limit(ledger: Ledger) -> None:
+    a = alloc(10**12, token_limit=100)
+    r = rid()
+    assert (await ledger.reserve(a, r, "k", "m", Estimate(1, 30, 40))).accepted
+    refused = await ledger.reserve(a, rid(), "k", "m", Estimate(1, 20, 11))
+    assert refused.status is ReserveStatus.OVER_TOKEN_LIMIT
+    await ledger.settle(a, r, "k", "m", 30, 10, 1)  # used 40 of the 70 it held
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(1, 30, 30))).accepted
+
+
+async def test_expired_lease_is_charged_at_its_estimate_then_corrected(ledger: Ledger, clock: Clock) -> None:
+    a = alloc(1000)
+    crashed = rid()
+    await ledger.reserve(a, crashed, "k", "m", Estimate(400, 10, 30))
+    clock.advance(minutes=11)  # the gateway died; the lease (10 min) expired
+    # any later script call reaps it: charged at the estimate, nothing left reserved
+    ok = await ledger.reserve(a, rid(), "k", "m", Estimate(600, 1, 1))
+    assert ok.accepted
+    assert (ok.spent, ok.reserved) == (400, 600)
+    state = await ledger.period_state(a)
+    assert (state.reaped, state.requests, state.tokens) == (1, 1, 40)
+    # the slow gateway comes back and settles: the charge is corrected to the actual cost
+    late = await ledger.settle(a, crashed, "k", "m", 10, 5, 150)
+    assert late.status is SettleStatus.CORRECTED
+    state = await ledger.period_state(a)
+    assert (state.spent, state.requests, state.tokens) == (150, 1, 15)
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.requests, row.input_tokens, row.output_tokens, row.cost) == (1, 10, 5, 150)
+    assert (await ledger.settle(a, crashed, "k", "m", 10, 5, 150)).status is SettleStatus.DUPLICATE
+
+
+async def test_extend_keeps_a_long_stream_alive(ledger: Ledger, clock: Clock) -> None:
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(400, 1, 1))
+    clock.advance(minutes=8)
+    assert await ledger.extend(a, r)
+    clock.advance(minutes=8)  # 16 min after reserve, 8 after the extension
+    await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))  # runs the reaper
+    assert (await ledger.period_state(a)).reaped == 0
+    assert (await ledger.settle(a, r, "k", "m", 1, 1, 10)).status is SettleStatus.CHARGED
+    assert not await ledger.extend(a, r)
+
+
+async def test_new_period_starts_at_zero_and_old_ones_expire(
+    ledger: Ledger, clock: Clock, client: aioredis.Redis
+) -> None:
+    a = alloc(1000, Period.MONTHLY)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(1000, 1, 1))
+    await ledger.settle(a, r, "k", "m", 1, 1, 1000)
+    assert not (await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))).accepted
+    clock.t = dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp()
+    assert (await ledger.period_state(a)).spent == 0
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(1000, 1, 1))).accepted
+    ttl = await client.ttl(a.keys.period("m202611"))
+    assert 0 < ttl <= (4 * 86400 + 100 * 86400)  # kept for the retention window, then gone
+
+
+async def test_no_period_never_expires(ledger: Ledger, client: aioredis.Redis) -> None:
+    a = alloc(1000, Period.NONE)
+    await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))
+    assert await client.ttl(a.keys.period("all")) == -1
+
+
+async def test_large_amounts_stay_exact(ledger: Ledger) -> None:
+    budget = 5_000_000 * 10**9  # five million USD in nano-USD: beyond Lua's %.14g
+    a = alloc(budget)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(budget - 1, 1, 1))
+    settled = await ledger.settle(a, r, "k", "m", 1, 1, budget - 1)
+    assert settled.spent == budget - 1
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(1, 0, 0))).accepted
+    assert not (await ledger.reserve(a, rid(), "k", "m", Estimate(1, 0, 0))).accepted
+
+
+async def test_scripts_reload_after_script_flush(ledger: Ledger, client: aioredis.Redis) -> None:
+    a = alloc(1000)
+    await client.script_flush()
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))).accepted
+
+
+async def test_refuses_separator_characters(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="must be non-empty"):
+        await ledger.reserve(alloc(1), rid(), "bad|key", "m", Estimate(1, 1, 1))
