@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,12 +39,31 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, also_free_at: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    With `also_free_at=N`, port+N must be free too and the port stays below 65535-N (a Redis
+    Cluster node listens on its port and on port+10000).
+    """
+    if also_free_at is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(1000):
+        candidate = random.randint(20_000, 65_535 - also_free_at)  # noqa: S311 - not security
+        if _bindable(candidate) and _bindable(candidate + also_free_at):
+            return candidate
+    raise RuntimeError(f"no free port pair {also_free_at} apart")
 
 
 class StartupError(RuntimeError):

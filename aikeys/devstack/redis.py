@@ -57,7 +57,7 @@ def redis_binary() -> str:
 
 def launch_redis(workdir: Path, extra_args: tuple[str, ...] = ()) -> RedisServer:
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port(also_free_at=10_000) if "--cluster-enabled" in extra_args else free_port()
     argv = [
         redis_binary(),
         "--bind",

@@ -1,0 +1,90 @@
+"""Ledger micro-benchmark: reserve+settle latency and throughput of one process on local Redis.
+
+    python -m bench.ledger_bench [--cycles 5000] [--concurrency 64] [--redis-url URL] [--out FILE]
+
+Starts its own redis-server (no persistence) unless --redis-url is given, and prints a Markdown
+table. Each cycle is one reserve and one settle (two script calls, two round trips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aikeys.devstack.redis import launch_redis
+from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
+
+
+async def cycle(ledger: Ledger, alloc: Allocation) -> float:
+    rid = uuid.uuid4().hex
+    start = time.perf_counter()
+    outcome = await ledger.reserve(alloc, rid, "bench-key", "bench:p/m", Estimate(1000, 10, 10))
+    assert outcome.accepted
+    await ledger.settle(alloc, rid, "bench-key", "bench:p/m", 10, 10, 900)
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(url: str, cycles: int, concurrency: int) -> list[str]:
+    client = connect(url, timeout=5, max_connections=concurrency + 4)
+    ledger = Ledger(client)
+    alloc = Allocation("bench", f"a-{uuid.uuid4().hex[:6]}", budget=10**15)
+    for _ in range(200):  # warm-up: connections, script cache
+        await cycle(ledger, alloc)
+    sequential = [await cycle(ledger, alloc) for _ in range(cycles)]
+    start = time.perf_counter()
+    queue = iter(range(cycles))
+
+    async def worker() -> None:
+        for _ in queue:
+            await cycle(ledger, alloc)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    ms = [s * 1000 for s in sequential]
+    return [
+        "| measure | value |",
+        "| --- | --- |",
+        f"| reserve+settle latency, concurrency 1, p50 | {statistics.median(ms):.3f} ms |",
+        f"| reserve+settle latency, concurrency 1, p99 | {pct(ms, 0.99):.3f} ms |",
+        f"| reserve+settle cycles/s, concurrency 1 | {cycles / (sum(sequential)):,.0f} |",
+        f"| reserve+settle cycles/s, concurrency {concurrency} | {cycles / elapsed:,.0f} |",
+        f"| cycles measured | {cycles} each |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cycles", type=int, default=5000, help="cycles per measurement (default 5000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent cycles (default 64)")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting one")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    server = None
+    if args.redis_url is None:
+        server = launch_redis(Path(tempfile.mkdtemp(prefix="aikeys-bench-")))
+    try:
+        lines = asyncio.run(run(args.redis_url or server.url, args.cycles, args.concurrency))  # type: ignore[union-attr]
+    finally:
+        if server:
+            server.stop()
+    table = "\n".join(["## Ledger: one process, local redis-server", "", *lines, ""])
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
