@@ -26,7 +26,9 @@ def _print_summary(env: dict[str, str]) -> None:
         if key in env:
             click.echo(f"  {label:<27} {env[key]}")
     click.echo(f"\nIn your shell:  . {os.path.relpath(stack.ENV_FILE)}")
-    click.echo("Then e.g.:      kubectl get --raw /version   (kubectl: tools/k8s/build.sh --print-dirs)")
+    click.echo(
+        "Then e.g.:      kubectl get --raw /version   (.dev/env puts the pinned kubectl and helm on PATH)"
+    )
     if "AIKEYS_GATEWAY_URL" in env:
         click.echo(
             '                curl -s "$AIKEYS_GATEWAY_URL/models" -H "Authorization: Bearer $AIKEYS_DEMO_KEY"'

@@ -28,9 +28,11 @@ PID_FILE = STATE_DIR / "stack.pid"
 LOG_FILE = STATE_DIR / "stack.log"
 
 
-def render_env(values: dict[str, str]) -> str:
+def render_env(values: dict[str, str], path_dirs: list[Path] | None = None) -> str:
     lines = ["# aikeys dev stack: source this file (. .dev/env)"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+    if path_dirs:  # the pinned kubectl and helm first on PATH
+        lines.append(f'export PATH={shlex.quote(":".join(map(str, path_dirs)))}:"$PATH"')
     return "\n".join(lines) + "\n"
 
 
@@ -39,7 +41,8 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
     for line in path.read_text().splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export ") :].partition("=")
-            values[key] = shlex.split(value)[0] if value else ""
+            if key != "PATH":
+                values[key] = shlex.split(value)[0] if value else ""
     return values
 
 
@@ -75,7 +78,8 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
             "AIKEYS_REDIS_URL": redis.url,
             "AIKEYS_MOCK_UPSTREAM_URL": mock.url,
         }
-        (state_dir / "env").write_text(render_env(env))
+        tools = [cp.binaries.kubectl.parent, cp.binaries.helm.parent]
+        (state_dir / "env").write_text(render_env(env, tools))
         print(f"dev stack up in {time.monotonic() - started:.1f}s", flush=True)
         while not stop.wait(1.0):
             for child in [*cp.children.values(), redis.child, mock.child]:

@@ -11,6 +11,7 @@ import openai
 import pytest
 import redis
 
+from aikeys.devstack.binaries import locate
 from aikeys.devstack.processes import pid_alive
 from aikeys.devstack.stack import read_env
 
@@ -38,17 +39,16 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
         env = read_env(state / "env")
         assert set(env) >= {"KUBECONFIG", "AIKEYS_REDIS_URL", "AIKEYS_MOCK_UPSTREAM_URL"}
         assert env["KUBECONFIG"] in up.stdout
-        # what a user does next: kubectl with the printed kubeconfig, redis, an OpenAI client
-        from aikeys.devstack.binaries import locate
-
+        # what a user does next: source the env file and use the pinned kubectl, redis, an OpenAI client
         version = subprocess.run(
-            [str(locate().kubectl), "get", "--raw", "/version"],
+            ["bash", "-c", f". {state / 'env'} && kubectl get --raw /version && helm version --short"],
             capture_output=True,
             text=True,
-            env={**os.environ, "KUBECONFIG": env["KUBECONFIG"]},
             check=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
         )
         assert locate().k8s_version in version.stdout
+        assert "v3." in version.stdout
         assert redis.Redis.from_url(env["AIKEYS_REDIS_URL"]).ping()
         reply = openai.OpenAI(base_url=env["AIKEYS_MOCK_UPSTREAM_URL"], api_key="x").chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}]
