@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
+.PHONY: crds help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: setup lint typecheck ## THE test command: installs what is missing, then r
 
 unit: venv ## Only the fast tests that need no servers
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+crds: venv ## Regenerate crds/*.yaml from aikeys/resources.py
+	$(BIN)/python -m aikeys.crds
 
 dev: setup ## Start the local stack in the background and print how to use it
 	@$(BIN)/aikeys dev up

@@ -1,0 +1,431 @@
+"""The aikeys API (group `aikeys.dev`, version `v1alpha1`): AIKey, Allocation, AIProvider.
+
+These models are the contract. The CRDs under `crds/` are generated from them
+(`python -m aikeys.crds`), the operator and gateway parse objects with them, and every field's
+description is what `kubectl explain` shows. Money is a USD decimal string in the API and
+integer nano-USD inside (see `aikeys.money`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from aikeys.durations import DURATION_PATTERN
+from aikeys.money import USD_PATTERN
+from aikeys.periods import Period
+
+GROUP = "aikeys.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "ai"
+
+NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
+NAMESPACE_OR_STAR = r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"
+
+
+def cel(rule: str, message: str) -> JsonDict:
+    """One `x-kubernetes-validations` entry."""
+    return {"rule": rule, "message": message}
+
+
+def usd(description: str, what: str, default: str | None = None) -> Any:
+    """A USD amount field: a decimal string, checked by the API server with a readable message."""
+    rule = cel(
+        f"self.matches(r'{USD_PATTERN}')",
+        f'{what} must be a USD amount like "25.00": digits, an optional point, at most 9 decimals',
+    )
+    extra: JsonDict = {"maxLength": 32, "x-kubernetes-validations": [rule]}
+    if default is None:
+        return Field(description=description, json_schema_extra=extra)
+    return Field(default, description=description, json_schema_extra=extra)
+
+
+def duration(description: str, what: str, default: str | None = None) -> Any:
+    """A duration field ("720h", "30d", "1h30m"), checked by the API server with a readable message."""
+    rule = cel(
+        f"self.matches(r'{DURATION_PATTERN}')",
+        f'{what} must be a duration like "720h", "30d" or "1h30m" (units ms, s, m, h, d)',
+    )
+    return Field(
+        default,
+        description=description,
+        json_schema_extra={"maxLength": 32, "x-kubernetes-validations": [rule]},
+    )
+
+
+class Schema(BaseModel):
+    """Base of every API type: camelCase on the wire, unknown fields ignored (forward compatible)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+# --- shared -------------------------------------------------------------------------------------
+
+
+class Condition(Schema):
+    """The state of one aspect of the object, as Kubernetes API conventions define conditions."""
+
+    type: str = Field(description="Type of condition in CamelCase, e.g. Ready or Exhausted.", max_length=316)
+    status: str = Field(
+        description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]}
+    )
+    reason: str = Field("", description="Machine-readable reason for the last transition, in CamelCase.")
+    message: str = Field("", description="Human-readable details of the last transition.")
+    last_transition_time: dt.datetime | None = Field(None, description="When the status last changed.")
+    observed_generation: int | None = Field(
+        None, description="The .metadata.generation this was computed from."
+    )
+
+
+class LocalRef(Schema):
+    """A reference to an object in the same namespace."""
+
+    name: str = Field(description="Name of the referenced object.", min_length=1, max_length=253)
+
+
+# --- Allocation ---------------------------------------------------------------------------------
+
+
+class AllocationSpec(Schema):
+    """A budget that AI keys draw from."""
+
+    budget: str = usd(
+        'Spending limit per period in USD, as a decimal string with at most 9 decimals (e.g. "25.00"). '
+        "Requests that could take spend past it are refused with HTTP 402.",
+        "spec.budget",
+    )
+    period: Period = Field(
+        Period.MONTHLY,
+        description=(
+            "When the budget starts again, calendar-aligned in UTC: None (never), Daily, Weekly "
+            "(ISO weeks, from Monday) or Monthly."
+        ),
+    )
+    token_limit: int | None = Field(
+        None, description="Optional limit of input+output tokens per period, on top of the budget.", ge=1
+    )
+    alert_thresholds: list[int] = Field(
+        default_factory=lambda: [80, 100],
+        description="Percentages of the budget at which a warning event is posted, once per period.",
+        json_schema_extra={
+            "items": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "maxItems": 10,
+            "default": [80, 100],
+        },
+    )
+
+
+class AllocationStatus(Schema):
+    """Spend of the current period, kept current by the operator from the ledger."""
+
+    spent: str | None = Field(None, description="USD spent in the current period.")
+    remaining: str | None = Field(None, description="USD left in the current period (budget minus spent).")
+    reserved: str | None = Field(None, description="USD held by requests in flight.")
+    tokens: int | None = Field(None, description="Input+output tokens used in the current period.")
+    requests: int | None = Field(None, description="Requests settled in the current period.")
+    period_start: dt.datetime | None = Field(None, description="Start of the current period (UTC).")
+    period_end: dt.datetime | None = Field(None, description="End of the current period (UTC).")
+    keys: int | None = Field(None, description="Number of AIKeys that draw from this allocation.")
+    alerted_threshold: int | None = Field(
+        None, description="Highest alert threshold already reported this period."
+    )
+    alerted_period: str | None = Field(None, description="Period id the alerted threshold belongs to.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready (the ledger is readable) and Exhausted (no budget left)."
+    )
+
+
+# --- AIKey --------------------------------------------------------------------------------------
+
+
+class KeyPhase(StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    EXPIRED = "Expired"
+    DISABLED = "Disabled"
+
+
+class AIKeySpec(Schema):
+    """An API key for the gateway, drawing from an Allocation in the same namespace."""
+
+    allocation_ref: LocalRef = Field(
+        description="The Allocation (same namespace) this key's spend is charged to."
+    )
+    ttl: str | None = duration(
+        'How long the key is valid after creation, e.g. "720h" or "30d" (units ms, s, m, h, d). '
+        "Not together with expiresAt. Neither: the key does not expire.",
+        "spec.ttl",
+    )
+    expires_at: dt.datetime | None = Field(
+        None, description="When the key stops working (RFC 3339). Not together with ttl."
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description='Model IDs this key may use ("owner:provider/model"; `*` matches any characters). '
+        "Empty: every model the namespace can reach.",
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 300}, "maxItems": 256},
+    )
+    disabled: bool = Field(False, description="Refuse requests with this key while true; the key is kept.")
+    rotation: int = Field(
+        0,
+        description="Increase to rotate: a new key is minted into the same Secret.",
+        ge=0,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self >= oldSelf", "rotation can only increase (bump it to rotate the key)")
+            ]
+        },
+    )
+    rotation_grace_period: str = duration(
+        'How long the previous key keeps working after a rotation, e.g. "1h" ("0s": none).',
+        "spec.rotationGracePeriod",
+        "1h",
+    )
+    description: str | None = Field(
+        None, description="Free text: who or what the key is for.", max_length=1024
+    )
+
+    crd_validations: ClassVar[list[JsonDict]] = [
+        cel("!(has(self.ttl) && has(self.expiresAt))", "set either spec.ttl or spec.expiresAt, not both"),
+    ]
+
+
+class AIKeyStatus(Schema):
+    """The key's state. The plaintext key is only ever in the Secret `secretName`."""
+
+    phase: KeyPhase | None = Field(None, description="Pending (no key yet), Active, Expired or Disabled.")
+    key_hash: str | None = Field(
+        None, description="Hex SHA-256 of the current key.", pattern=r"^[0-9a-f]{64}$"
+    )
+    key_hint: str | None = Field(None, description="Prefix and last 4 characters of the key, safe to show.")
+    previous_key_hash: str | None = Field(
+        None,
+        description="Hex SHA-256 of the key before the last rotation, valid until previousKeyValidUntil.",
+    )
+    previous_key_valid_until: dt.datetime | None = Field(
+        None, description="End of the rotation grace period."
+    )
+    observed_rotation: int | None = Field(
+        None, description="The spec.rotation the current key was minted for."
+    )
+    secret_name: str | None = Field(None, description="Secret (owned by this AIKey) holding the key.")
+    created_at: dt.datetime | None = Field(None, description="When the first key was minted.")
+    expires_at: dt.datetime | None = Field(None, description="When the key expires; empty if never.")
+    last_used_at: dt.datetime | None = Field(None, description="Last request charged to this key.")
+    spend: str | None = Field(None, description="USD charged to this key in the allocation's current period.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready: the key works.")
+
+
+# --- AIProvider ---------------------------------------------------------------------------------
+
+
+class ProviderType(StrEnum):
+    OPENAI = "openai"
+    AZURE_OPENAI = "azure-openai"
+
+
+class SecretKeyRef(Schema):
+    """A key in a Secret in the provider's namespace."""
+
+    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    key: str = Field("apiKey", description="Key within the Secret's data that holds the API key.")
+
+
+class AzureSettings(Schema):
+    """Settings of Azure OpenAI endpoints."""
+
+    api_version: str = Field(description='The api-version query parameter, e.g. "2024-10-21".', min_length=1)
+
+
+class ProviderModel(Schema):
+    """A model offered through the gateway, with its prices."""
+
+    name: str = Field(
+        description='Name in the model ID "<namespace>:<provider>/<name>" that clients send.',
+        pattern=NAME_PATTERN,
+    )
+    upstream_name: str | None = Field(
+        None,
+        description="Model name sent to the upstream (default: name). For Azure: the deployment name.",
+        min_length=1,
+        max_length=256,
+    )
+    input_price_per_million: str = usd(
+        'USD per million input tokens, a decimal string (e.g. "2.50").', "inputPricePerMillion"
+    )
+    output_price_per_million: str = usd(
+        'USD per million output tokens, a decimal string (e.g. "10.00").', "outputPricePerMillion"
+    )
+    max_output_tokens: int | None = Field(
+        None,
+        description="Output bound used for the budget reservation when a request sets no max_tokens.",
+        ge=1,
+    )
+
+
+class AIProviderSpec(Schema):
+    """A model backend: an OpenAI-compatible endpoint or Azure OpenAI."""
+
+    type: ProviderType = Field(
+        ProviderType.OPENAI,
+        description="openai (any OpenAI-compatible server: OpenAI, vLLM, Ollama, …) or azure-openai.",
+    )
+    base_url: str = Field(
+        description="Base URL of the API, e.g. https://api.openai.com/v1 or https://NAME.openai.azure.com.",
+        alias="baseURL",
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret (same namespace) with the upstream API key. Omit for keyless local servers."
+    )
+    azure: AzureSettings | None = Field(None, description="Required when type is azure-openai.")
+    models: list[ProviderModel] = Field(
+        description="The models offered, by name.",
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": 512,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    shared_with: list[str] = Field(
+        default_factory=list,
+        description='Namespaces whose keys may use this provider ("*": all). Its own namespace always may.',
+        json_schema_extra={"items": {"type": "string", "pattern": NAMESPACE_OR_STAR}, "maxItems": 256},
+    )
+    stream_usage: bool = Field(
+        True,
+        description="Ask for a usage chunk in streams (stream_options.include_usage). Turn off for backends "
+        "that reject it; streamed text is then counted instead.",
+    )
+    timeout: str = duration('Upstream request timeout, e.g. "600s".', "spec.timeout", "600s")
+
+    crd_validations: ClassVar[list[JsonDict]] = [
+        cel(
+            "self.type != 'azure-openai' || has(self.azure)",
+            "spec.azure.apiVersion is required when type is azure-openai",
+        ),
+    ]
+
+
+class AIProviderStatus(Schema):
+    model_count: int | None = Field(None, description="Number of models offered.")
+    model_ids: list[str] = Field(default_factory=list, description="The model IDs clients use.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready: the credentials Secret exists and has the key."
+    )
+
+
+# --- the kinds ----------------------------------------------------------------------------------
+
+
+class Kind:
+    """Names, printer columns and the spec/status models of one custom resource kind."""
+
+    def __init__(
+        self,
+        kind: str,
+        plural: str,
+        short: str,
+        spec: type[Schema],
+        status: type[Schema],
+        description: str,
+        columns: list[dict[str, Any]],
+    ):
+        self.kind, self.plural, self.short = kind, plural, short
+        self.singular = kind.lower()
+        self.spec, self.status, self.description, self.columns = spec, status, description, columns
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def _col(
+    name: str, path: str, type_: str = "string", description: str = "", priority: int = 0
+) -> dict[str, Any]:
+    col: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
+    if description:
+        col["description"] = description
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+_AGE = _col("Age", ".metadata.creationTimestamp", "date")
+
+AIKEY = Kind(
+    "AIKey",
+    "aikeys",
+    "aik",
+    AIKeySpec,
+    AIKeyStatus,
+    "An API key for the aikeys gateway. The operator mints the key into a Secret owned by the AIKey "
+    "and keeps only its SHA-256 in status; spend is charged to the referenced Allocation.",
+    [
+        _col("Allocation", ".spec.allocationRef.name", description="Allocation charged"),
+        _col("Phase", ".status.phase"),
+        _col("Key", ".status.keyHint", description="Prefix and last 4 characters"),
+        _col("Expires", ".status.expiresAt", description="Expiry (UTC)"),
+        _col("Last Used", ".status.lastUsedAt", "date"),
+        _col("Spend", ".status.spend", description="USD this period"),
+        _AGE,
+    ],
+)
+ALLOCATION = Kind(
+    "Allocation",
+    "allocations",
+    "alloc",
+    AllocationSpec,
+    AllocationStatus,
+    "A budget in USD per period that AIKeys draw from. Requests that could exceed it are refused "
+    "with HTTP 402 before they reach a model.",
+    [
+        _col("Budget", ".spec.budget"),
+        _col("Spent", ".status.spent"),
+        _col("Remaining", ".status.remaining"),
+        _col("Period", ".spec.period"),
+        _col("Exhausted", '.status.conditions[?(@.type=="Exhausted")].status'),
+        _AGE,
+    ],
+)
+AIPROVIDER = Kind(
+    "AIProvider",
+    "aiproviders",
+    "aip",
+    AIProviderSpec,
+    AIProviderStatus,
+    "A model backend (OpenAI-compatible or Azure OpenAI) with its models and prices. Clients name "
+    'its models "<namespace>:<provider>/<model>".',
+    [
+        _col("Type", ".spec.type"),
+        _col("Models", ".status.modelCount", "integer"),
+        _col("Shared", ".spec.sharedWith"),
+        _col("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        _AGE,
+    ],
+)
+KINDS = (AIKEY, ALLOCATION, AIPROVIDER)
+
+
+def model_id(namespace: str, provider: str, model: str) -> str:
+    return f"{namespace}:{provider}/{model}"
+
+
+def parse_model_id(value: str) -> tuple[str, str, str] | None:
+    """`"team-a:openai/gpt-4o"` → ("team-a", "openai", "gpt-4o"); None when malformed."""
+    owner, sep, rest = value.partition(":")
+    provider, sep2, model = rest.partition("/")
+    if not (sep and sep2 and owner and provider and model):
+        return None
+    return owner, provider, model
