@@ -20,6 +20,7 @@ from aikeys.devstack.binaries import REPO_ROOT
 from aikeys.devstack.controlplane import ControlPlane, launch
 from aikeys.devstack.processes import pid_alive
 from aikeys.devstack.redis import RedisServer, launch_redis
+from aikeys.devstack.services import OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
 STATE_DIR = Path(os.environ.get("AIKEYS_DEV_DIR", REPO_ROOT / ".dev"))
@@ -65,6 +66,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
     cp: ControlPlane | None = None
     redis: RedisServer | None = None
     mock: MockUpstreamProcess | None = None
+    operator: OperatorProcess | None = None
     try:
         print("starting control plane (etcd, kube-apiserver, kube-controller-manager) ...", flush=True)
         cp = launch(state_dir / "controlplane")
@@ -73,6 +75,12 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         print(f"redis ready at {redis.url}", flush=True)
         mock = launch_mock_upstream(state_dir / "logs")
         print(f"mock upstream ready at {mock.url}", flush=True)
+        cp.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        for crd in ("aikeys", "allocations", "aiproviders"):
+            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
+        print("CRDs applied (kubectl get ai)", flush=True)
+        operator = OperatorProcess(cp.kubeconfig, redis.url, state_dir / "logs" / "operator.log").start()
+        print(f"operator running (log {operator.log_path})", flush=True)
         env = {
             "KUBECONFIG": str(cp.kubeconfig),
             "AIKEYS_REDIS_URL": redis.url,
@@ -82,14 +90,15 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         (state_dir / "env").write_text(render_env(env, tools))
         print(f"dev stack up in {time.monotonic() - started:.1f}s", flush=True)
         while not stop.wait(1.0):
-            for child in [*cp.children.values(), redis.child, mock.child]:
+            for child in [*cp.children.values(), redis.child, mock.child, operator.child]:
+                assert child is not None
                 if not child.alive():
                     print(f"{child.name} exited; stopping the stack. log:\n{child.log_tail()}", flush=True)
                     stop.set()
     finally:
         print("stopping dev stack ...", flush=True)
         (state_dir / "env").unlink(missing_ok=True)
-        for part in (mock, redis, cp):
+        for part in (operator, mock, redis, cp):
             if part is not None:
                 part.stop()
         PID_FILE.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ touches live in one Redis Cluster slot:
     aikeys:{team-a/research}:res                  HASH request id → reservation
     aikeys:{team-a/research}:done:<request id>    STRING settled marker (idempotency), expires
     aikeys:{team-a/research}:usage:<yyyymmdd>     HASH "<key>|<model>|req|in|out|cost" → integer
+    aikeys:{team-a/research}:keyspend:<period id> HASH key name → nano-USD spent in the period
     aikeys:{team-a/research}:lastused             HASH key name → epoch ms
 """
 
@@ -49,6 +50,9 @@ class AllocationKeys:
 
     def done(self, request_id: str) -> str:
         return f"{self.prefix}done:{check_component(request_id, 'request id')}"
+
+    def key_spend(self, period_id: str) -> str:
+        return f"{self.prefix}keyspend:{period_id}"
 
     def usage(self, day_id: str) -> str:
         return f"{self.prefix}usage:{day_id}"

@@ -280,6 +280,12 @@ class Ledger:
                 )
         return rows
 
+    async def key_spend(self, alloc: Allocation, at: dt.datetime | None = None) -> dict[str, int]:
+        """nano-USD charged to each key in the period containing `at` (default: now)."""
+        w = window(alloc.period, at or self.now())
+        raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.key_spend(w.id)))  # type: ignore[arg-type]
+        return {k: int(v) for k, v in raw.items()}
+
     async def last_used(self, alloc: Allocation) -> dict[str, dt.datetime]:
         raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.last_used))  # type: ignore[arg-type]
         return {k: dt.datetime.fromtimestamp(int(v) / 1000, dt.UTC) for k, v in raw.items()}

@@ -50,6 +50,26 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
         assert locate().k8s_version in version.stdout
         assert "v3." in version.stdout
         assert redis.Redis.from_url(env["AIKEYS_REDIS_URL"]).ping()
+        # the CRDs are installed and the operator mints keys
+        script = (
+            f". {state / 'env'} && kubectl create namespace demo-probe >/dev/null && "
+            "kubectl apply -n demo-probe -f - >/dev/null <<'EOF'\n"
+            "apiVersion: aikeys.dev/v1alpha1\nkind: Allocation\nmetadata: {name: a}\n"
+            "spec: {budget: '1.00'}\n---\n"
+            "apiVersion: aikeys.dev/v1alpha1\nkind: AIKey\nmetadata: {name: k}\n"
+            "spec: {allocationRef: {name: a}}\n"
+            "EOF\n"
+            "kubectl wait -n demo-probe aikey/k --for=jsonpath='{.status.phase}'=Active --timeout=60s"
+        )
+        minted = subprocess.run(
+            ["bash", "-c", script],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+        assert minted.returncode == 0, minted.stderr
+        assert "condition met" in minted.stdout
         reply = openai.OpenAI(base_url=env["AIKEYS_MOCK_UPSTREAM_URL"], api_key="x").chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}]
         )

@@ -85,6 +85,7 @@ async def test_reserve_then_settle_charges_actual_and_frees_the_reservation(ledg
         120,
     )
     assert (await ledger.last_used(a))["alice"] == dt.datetime.fromtimestamp(NOV, dt.UTC)
+    assert await ledger.key_spend(a) == {"alice": 120}
 
 
 async def test_over_budget_is_refused_and_holds_nothing(ledger: Ledger) -> None:
@@ -175,6 +176,7 @@ async def test_expired_lease_is_charged_at_its_estimate_then_corrected(ledger: L
     [row] = await ledger.usage(a, ["20261127"])
     assert (row.requests, row.input_tokens, row.output_tokens, row.cost) == (1, 10, 5, 150)
     assert (await ledger.settle(a, crashed, "k", "m", 10, 5, 150)).status is SettleStatus.DUPLICATE
+    assert await ledger.key_spend(a) == {"k": 150}
 
 
 async def test_extend_keeps_a_long_stream_alive(ledger: Ledger, clock: Clock) -> None:

@@ -22,6 +22,18 @@ local function prefix_of(period_key)
   return string.sub(period_key, 1, string.find(period_key, ':period:', 1, true))
 end
 
+-- per-key spend of one period, for AIKey.status.spend
+local function key_spend_add(prefix, period_id, key, cost, ttl)
+  local k = prefix .. 'keyspend:' .. period_id
+  redis.call('HINCRBY', k, key, int(cost))
+  if ttl and ttl > 0 then redis.call('EXPIRE', k, int(ttl)) end
+end
+
+local function period_id_of(period_key)
+  local _, stop = string.find(period_key, ':period:', 1, true)
+  return string.sub(period_key, stop + 1)
+end
+
 local function usage_add(prefix, day, usage_ttl, key, model, requests, tin, tout, cost)
   local ukey = prefix .. 'usage:' .. day
   local f = key .. '|' .. model .. '|'
@@ -51,6 +63,7 @@ local function reap(period_key, leases_key, res_key, now_ms, done_ttl, usage_ttl
       redis.call('HINCRBY', pkey, 'requests', 1)
       redis.call('HINCRBY', pkey, 'reaped', 1)
       usage_add(prefix, day, usage_ttl, r[5], r[6], 1, tin, tout, cost)
+      key_spend_add(prefix, r[1], r[5], cost, redis.call('TTL', pkey))
       redis.call('SET', prefix .. 'done:' .. rid, 'reaped|' .. entry .. '|' .. day, 'EX', int(done_ttl))
       redis.call('HDEL', res_key, rid)
     end

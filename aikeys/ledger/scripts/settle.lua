@@ -29,6 +29,7 @@ if done then
   redis.call('HINCRBY', target, 'spent', int(cost - ecost))
   redis.call('HINCRBY', target, 'tokens', int((tin + tout) - (ein + eout)))
   usage_add(prefix, d[8], usage_ttl, key, model, 0, tin - ein, tout - eout, cost - ecost)
+  key_spend_add(prefix, d[2], key, cost - ecost, redis.call('TTL', target))
   status = 3
 else
   local entry = redis.call('HGET', res_key, rid)
@@ -45,6 +46,7 @@ else
   redis.call('HINCRBY', target, 'requests', 1)
   if period_ttl > 0 then redis.call('EXPIRE', target, int(period_ttl)) end
   usage_add(prefix, day, usage_ttl, key, model, 1, tin, tout, cost)
+  key_spend_add(prefix, period_id_of(target), key, cost, redis.call('TTL', target))
 end
 redis.call('SET', done_key, 'settled|' .. int(cost), 'EX', int(done_ttl))
 local last = tonumber(redis.call('HGET', lastused_key, key) or 0)

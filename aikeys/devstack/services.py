@@ -1,0 +1,64 @@
+"""aikeys' own processes (operator, gateway) as children, for tests and the dev stack."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aikeys.devstack.processes import Child, free_port
+
+
+def _ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+        return int(resp.status) == 200
+
+
+@dataclass
+class OperatorProcess:
+    """`aikeys-operator` running against a kubeconfig, with its liveness endpoint on loopback."""
+
+    kubeconfig: Path
+    redis_url: str | None
+    log_path: Path
+    gateway_url: str | None = None
+    status_interval: float = 1.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    child: Child | None = None
+    port: int = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "AIKEYS_STATUS_INTERVAL": str(self.status_interval),
+            **({"AIKEYS_REDIS_URL": self.redis_url} if self.redis_url else {}),
+            **({"AIKEYS_GATEWAY_URL": self.gateway_url} if self.gateway_url else {}),
+            **self.extra_env,
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "aikeys_operator.main",
+            "--standalone",
+            f"--liveness=http://127.0.0.1:{self.port}/healthz",
+        ]
+        self.child = Child("aikeys-operator", argv, self.log_path, env=env).start()
+        self.child.wait_until(
+            lambda: _ok(f"http://127.0.0.1:{self.port}/healthz"), timeout=timeout, what="live"
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

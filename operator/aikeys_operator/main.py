@@ -1,0 +1,61 @@
+"""`aikeys-operator`: run the operator (kopf) against the cluster in the kubeconfig or in-cluster."""
+
+from __future__ import annotations
+
+import click
+import kopf
+
+from aikeys import __version__
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only this namespace (repeatable). Default: the whole cluster.",
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="Liveness endpoint to serve ('' to disable).",
+)
+@click.option(
+    "--peering/--standalone",
+    default=False,
+    show_default=True,
+    help="Coordinate with other replicas through kopf peering (needs the peering CRDs); "
+    "by default run as the single active replica.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "plain", "full"]),
+    default="json",
+    show_default=True,
+    help="Log format (json: one structured object a line).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.version_option(__version__, prog_name="aikeys-operator")
+def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: str, verbose: bool) -> None:
+    """Mint and rotate AI keys, keep Allocation and AIProvider status current.
+
+    Configuration comes from the environment: AIKEYS_REDIS_URL (the ledger), AIKEYS_GATEWAY_URL
+    (public base URL written to key Secrets as OPENAI_BASE_URL), AIKEYS_STATUS_INTERVAL
+    (seconds between status refreshes, default 5), AIKEYS_WATCH_SERVER_TIMEOUT and
+    AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds).
+    """
+    import aikeys_operator.handlers  # noqa: F401 - registers the handlers
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        standalone=not peering,
+        liveness_endpoint=liveness or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The operator against the real control plane and redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aikeys import keys as keyformat
+from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.services import OperatorProcess
+from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
+from aikeys.periods import Period
+from tests.integration.kube import apply, events, get, install_crds, wait_for
+
+pytestmark = pytest.mark.integration
+NS = "op-tests"
+GATEWAY = "https://ai.example.com/api/openai/v1"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crds(control_plane)
+    control_plane.kubectl("create", "namespace", NS)
+    op = OperatorProcess(
+        control_plane.kubeconfig,
+        redis_server.url,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        gateway_url=GATEWAY,
+    ).start()
+    apply(
+        control_plane,
+        """
+        apiVersion: aikeys.dev/v1alpha1
+        kind: Allocation
+        metadata: {name: team}
+        spec: {budget: "10.00", period: Monthly}
+    """,
+        NS,
+    )
+    yield op
+    op.stop()
+
+
+def key_manifest(name: str, extra: str = "") -> str:
+    return f"""
+        apiVersion: aikeys.dev/v1alpha1
+        kind: AIKey
+        metadata: {{name: {name}}}
+        spec:
+          allocationRef: {{name: team}}
+          {extra}
+    """
+
+
+def secret_key(cp: ControlPlane, name: str) -> str | None:
+    secret = get(cp, "secret", f"aikey-{name}", NS)
+    if secret is None:
+        return None
+    return base64.b64decode(secret["data"]["OPENAI_API_KEY"]).decode()
+
+
+def status(cp: ControlPlane, name: str) -> dict[str, Any]:
+    obj = get(cp, "aikey", name, NS)
+    return (obj or {}).get("status") or {}
+
+
+def active(cp: ControlPlane, name: str) -> dict[str, Any] | None:
+    st = status(cp, name)
+    return st if st.get("phase") == "Active" else None
+
+
+def test_create_mints_a_key_into_an_owned_secret(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    started = time.monotonic()
+    apply(control_plane, key_manifest("alice", "ttl: 720h"), NS)
+    plaintext = wait_for(lambda: secret_key(control_plane, "alice"), 30, "the key Secret")
+    latency = time.monotonic() - started
+    st = wait_for(lambda: active(control_plane, "alice"), 30, "phase Active")
+    print(f"\ncreate → Secret ready in {latency * 1000:.0f} ms")
+    assert keyformat.well_formed(plaintext)
+    assert st["keyHash"] == hashlib.sha256(plaintext.encode()).hexdigest()
+    assert st["keyHint"] == f"aik_…{plaintext[-4:]}"
+    assert st["secretName"] == "aikey-alice"
+    created = dt.datetime.fromisoformat(str(st["createdAt"]))
+    assert dt.datetime.fromisoformat(str(st["expiresAt"])) == created + dt.timedelta(hours=720)
+    secret = get(control_plane, "secret", "aikey-alice", NS)
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["OPENAI_BASE_URL"]).decode() == GATEWAY
+    aikey = get(control_plane, "aikey", "alice", NS)
+    assert aikey is not None
+    [owner] = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("AIKey", aikey["metadata"]["uid"], True)
+    ready = [c for c in st["conditions"] if c["type"] == "Ready"]
+    assert ready[0]["status"] == "True"
+    reasons = [e["reason"] for e in events(control_plane, NS, "alice")]
+    assert "Minted" in reasons
+    # the plaintext is nowhere but the Secret
+    assert plaintext not in str(aikey)
+    assert plaintext not in operator.log()
+    assert plaintext not in str(events(control_plane, NS, "alice"))
+
+
+def test_operator_restart_keeps_the_same_key(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    apply(control_plane, key_manifest("restart"), NS)
+    wait_for(lambda: active(control_plane, "restart"), 30, "phase Active")
+    before = (secret_key(control_plane, "restart"), status(control_plane, "restart")["keyHash"])
+    operator.restart()
+    time.sleep(2)  # resumed handlers run
+    assert (secret_key(control_plane, "restart"), status(control_plane, "restart")["keyHash"]) == before
+
+
+def test_a_secret_written_before_a_crash_is_adopted(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The operator died after writing the Secret but before recording the hash: no second key."""
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest("crashed"), NS)
+        uid = get(control_plane, "aikey", "crashed", NS)["metadata"]["uid"]  # type: ignore[index]
+        plaintext = keyformat.mint()
+        control_plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=f"""
+apiVersion: v1
+kind: Secret
+metadata:
+  name: aikey-crashed
+  namespace: {NS}
+  labels: {{app.kubernetes.io/managed-by: aikeys}}
+  annotations:
+    aikeys.dev/rotation: "0"
+    aikeys.dev/key-hash: {keyformat.key_hash(plaintext)}
+    aikeys.dev/key-hint: "{keyformat.hint(plaintext)}"
+  ownerReferences: [{{apiVersion: aikeys.dev/v1alpha1, kind: AIKey, name: crashed, uid: {uid}}}]
+stringData: {{OPENAI_API_KEY: {plaintext}}}
+""",
+        )
+    finally:
+        operator.start()
+    st = wait_for(lambda: active(control_plane, "crashed"), 30, "phase Active")
+    assert st["keyHash"] == keyformat.key_hash(plaintext)
+    assert secret_key(control_plane, "crashed") == plaintext
+
+
+def test_ttl_expires_on_time(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    apply(control_plane, key_manifest("short", "ttl: 4s"), NS)
+    st = wait_for(lambda: active(control_plane, "short"), 30, "phase Active")
+    expires = dt.datetime.fromisoformat(str(st["expiresAt"]))
+    wait_for(lambda: status(control_plane, "short").get("phase") == "Expired", 15, "phase Expired")
+    late = dt.datetime.now(dt.UTC) - expires
+    print(f"\nExpired {late.total_seconds():.2f}s after expiresAt")
+    assert late < dt.timedelta(seconds=2)
+    assert "Expired" in [e["reason"] for e in events(control_plane, NS, "short")]
+
+
+def test_disable_and_enable(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    apply(control_plane, key_manifest("toggle"), NS)
+    wait_for(lambda: active(control_plane, "toggle"), 30, "phase Active")
+    control_plane.kubectl(
+        "patch", "aikey", "toggle", "-n", NS, "--type=merge", "-p", '{"spec":{"disabled":true}}'
+    )
+    wait_for(lambda: status(control_plane, "toggle").get("phase") == "Disabled", 15, "phase Disabled")
+    control_plane.kubectl(
+        "patch", "aikey", "toggle", "-n", NS, "--type=merge", "-p", '{"spec":{"disabled":false}}'
+    )
+    wait_for(lambda: active(control_plane, "toggle"), 15, "phase Active again")
+    reasons = [e["reason"] for e in events(control_plane, NS, "toggle")]
+    assert "Disabled" in reasons
+    assert "Enabled" in reasons
+
+
+def test_rotation_with_grace(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    apply(control_plane, key_manifest("rot", "rotationGracePeriod: 3s"), NS)
+    old = wait_for(lambda: active(control_plane, "rot"), 30, "phase Active")
+    old_plain = secret_key(control_plane, "rot")
+    control_plane.kubectl("patch", "aikey", "rot", "-n", NS, "--type=merge", "-p", '{"spec":{"rotation":1}}')
+    new = wait_for(
+        lambda: (s := status(control_plane, "rot")).get("observedRotation") == 1 and s, 30, "the rotation"
+    )
+    assert new["keyHash"] != old["keyHash"]
+    assert new["previousKeyHash"] == old["keyHash"]
+    new_plain = secret_key(control_plane, "rot")
+    assert new_plain != old_plain
+    assert new["keyHash"] == keyformat.key_hash(new_plain or "")
+    until = dt.datetime.fromisoformat(str(new["previousKeyValidUntil"]))
+    assert dt.timedelta(seconds=1) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=3)
+    wait_for(lambda: "previousKeyHash" not in status(control_plane, "rot"), 10, "the grace period to end")
+    assert "Rotated" in [e["reason"] for e in events(control_plane, NS, "rot")]
+
+
+def test_removed_secret_is_not_reminted(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    """Show-once: the CLI deletes the Secret after printing the key; the key stays the same."""
+    apply(control_plane, key_manifest("once"), NS)
+    st = wait_for(lambda: active(control_plane, "once"), 30, "phase Active")
+    control_plane.kubectl("delete", "secret", "aikey-once", "-n", NS)
+    operator.restart()
+    time.sleep(2)
+    assert status(control_plane, "once")["keyHash"] == st["keyHash"]
+    assert get(control_plane, "secret", "aikey-once", NS) is None
+
+
+def test_delete_revokes_and_collects_the_secret(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    apply(control_plane, key_manifest("gone"), NS)
+    wait_for(lambda: secret_key(control_plane, "gone"), 30, "the key Secret")
+    control_plane.kubectl("delete", "aikey", "gone", "-n", NS)
+    wait_for(lambda: get(control_plane, "secret", "aikey-gone", NS) is None, 60, "the Secret to be collected")
+
+
+def test_allocation_status_follows_the_ledger(
+    control_plane: ControlPlane, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    apply(control_plane, key_manifest("spender"), NS)
+    wait_for(lambda: active(control_plane, "spender"), 30, "phase Active")
+
+    async def spend(nano: int, rid: str) -> None:
+        client = connect(redis_server.url)
+        ledger = Ledger(client)
+        alloc = Allocation(NS, "team", 10 * 10**9, Period.MONTHLY)
+        await ledger.reserve(alloc, rid, "spender", f"{NS}:p/m", Estimate(nano, 1, 1))
+        await ledger.settle(alloc, rid, "spender", f"{NS}:p/m", 100, 50, nano)
+        await client.aclose()
+
+    asyncio.run(spend(8_500_000_000, "seed-1"))  # 8.50 of 10.00 USD: past the 80% threshold
+    alloc = wait_for(
+        lambda: (
+            (a := get(control_plane, "alloc", "team", NS))
+            and a.get("status", {}).get("spent") == "8.50"
+            and a
+        ),
+        15,
+        "spent 8.50",
+    )
+    st = alloc["status"]
+    assert (st["remaining"], st["tokens"], st["requests"]) == ("1.50", 150, 1)
+    assert st["keys"] >= 1
+    exhausted = next(c for c in st["conditions"] if c["type"] == "Exhausted")
+    assert exhausted["status"] == "False"
+    key = wait_for(
+        lambda: status(control_plane, "spender").get("spend") == "8.50" and status(control_plane, "spender"),
+        15,
+        "the key's spend",
+    )
+    assert key["lastUsedAt"]
+    threshold = [e for e in events(control_plane, NS, "team") if e["reason"] == "BudgetThreshold"]
+    assert threshold
+    assert "85% of the 10.00 USD Monthly budget used" in threshold[0]["message"]
+
+    asyncio.run(spend(2_000_000_000, "seed-2"))
+    alloc = wait_for(
+        lambda: (
+            (a := get(control_plane, "alloc", "team", NS))
+            and a.get("status", {}).get("spent") == "10.50"
+            and a
+        ),
+        15,
+        "spent 10.50",
+    )
+    exhausted = next(c for c in alloc["status"]["conditions"] if c["type"] == "Exhausted")
+    assert exhausted["status"] == "True"
+    assert alloc["status"]["remaining"] == "0.00"
+    reasons = [e["reason"] for e in events(control_plane, NS, "team")]
+    assert "Exhausted" in reasons
+
+
+def test_idle_cluster_writes_nothing(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    wait_for(lambda: get(control_plane, "alloc", "team", NS), 10, "the allocation")
+    before = get(control_plane, "alloc", "team", NS)["metadata"]["resourceVersion"]  # type: ignore[index]
+    time.sleep(3)  # three status intervals
+    after = get(control_plane, "alloc", "team", NS)["metadata"]["resourceVersion"]  # type: ignore[index]
+    assert before == after
+
+
+def test_provider_status(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    apply(
+        control_plane,
+        """
+        apiVersion: aikeys.dev/v1alpha1
+        kind: AIProvider
+        metadata: {name: openai}
+        spec:
+          baseURL: https://api.openai.com/v1
+          credentialsSecretRef: {name: openai-creds}
+          models:
+          - {name: gpt-4o, inputPricePerMillion: "2.50", outputPricePerMillion: "10.00"}
+          - {name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60"}
+    """,
+        NS,
+    )
+    st = wait_for(
+        lambda: (get(control_plane, "aip", "openai", NS) or {}).get("status"), 30, "provider status"
+    )
+    assert st["modelCount"] == 2
+    assert st["modelIds"] == [f"{NS}:openai/gpt-4o", f"{NS}:openai/gpt-4o-mini"]
+    assert [c["reason"] for c in st["conditions"] if c["type"] == "Ready"] == ["SecretNotFound"]
+    control_plane.kubectl(
+        "create", "secret", "generic", "openai-creds", "-n", NS, "--from-literal=apiKey=sk-x"
+    )
+    control_plane.kubectl("annotate", "aip", "openai", "-n", NS, "touch=1")  # an update triggers a refresh
+    wait_for(
+        lambda: (
+            [
+                c["status"]
+                for c in (get(control_plane, "aip", "openai", NS) or {})
+                .get("status", {})
+                .get("conditions", [])
+                if c["type"] == "Ready"
+            ]
+            == ["True"]
+        ),
+        30,
+        "Ready=True",
+    )
+
+
+def test_kubectl_get_aik_reads_well(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    wait_for(lambda: active(control_plane, "alice"), 30, "alice")
+    out = control_plane.kubectl("get", "aik", "alice", "-n", NS).stdout
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "ALLOCATION", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "SPEND", "AGE"]
+    cells = row.split()
+    assert cells[:3] == ["alice", "team", "Active"]
+    assert cells[3].startswith("aik_…")
+    assert cells[4].endswith("Z")
