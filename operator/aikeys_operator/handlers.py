@@ -7,10 +7,12 @@ import contextlib
 import copy
 import datetime as dt
 import logging
+import os
 from typing import Any
 
 import kopf
 
+from aikeys import credentials
 from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import ApiError, KubeClient, path
 from aikeys.ledger.store import Ledger, LedgerUnavailable, connect
@@ -67,7 +69,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.posting.level = logging.WARNING  # our events are explicit; routine logs stay logs
-    memo.kube = KubeClient(kubeconfig.load(), user_agent="aikeys-operator")
+    cfg = kubeconfig.load()
+    memo.kube = KubeClient(cfg, user_agent="aikeys-operator")
+    memo.credentials = credentials.location(os.environ.get("POD_NAMESPACE") or cfg.namespace)
     memo.ledger = Ledger(connect(SETTINGS.redis_url)) if SETTINGS.redis_url else None
     if memo.ledger is None:
         log.warning("AIKEYS_REDIS_URL is not set: Allocation status will not be updated")
@@ -197,7 +201,7 @@ async def allocation_status(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> 
 @kopf.on.update(*AIPROVIDERS)
 @kopf.timer(*AIPROVIDERS, interval=30.0, initial_delay=30.0)
 async def aiprovider_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    patch = await providers.refresh(plain(body), memo.kube, now())
+    patch = await providers.refresh(plain(body), memo.kube, now(), memo.credentials)
     if patch:
         meta = body["metadata"]
         await memo.kube.patch(
