@@ -7,8 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from aikeys.devstack.controlplane import ControlPlane, launch
+from aikeys.devstack.processes import free_port
 from aikeys.devstack.redis import RedisServer, launch_redis
+from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+from tests.integration.kube import install_crds
+
+CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +62,53 @@ def mock_upstream(mock_upstream_process: MockUpstreamProcess) -> MockUpstreamPro
     mock_upstream_process.configure(**defaults)
     mock_upstream_process.clear_requests()
     return mock_upstream_process
+
+
+@pytest.fixture(scope="session")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    gateway_port: int,
+) -> Iterator[OperatorProcess]:
+    """The one operator of the test session (two would both mint keys)."""
+    install_crds(control_plane)
+    control_plane.kubectl("create", "namespace", "aikeys-system", check=False)
+    op = OperatorProcess(
+        control_plane.kubeconfig,
+        redis_server.url,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        gateway_url=f"http://127.0.0.1:{gateway_port}/api/openai/v1",
+        extra_env={"AIKEYS_CREDENTIALS_SECRET": CREDENTIALS},
+    ).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    control_plane: ControlPlane,
+    redis_server: RedisServer,
+    operator: OperatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+    gateway_port: int,
+) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(
+        control_plane.kubeconfig,
+        redis_server.url,
+        tmp_path_factory.mktemp("gateway") / "gateway.log",
+        CREDENTIALS,
+        extra_env={"AIKEYS_MAX_BODY_BYTES": str(1024 * 1024)},
+    )
+    gw.start(port=gateway_port)
+    try:
+        yield gw
+    finally:
+        gw.stop()

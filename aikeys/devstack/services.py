@@ -62,3 +62,57 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class GatewayProcess:
+    """`aikeys-gateway` on a free loopback port, ready when /readyz says so."""
+
+    kubeconfig: Path
+    redis_url: str
+    log_path: Path
+    credentials_secret: str = "aikeys-system/aikeys-provider-credentials"  # noqa: S105 - a name
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    child: Child | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for OpenAI clients."""
+        return f"{self.url}/api/openai/v1"
+
+    def start(self, timeout: float = 60, port: int | None = None) -> GatewayProcess:
+        self.port = port or self.port or free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "AIKEYS_REDIS_URL": self.redis_url,
+            "AIKEYS_CREDENTIALS_SECRET": self.credentials_secret,
+            **self.extra_env,
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "aikeys_gateway.main",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        self.child = Child(f"aikeys-gateway-{self.port}", argv, self.log_path, env=env).start()
+        self.child.wait_until(lambda: _ok(f"{self.url}/readyz"), timeout=timeout, what="ready")
+        return self
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -56,3 +59,42 @@ def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     ).stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]
     return items
+
+
+def create_key(cp: ControlPlane, namespace: str, name: str, allocation: str, extra: str = "") -> str:
+    """Apply an AIKey, wait until it is Active, return its plaintext from the Secret."""
+    apply(
+        cp,
+        f"""
+        apiVersion: aikeys.dev/v1alpha1
+        kind: AIKey
+        metadata: {{name: {name}}}
+        spec:
+          allocationRef: {{name: {allocation}}}
+          {extra}
+    """,
+        namespace,
+    )
+
+    def plaintext() -> str | None:
+        obj = get(cp, "aikey", name, namespace)
+        if not obj or (obj.get("status") or {}).get("phase") not in ("Active", "Disabled", "Expired"):
+            return None
+        secret = get(cp, "secret", f"aikey-{name}", namespace)
+        return base64.b64decode(secret["data"]["OPENAI_API_KEY"]).decode() if secret else None
+
+    return wait_for(plaintext, 30, f"AIKey {namespace}/{name} to be minted")
+
+
+def gateway_knows(openai_url: str, key: str, timeout: float = 10) -> None:
+    """Wait until the gateway's cache has the key (GET /models answers 200)."""
+
+    def ok() -> bool:
+        req = urllib.request.Request(f"{openai_url}/models", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - loopback
+                return int(resp.status) == 200
+        except urllib.error.HTTPError:
+            return False
+
+    wait_for(ok, timeout, "the gateway to know the key")

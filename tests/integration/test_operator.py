@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,25 +17,15 @@ from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import OperatorProcess
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.periods import Period
-from tests.integration.kube import apply, events, get, install_crds, wait_for
+from tests.integration.kube import apply, events, get, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "op-tests"
-GATEWAY = "https://ai.example.com/api/openai/v1"
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    install_crds(control_plane)
+@pytest.fixture(scope="module", autouse=True)
+def team(control_plane: ControlPlane, operator: OperatorProcess) -> None:
     control_plane.kubectl("create", "namespace", NS)
-    op = OperatorProcess(
-        control_plane.kubeconfig,
-        redis_server.url,
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        gateway_url=GATEWAY,
-    ).start()
     apply(
         control_plane,
         """
@@ -47,8 +36,6 @@ def operator(
     """,
         NS,
     )
-    yield op
-    op.stop()
 
 
 def key_manifest(name: str, extra: str = "") -> str:
@@ -96,7 +83,7 @@ def test_create_mints_a_key_into_an_owned_secret(
     assert dt.datetime.fromisoformat(str(st["expiresAt"])) == created + dt.timedelta(hours=720)
     secret = get(control_plane, "secret", "aikey-alice", NS)
     assert secret is not None
-    assert base64.b64decode(secret["data"]["OPENAI_BASE_URL"]).decode() == GATEWAY
+    assert base64.b64decode(secret["data"]["OPENAI_BASE_URL"]).decode() == operator.gateway_url
     aikey = get(control_plane, "aikey", "alice", NS)
     assert aikey is not None
     [owner] = secret["metadata"]["ownerReferences"]

@@ -1,0 +1,167 @@
+"""The gateway's ASGI app: routes, start-up and shutdown of the shared clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from aikeys import __version__
+from aikeys.estimate import Endpoint
+from aikeys.kube import config as kubeconfig
+from aikeys.kube.client import KubeClient
+from aikeys.ledger.meter import Meter
+from aikeys.ledger.store import Ledger, connect
+from aikeys_gateway import errors
+from aikeys_gateway.auth import authenticate
+from aikeys_gateway.catalog import Catalog
+from aikeys_gateway.config import Settings
+from aikeys_gateway.logs import configure_logging
+from aikeys_gateway.metrics import Metrics
+from aikeys_gateway.proxy import Gateway, request_id
+
+log = logging.getLogger("aikeys.gateway")
+PREFIX = "/api/openai/v1"
+
+
+class State:
+    """Everything one gateway process shares between requests."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.redis_ok = False
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        cfg = kubeconfig.load()
+        self.kube = KubeClient(cfg, user_agent=f"aikeys-gateway/{__version__}")
+        self.catalog = Catalog(self.kube, s.credentials_secret, s.watch_timeout)
+        self.redis = connect(s.redis_url, timeout=s.redis_timeout, max_connections=256)
+        self.meter = Meter(Ledger(self.redis, lease=dt.timedelta(seconds=s.lease_seconds)), s.failure_policy)
+        self.metrics = Metrics(per_key=s.metrics_per_key)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+        self.http = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+        self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http)
+        self.catalog.start()
+        self.tasks = [asyncio.create_task(self.meter.run_drainer()), asyncio.create_task(self._watch_redis())]
+
+    async def _watch_redis(self) -> None:
+        while True:
+            try:
+                self.redis_ok = bool(await self.redis.ping())
+            except Exception:
+                self.redis_ok = False
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        await self.gateway.drain()
+        for task in self.tasks:
+            task.cancel()
+        await self.catalog.stop()
+        await self.http.close()
+        await self.kube.close()
+        await self.redis.aclose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    configure_logging()
+    state = State(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        yield
+        await state.stop()
+
+    app = FastAPI(
+        title="aikeys gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="OpenAI-compatible API with AI keys and budgets. "
+        "Authenticate with `Authorization: Bearer <key>`.",
+    )
+    app.state.aikeys = state
+
+    @app.exception_handler(errors.GatewayError)
+    async def gateway_error(request: Request, exc: errors.GatewayError) -> Response:
+        return exc.response(request_id(request))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            err = errors.GatewayError(
+                404,
+                f"Unknown request URL: {request.method} {request.url.path}.",
+                "invalid_request_error",
+                "unknown_url",
+            )
+        else:
+            err = errors.GatewayError(exc.status_code, str(exc.detail), "invalid_request_error")
+        return err.response(request_id(request))
+
+    def proxy(endpoint: Endpoint) -> Any:
+        async def handler(request: Request) -> Response:
+            return await state.gateway.handle(request, endpoint)
+
+        handler.__name__ = endpoint.name.lower()
+        handler.__doc__ = f"OpenAI-compatible `POST /{endpoint.value}`, metered against the key's Allocation."
+        return handler
+
+    for endpoint in Endpoint:
+        app.add_api_route(f"{PREFIX}/{endpoint.value}", proxy(endpoint), methods=["POST"], tags=["openai"])
+
+    @app.get(f"{PREFIX}/models", tags=["openai"])
+    async def models(request: Request) -> Response:
+        """The models this key may use, in OpenAI's list format."""
+        rid = request_id(request)
+        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
+        data = [
+            {"id": mid, "object": "model", "created": 0, "owned_by": f"{p.namespace}:{p.name}"}
+            for mid, p in state.catalog.models_for(key)
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data}),
+            media_type="application/json",
+            headers={"x-request-id": rid},
+        )
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> Response:
+        """The process is alive."""
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> Response:
+        """Ready when every cache has done its first list and Redis answers."""
+        synced = {i.kind: i.synced.is_set() for i in state.catalog.informers}
+        ready = all(synced.values()) and state.redis_ok
+        return JSONResponse(
+            {"ready": ready, "caches": synced, "redis": state.redis_ok}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        m = state.metrics
+        for kind, size in state.catalog.sizes().items():
+            m.cache_objects.labels(kind).set(size)
+        for informer in state.catalog.informers:
+            m.relists.labels(informer.kind).set(informer.relists)
+        m.settle_backlog.set(len(state.meter.backlog))
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

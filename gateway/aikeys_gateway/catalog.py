@@ -1,0 +1,224 @@
+"""What the gateway knows, indexed for the request path: keys by hash, allocations, providers,
+credentials. Built from informers; every lookup is a dict access."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aikeys import credentials
+from aikeys.kube.client import KubeClient, path
+from aikeys.ledger.store import Allocation
+from aikeys.money import Price, parse_usd
+from aikeys.resources import (
+    GROUP,
+    VERSION,
+    AIKeySpec,
+    AIKeyStatus,
+    AIProviderSpec,
+    AllocationSpec,
+    ProviderType,
+)
+from aikeys_gateway.informers import Informer, Key
+
+API = f"{GROUP}/{VERSION}"
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """`*` matches any run of characters; everything else is literal."""
+    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    namespace: str
+    name: str
+    allocation: str
+    spec: AIKeySpec
+    status: AIKeyStatus
+    patterns: tuple[re.Pattern[str], ...]
+
+    def allows(self, model_id: str) -> bool:
+        return not self.patterns or any(p.match(model_id) for p in self.patterns)
+
+
+def key_entry(obj: dict[str, Any]) -> KeyEntry:
+    spec = AIKeySpec.model_validate(obj.get("spec") or {})
+    return KeyEntry(
+        namespace=obj["metadata"]["namespace"],
+        name=obj["metadata"]["name"],
+        allocation=spec.allocation_ref.name,
+        spec=spec,
+        status=AIKeyStatus.model_validate(obj.get("status") or {}),
+        patterns=tuple(_glob(p) for p in spec.models),
+    )
+
+
+def allocation_entry(obj: dict[str, Any]) -> Allocation:
+    spec = AllocationSpec.model_validate(obj.get("spec") or {})
+    meta = obj["metadata"]
+    return Allocation(meta["namespace"], meta["name"], parse_usd(spec.budget), spec.period, spec.token_limit)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    upstream_name: str
+    price: Price
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    namespace: str
+    name: str
+    type: ProviderType
+    base_url: str
+    azure_api_version: str | None
+    has_credentials: bool
+    shared_with: frozenset[str]
+    stream_usage: bool
+    timeout_seconds: float
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    def shared_to(self, namespace: str) -> bool:
+        return namespace == self.namespace or "*" in self.shared_with or namespace in self.shared_with
+
+
+def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
+    from aikeys.durations import parse_duration
+
+    spec = AIProviderSpec.model_validate(obj.get("spec") or {})
+    meta = obj["metadata"]
+    return ProviderEntry(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        type=spec.type,
+        base_url=spec.base_url.rstrip("/"),
+        azure_api_version=spec.azure.api_version if spec.azure else None,
+        has_credentials=spec.credentials_secret_ref is not None,
+        shared_with=frozenset(spec.shared_with),
+        stream_usage=spec.stream_usage,
+        timeout_seconds=parse_duration(spec.timeout).total_seconds(),
+        models={
+            m.name: ModelEntry(
+                m.name,
+                m.upstream_name or m.name,
+                Price.parse(m.input_price_per_million, m.output_price_per_million),
+                m.max_output_tokens,
+            )
+            for m in spec.models
+        },
+    )
+
+
+def credentials_entry(obj: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+
+
+class Catalog:
+    """The informers and the indexes derived from them."""
+
+    def __init__(self, kube: KubeClient, credentials_secret: tuple[str, str], watch_timeout: int = 300):
+        self.by_hash: dict[str, KeyEntry] = {}
+        self.keys: Informer[KeyEntry] = Informer(
+            kube,
+            "AIKey",
+            path(API, "aikeys"),
+            key_entry,
+            self._key_changed,
+            self._keys_relisted,
+            watch_timeout=watch_timeout,
+        )
+        self.allocations: Informer[Allocation] = Informer(
+            kube, "Allocation", path(API, "allocations"), allocation_entry, watch_timeout=watch_timeout
+        )
+        self.providers: Informer[ProviderEntry] = Informer(
+            kube, "AIProvider", path(API, "aiproviders"), provider_entry, watch_timeout=watch_timeout
+        )
+        ns, name = credentials_secret
+        self.secrets: Informer[dict[str, str]] = Informer(
+            kube,
+            "Secret",
+            path("v1", "secrets", ns),
+            credentials_entry,
+            field_selector=f"metadata.name={name}",
+            watch_timeout=watch_timeout,
+        )
+        self.credentials_secret = credentials_secret
+        self.informers: tuple[Informer[Any], ...] = (
+            self.keys,
+            self.allocations,
+            self.providers,
+            self.secrets,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- index maintenance ------------------------------------------------------------------------
+
+    @staticmethod
+    def _hashes(entry: KeyEntry) -> Iterable[str]:
+        if entry.status.key_hash:
+            yield entry.status.key_hash
+        if entry.status.previous_key_hash:
+            yield entry.status.previous_key_hash
+
+    def _key_changed(self, key: Key, old: KeyEntry | None, new: KeyEntry | None) -> None:
+        if old is not None:
+            for h in self._hashes(old):
+                if self.by_hash.get(h) is old:
+                    del self.by_hash[h]
+        if new is not None:
+            for h in self._hashes(new):
+                self.by_hash[h] = new
+
+    def _keys_relisted(self, objects: dict[Key, KeyEntry]) -> None:
+        self.by_hash = {h: e for e in objects.values() for h in self._hashes(e)}
+
+    # --- lookups ----------------------------------------------------------------------------------
+
+    def key(self, key_hash: str) -> KeyEntry | None:
+        return self.by_hash.get(key_hash)
+
+    def allocation(self, namespace: str, name: str) -> Allocation | None:
+        return self.allocations.objects.get((namespace, name))
+
+    def provider(self, namespace: str, name: str) -> ProviderEntry | None:
+        return self.providers.objects.get((namespace, name))
+
+    def credential(self, provider: ProviderEntry) -> str | None:
+        data = self.secrets.objects.get(self.credentials_secret)
+        return None if data is None else data.get(credentials.data_key(provider.namespace, provider.name))
+
+    def models_for(self, entry: KeyEntry) -> list[tuple[str, ProviderEntry]]:
+        """Every model ID this key may use, with its provider."""
+        found = []
+        for provider in self.providers.objects.values():
+            if not provider.shared_to(entry.namespace):
+                continue
+            for model in provider.models:
+                mid = f"{provider.namespace}:{provider.name}/{model}"
+                if entry.allows(mid):
+                    found.append((mid, provider))
+        return sorted(found, key=lambda pair: pair[0])
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(i.run(), name=f"informer-{i.kind}") for i in self.informers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    def sizes(self) -> dict[str, int]:
+        return {i.kind: len(i.objects) for i in self.informers} | {"KeyHash": len(self.by_hash)}

@@ -1,0 +1,46 @@
+"""Gateway settings, from the environment (the Helm chart sets these)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from aikeys import credentials
+from aikeys.ledger.meter import FailurePolicy
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    redis_timeout: float = 0.5
+    failure_policy: FailurePolicy = FailurePolicy.CLOSED
+    max_body_bytes: int = 32 * 1024 * 1024
+    credentials_secret: tuple[str, str] = ("aikeys-system", credentials.DEFAULT_NAME)
+    metrics_per_key: bool = True
+    lease_seconds: float = 600.0
+    watch_timeout: int = 300
+    upstream_connect_timeout: float = 10.0
+    access_log: bool = True
+
+    @classmethod
+    def from_env(cls, default_namespace: str = "aikeys-system") -> Settings:
+        redis_url = os.environ.get("AIKEYS_REDIS_URL")
+        if not redis_url:
+            raise SystemExit("aikeys-gateway: set AIKEYS_REDIS_URL (redis://, rediss:// or redis+cluster://)")
+        return cls(
+            redis_url=redis_url,
+            redis_timeout=float(os.environ.get("AIKEYS_REDIS_TIMEOUT", "0.5")),
+            failure_policy=FailurePolicy.OPEN if _flag("AIKEYS_FAIL_OPEN", False) else FailurePolicy.CLOSED,
+            max_body_bytes=int(os.environ.get("AIKEYS_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
+            credentials_secret=credentials.location(os.environ.get("POD_NAMESPACE") or default_namespace),
+            metrics_per_key=_flag("AIKEYS_METRICS_PER_KEY", True),
+            lease_seconds=float(os.environ.get("AIKEYS_LEASE_SECONDS", "600")),
+            watch_timeout=int(os.environ.get("AIKEYS_WATCH_TIMEOUT", "300")),
+            upstream_connect_timeout=float(os.environ.get("AIKEYS_UPSTREAM_CONNECT_TIMEOUT", "10")),
+            access_log=_flag("AIKEYS_ACCESS_LOG", True),
+        )

@@ -1,0 +1,47 @@
+"""`aikeys-gateway`: serve the OpenAI-compatible API (uvicorn)."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from aikeys import __version__
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option(
+    "--port", default=8080, show_default=True, help="Port of the API, /healthz, /readyz and /metrics."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Worker processes (prefer more replicas; metrics are per process).",
+)
+@click.version_option(__version__, prog_name="aikeys-gateway")
+def main(host: str, port: int, workers: int) -> None:
+    """Serve /api/openai/v1 (chat/completions, completions, embeddings, models) for AI keys.
+
+    Configuration comes from the environment: AIKEYS_REDIS_URL (required), AIKEYS_FAIL_OPEN
+    (default false: answer 503 when Redis is down), AIKEYS_CREDENTIALS_SECRET
+    ("namespace/name" of the projected provider credentials), AIKEYS_MAX_BODY_BYTES,
+    AIKEYS_METRICS_PER_KEY, AIKEYS_LEASE_SECONDS, AIKEYS_REDIS_TIMEOUT, AIKEYS_WATCH_TIMEOUT,
+    AIKEYS_ACCESS_LOG. Kubernetes credentials: in-cluster service account, else KUBECONFIG.
+    """
+    uvicorn.run(
+        "aikeys_gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

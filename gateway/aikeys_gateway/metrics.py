@@ -1,0 +1,119 @@
+"""Prometheus series of the gateway (`aikeys_` prefix, base units, `_total` counters).
+
+Latency histograms carry no per-key labels. Per-key counters (`aikeys_key_*`) are on by default
+and can be switched off (AIKEYS_METRICS_PER_KEY=false); their cardinality is the number of
+AIKeys, which the operator bounds.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, per_key: bool = True):
+        r = registry or CollectorRegistry()
+        self.registry = r
+        self.per_key = per_key
+        self.requests = Counter(
+            "aikeys_requests_total",
+            "Requests answered, by outcome.",
+            ["namespace", "model", "endpoint", "code"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "aikeys_tokens_total",
+            "Tokens charged, by direction (input|output).",
+            ["namespace", "allocation", "model", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "aikeys_cost_usd_total",
+            "USD charged to allocations.",
+            ["namespace", "allocation", "model"],
+            registry=r,
+        )
+        self.key_requests = Counter(
+            "aikeys_key_requests_total", "Requests charged, per AIKey.", ["namespace", "key"], registry=r
+        )
+        self.key_cost = Counter(
+            "aikeys_key_cost_usd_total",
+            "USD charged, per AIKey.",
+            ["namespace", "key", "allocation"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "aikeys_request_duration_seconds",
+            "Time to answer (or to the end of a stream).",
+            ["endpoint", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "aikeys_upstream_duration_seconds",
+            "Time until the upstream's response headers.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "aikeys_upstream_errors_total",
+            "Upstream failures (HTTP >= 500, transport, timeouts).",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "aikeys_ledger_errors_total", "Ledger calls that failed (Redis down or slow).", registry=r
+        )
+        self.unmetered = Counter(
+            "aikeys_unmetered_requests_total",
+            "Requests let through without a reservation (fail-open mode).",
+            registry=r,
+        )
+        self.rejected_budget = Counter(
+            "aikeys_budget_rejections_total",
+            "Requests refused with 402.",
+            ["namespace", "allocation"],
+            registry=r,
+        )
+        self.remaining = Gauge(
+            "aikeys_allocation_remaining_usd",
+            "Budget left in the current period, as last seen.",
+            ["namespace", "allocation"],
+            registry=r,
+        )
+        self.budget = Gauge(
+            "aikeys_allocation_budget_usd",
+            "Budget of the current period.",
+            ["namespace", "allocation"],
+            registry=r,
+        )
+        self.cache_objects = Gauge(
+            "aikeys_cache_objects", "Objects in the gateway's caches.", ["kind"], registry=r
+        )
+        self.relists = Gauge(
+            "aikeys_informer_relists", "Full relists done by each informer since start.", ["kind"], registry=r
+        )
+        self.settle_backlog = Gauge(
+            "aikeys_settle_backlog", "Charges waiting for Redis to come back.", registry=r
+        )

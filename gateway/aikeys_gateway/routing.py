@@ -1,0 +1,62 @@
+"""From a model ID (`owner:provider/model`) to the upstream that serves it, for a given key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aikeys.resources import ProviderType, parse_model_id
+from aikeys_gateway.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
+from aikeys_gateway.errors import forbidden, invalid_request, not_found
+
+
+@dataclass(frozen=True)
+class Route:
+    model_id: str
+    provider: ProviderEntry
+    model: ModelEntry
+    credential: str | None
+
+    def url(self, endpoint: str) -> str:
+        """Upstream URL for `endpoint` ("chat/completions", "completions", "embeddings")."""
+        if self.provider.type is ProviderType.AZURE_OPENAI:
+            return (
+                f"{self.provider.base_url}/openai/deployments/{self.model.upstream_name}/{endpoint}"
+                f"?api-version={self.provider.azure_api_version}"
+            )
+        return f"{self.provider.base_url}/{endpoint}"
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.credential is None:
+            return {}
+        if self.provider.type is ProviderType.AZURE_OPENAI:
+            return {"api-key": self.credential}
+        return {"Authorization": f"Bearer {self.credential}"}
+
+
+def resolve(model_id: object, key: KeyEntry, catalog: Catalog) -> Route:
+    if not isinstance(model_id, str) or not model_id:
+        raise invalid_request("you must provide a model parameter", param="model")
+    parsed = parse_model_id(model_id)
+    if parsed is None:
+        raise not_found(
+            f"The model `{model_id}` does not exist: model IDs look like 'namespace:provider/model' "
+            "(list them with GET /models)."
+        )
+    owner, provider_name, model_name = parsed
+    provider = catalog.provider(owner, provider_name)
+    model = provider.models.get(model_name) if provider else None
+    if provider is None or model is None:
+        raise not_found(f"The model `{model_id}` does not exist or you do not have access to it.")
+    if not provider.shared_to(key.namespace):
+        raise forbidden(
+            f"The provider {owner}:{provider_name} is not shared with namespace {key.namespace}.",
+            code="provider_not_shared",
+        )
+    if not key.allows(model_id):
+        raise forbidden(f"This key may not use `{model_id}` (see the AIKey's spec.models).")
+    credential = catalog.credential(provider)
+    if provider.has_credentials and credential is None:
+        raise forbidden(
+            f"The provider {owner}:{provider_name} has no credentials yet.", code="provider_not_ready"
+        )
+    return Route(model_id, provider, model, credential)

@@ -1,0 +1,449 @@
+"""The gateway end to end: the official openai SDK → gateway → mock upstream, on the real
+control plane, redis-server and operator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import time
+import urllib.request
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from aikeys import keys as keyformat
+from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.services import GatewayProcess
+from aikeys.devstack.upstream import MockUpstreamProcess
+from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
+from aikeys.money import Price
+from aikeys.periods import Period
+from tests.integration.kube import apply, create_key, gateway_knows, get, wait_for
+
+pytestmark = pytest.mark.integration
+NS = "gw"
+OTHER = "gw-other"
+PRICE = Price.parse("1.00", "2.00")  # nano-USD: 1000 per input token, 2000 per output token
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, world!"}]
+PROMPT = 3 + 3 + 4  # the mock's count: priming + framing + "Hello , world !"
+
+
+@pytest.fixture(scope="module")
+def world(
+    control_plane: ControlPlane, gateway: GatewayProcess, mock_upstream_process: MockUpstreamProcess
+) -> dict[str, str]:
+    for ns in (NS, OTHER):
+        control_plane.kubectl("create", "namespace", ns)
+    control_plane.kubectl(
+        "create", "secret", "generic", "mock-creds", "-n", NS, "--from-literal=apiKey=sk-upstream-secret"
+    )
+    apply(
+        control_plane,
+        f"""
+        apiVersion: aikeys.dev/v1alpha1
+        kind: AIProvider
+        metadata: {{name: mock}}
+        spec:
+          baseURL: {mock_upstream_process.url}
+          credentialsSecretRef: {{name: mock-creds}}
+          sharedWith: ["{OTHER}-shared"]
+          timeout: 2s
+          models:
+          - name: gpt
+            upstreamName: mock-gpt-upstream
+            inputPricePerMillion: "1.00"
+            outputPricePerMillion: "2.00"
+          - {{name: other, inputPricePerMillion: "1.00", outputPricePerMillion: "2.00"}}
+          - {{name: emb, inputPricePerMillion: "0.10", outputPricePerMillion: "0"}}
+        ---
+        apiVersion: aikeys.dev/v1alpha1
+        kind: Allocation
+        metadata: {{name: main}}
+        spec: {{budget: "100.00", period: Monthly}}
+        ---
+        apiVersion: aikeys.dev/v1alpha1
+        kind: Allocation
+        metadata: {{name: tiny}}
+        spec: {{budget: "0.0001", period: Monthly}}
+    """,
+        NS,
+    )
+    apply(
+        control_plane,
+        """
+        apiVersion: aikeys.dev/v1alpha1
+        kind: Allocation
+        metadata: {name: theirs}
+        spec: {budget: "100.00"}
+    """,
+        OTHER,
+    )
+    keys = {
+        "main": create_key(control_plane, NS, "user", "main"),
+        "tiny": create_key(control_plane, NS, "poor", "tiny"),
+        "limited": create_key(control_plane, NS, "limited", "main", f'models: ["{NS}:mock/other"]'),
+        "outsider": create_key(control_plane, OTHER, "outsider", "theirs"),
+    }
+    # the operator projects the provider's credentials for the gateway
+    wait_for(
+        lambda: (
+            f"{NS}.mock"
+            in (get(control_plane, "secret", "aikeys-provider-credentials", "aikeys-system") or {}).get(
+                "data", {}
+            )
+        ),
+        30,
+        "credentials projected",
+    )
+    for key in keys.values():
+        gateway_knows(gateway.openai_url, key)
+    return keys
+
+
+def client(gateway: GatewayProcess, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.openai_url, api_key=key, max_retries=0)
+
+
+def state(redis_server: RedisServer, name: str, budget: int = 100 * 10**9) -> PeriodState:
+    async def read() -> PeriodState:
+        c = connect(redis_server.url)
+        try:
+            return await Ledger(c).period_state(Allocation(NS, name, budget, Period.MONTHLY))
+        finally:
+            await c.aclose()
+
+    return asyncio.run(read())
+
+
+def settled(redis_server: RedisServer, name: str, requests: int) -> PeriodState:
+    def done() -> PeriodState | None:
+        s = state(redis_server, name)
+        return s if s.requests >= requests and s.reserved == 0 else None
+
+    return wait_for(done, 5, f"{requests} settled requests")
+
+
+def post(
+    gateway: GatewayProcess, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, Any], Any]:
+    req = urllib.request.Request(gateway.openai_url + path, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            return int(resp.status), dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read())
+
+
+# --- happy paths with the official SDK ------------------------------------------------------------------
+
+
+def test_chat_completion(
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    before = state(redis_server, "main")
+    raw = client(gateway, world["main"]).chat.completions.with_raw_response.create(
+        model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=5
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "Hello from the aikeys mock"
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
+        PROMPT,
+        5,
+    )
+    assert len(raw.headers["x-request-id"]) == 32
+    [seen] = mock_upstream.requests()
+    assert seen["body"]["model"] == "mock-gpt-upstream"  # the provider's name for it
+    assert seen["headers"]["Authorization"] == "Bearer sk-upstream-secret"  # never the client's key
+    assert world["main"] not in json.dumps(seen)
+    assert seen["body"]["messages"] == MESSAGES and seen["body"]["max_tokens"] == 5
+    after = settled(redis_server, "main", before.requests + 1)
+    assert after.spent - before.spent == PRICE.cost(PROMPT, 5)
+    assert after.tokens - before.tokens == PROMPT + 5
+
+
+def test_stream_with_usage(gateway: GatewayProcess, world: dict[str, str], redis_server: RedisServer) -> None:
+    before = state(redis_server, "main")
+    chunks = list(
+        client(gateway, world["main"]).chat.completions.create(
+            model=f"{NS}:mock/gpt", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Hello from")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+    after = settled(redis_server, "main", before.requests + 1)
+    assert after.spent - before.spent == PRICE.cost(PROMPT, 16)
+
+
+def test_stream_without_usage_is_metered_but_hides_the_usage_chunk(
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    before = state(redis_server, "main")
+    chunks = list(
+        client(gateway, world["main"]).chat.completions.create(
+            model=f"{NS}:mock/gpt", messages=MESSAGES, stream=True
+        )
+    )
+    assert all(c.choices for c in chunks)  # no usage-only chunk: the client did not ask for one
+    [seen] = mock_upstream.requests()
+    assert seen["body"]["stream_options"] == {"include_usage": True}  # we asked the upstream ourselves
+    after = settled(redis_server, "main", before.requests + 1)
+    assert after.spent - before.spent == PRICE.cost(PROMPT, 16)
+
+
+def test_completions_embeddings_and_models(
+    gateway: GatewayProcess, world: dict[str, str], redis_server: RedisServer
+) -> None:
+    c = client(gateway, world["main"])
+    done = c.completions.create(model=f"{NS}:mock/gpt", prompt="Say hi", max_tokens=3)
+    assert done.choices[0].text == "Hello from the"
+    emb = c.embeddings.create(model=f"{NS}:mock/emb", input=["one two", "three"])
+    assert len(emb.data) == 2
+    assert len(emb.data[0].embedding) == 1536
+    assert [m.id for m in c.models.list()] == [f"{NS}:mock/emb", f"{NS}:mock/gpt", f"{NS}:mock/other"]
+    assert [m.id for m in client(gateway, world["limited"]).models.list()] == [f"{NS}:mock/other"]
+    assert list(client(gateway, world["outsider"]).models.list()) == []
+
+
+# --- budgets --------------------------------------------------------------------------------------------
+
+
+def test_exhausted_budget_is_402_before_the_upstream(
+    gateway: GatewayProcess, world: dict[str, str], mock_upstream: MockUpstreamProcess
+) -> None:
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(gateway, world["tiny"]).chat.completions.create(
+            model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=100
+        )
+    assert refused.value.status_code == 402
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    body = refused.value.body
+    assert isinstance(body, dict)
+    assert (body["type"], body["code"]) == ("insufficient_quota", "insufficient_quota")
+    assert "0.0001 USD left" in body["message"]
+    assert mock_upstream.requests() == []  # the model was never called
+
+
+# --- who may call what ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_key", ["", "sk-notours", "aik_" + "x" * 49, keyformat.mint()])
+def test_bad_keys_are_401(gateway: GatewayProcess, world: dict[str, str], bad_key: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    if bad_key:
+        headers["Authorization"] = f"Bearer {bad_key}"
+    status, _, body = post(
+        gateway,
+        "/chat/completions",
+        json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES}).encode(),
+        headers,
+    )
+    assert status == 401
+    assert body["error"]["code"] == "invalid_api_key"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("header", ["api-key", "x-api-key"])
+def test_alternative_key_headers(gateway: GatewayProcess, world: dict[str, str], header: str) -> None:
+    status, _, body = post(
+        gateway,
+        "/chat/completions",
+        json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES, "max_tokens": 2}).encode(),
+        {"Content-Type": "application/json", header: world["main"]},
+    )
+    assert status == 200, body
+
+
+def test_allow_list_and_sharing_are_403(gateway: GatewayProcess, world: dict[str, str]) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as not_listed:
+        client(gateway, world["limited"]).chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES)
+    assert "spec.models" in str(not_listed.value.body)
+    assert (
+        client(gateway, world["limited"])
+        .chat.completions.create(model=f"{NS}:mock/other", messages=MESSAGES, max_tokens=1)
+        .choices
+    )
+    with pytest.raises(openai.PermissionDeniedError) as not_shared:
+        client(gateway, world["outsider"]).chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES)
+    assert isinstance(not_shared.value.body, dict) and not_shared.value.body["code"] == "provider_not_shared"
+
+
+def test_unknown_models_are_404(gateway: GatewayProcess, world: dict[str, str]) -> None:
+    for model in ("gpt-4o", f"{NS}:mock/nope", f"{NS}:nobody/gpt"):
+        with pytest.raises(openai.NotFoundError) as missing:
+            client(gateway, world["main"]).chat.completions.create(model=model, messages=MESSAGES)
+        assert isinstance(missing.value.body, dict) and missing.value.body["code"] == "model_not_found"
+
+
+def test_revocations_take_effect_within_a_second(
+    control_plane: ControlPlane, gateway: GatewayProcess, world: dict[str, str]
+) -> None:
+    doomed = create_key(control_plane, NS, "doomed", "main")
+    paused = create_key(control_plane, NS, "paused", "main")
+    short = create_key(control_plane, NS, "short", "main", "ttl: 3s")
+    for key in (doomed, paused, short):
+        gateway_knows(gateway.openai_url, key)
+
+    def refused(key: str) -> bool:
+        try:
+            client(gateway, key).models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    started = time.monotonic()
+    control_plane.kubectl("delete", "aikey", "doomed", "-n", NS, "--wait=false")
+    wait_for(lambda: refused(doomed), 1.0, "the deleted key to be refused")
+    control_plane.kubectl(
+        "patch", "aikey", "paused", "-n", NS, "--type=merge", "-p", '{"spec":{"disabled":true}}'
+    )
+    wait_for(lambda: refused(paused), 1.0, "the disabled key to be refused")
+    print(f"\nrevocations applied in {time.monotonic() - started:.2f}s (two kubectl calls included)")
+    expires = json.loads(control_plane.kubectl("get", "aikey", "short", "-n", NS, "-o", "json").stdout)[
+        "status"
+    ]["expiresAt"]
+    wait = (dt.datetime.fromisoformat(expires) - dt.datetime.now(dt.UTC)).total_seconds()
+    time.sleep(max(wait, 0) + 0.05)
+    assert refused(short)  # the gateway checks the timestamp itself: no waiting for the operator
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        (json.dumps({"model": f"{NS}:mock/gpt"}).encode(), 400, "messages"),
+        (json.dumps({"model": f"{NS}:mock/gpt", "messages": "hi"}).encode(), 400, "messages"),
+        (
+            json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES, "stream": "yes"}).encode(),
+            400,
+            "stream",
+        ),
+        (
+            json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES, "max_tokens": -1}).encode(),
+            400,
+            "max_tokens",
+        ),
+        (json.dumps({"messages": MESSAGES}).encode(), 400, "model"),
+        (b"x" * (1024 * 1024 + 1), 413, None),
+    ],
+)
+def test_malformed_requests_are_4xx_with_the_field(
+    gateway: GatewayProcess, world: dict[str, str], body: bytes, status: int, param: str | None
+) -> None:
+    got, headers, answer = post(
+        gateway,
+        "/chat/completions",
+        body,
+        {"Content-Type": "application/json", "Authorization": f"Bearer {world['main']}"},
+    )
+    assert got == status
+    assert answer["error"]["param"] == param
+    assert headers["x-request-id"]
+
+
+def test_unknown_paths_and_methods_are_openai_shaped(gateway: GatewayProcess) -> None:
+    status, _, body = post(gateway, "/assistants", b"{}", {"Content-Type": "application/json"})
+    assert status == 404
+    assert body["error"]["code"] == "unknown_url"
+
+
+def test_request_id_is_echoed(gateway: GatewayProcess, world: dict[str, str]) -> None:
+    _, headers, _ = post(
+        gateway,
+        "/chat/completions",
+        json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES, "max_tokens": 1}).encode(),
+        {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {world['main']}",
+            "x-request-id": "trace-42",
+        },
+    )
+    assert headers["x-request-id"] == "trace-42"
+
+
+# --- failures ---------------------------------------------------------------------------------------------
+
+
+def test_client_disconnect_mid_stream_charges_what_was_generated(
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    mock_upstream.configure(reply_tokens=200, chunk_delay_ms=20)
+    before = state(redis_server, "main")
+    body = json.dumps({"model": f"{NS}:mock/gpt", "messages": MESSAGES, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(
+            b"POST /api/openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {world['main']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while received.count(b"data: ") < 11:  # role + 10 words
+            received += sock.recv(65536)
+    after = settled(redis_server, "main", before.requests + 1)
+    out_tokens = after.tokens - before.tokens - PROMPT
+    assert 10 <= out_tokens < 200  # charged for what was streamed, not for the whole reply or nothing
+    assert after.spent - before.spent > 0
+    seen = mock_upstream.requests()
+    assert len(seen) == 1
+
+
+def test_upstream_error_releases_the_reservation(
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    before = state(redis_server, "main")
+    mock_upstream.configure(fail_status=500, fail_count=1)
+    with pytest.raises(openai.InternalServerError) as failed:
+        client(gateway, world["main"]).chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES)
+    assert isinstance(failed.value.body, dict) and "Injected failure" in failed.value.body["message"]
+    after = state(redis_server, "main")
+    assert (after.spent, after.requests, after.reserved) == (before.spent, before.requests, 0)
+
+
+def test_upstream_timeout_is_504_and_releases(
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    before = state(redis_server, "main")
+    mock_upstream.configure(latency_ms=3000)  # the provider's timeout is 2s
+    with pytest.raises(openai.APIStatusError) as slow:
+        client(gateway, world["main"]).chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES)
+    assert slow.value.status_code == 504
+    after = state(redis_server, "main")
+    assert (after.spent, after.reserved) == (before.spent, 0)
+
+
+def test_secrets_stay_out_of_logs(
+    gateway: GatewayProcess, world: dict[str, str], mock_upstream: MockUpstreamProcess
+) -> None:
+    client(gateway, world["main"]).chat.completions.create(
+        model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=1
+    )
+    log = gateway.log()
+    assert world["main"] not in log
+    assert "sk-upstream-secret" not in log
+    assert "Hello, world!" not in log  # no prompts either
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    access = [entry for entry in lines if entry.get("message") == "request" and entry.get("key") == "user"]
+    assert access and {"rid", "status", "model", "ms", "namespace"} <= set(access[-1])
