@@ -99,7 +99,7 @@ class Informer(Generic[T]):
     async def run(self) -> None:
         """List, then watch for ever; relist on 410 Gone; back off on errors."""
         backoff = 0.1
-        need_list = True
+        need_list = not (self.synced.is_set() and self.resource_version)  # resume a cache we already have
         while True:
             try:
                 if need_list:
