@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: crds help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
+.PHONY: bench crds help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ unit: venv ## Only the fast tests that need no servers
 
 crds: venv ## Regenerate crds/*.yaml from aikeys/resources.py
 	$(BIN)/python -m aikeys.crds
+
+bench: setup ## Run the benchmarks (gateway vs direct, upstream clients, ledger) into docs/benchmarks.md
+	$(BIN)/python -m bench
 
 dev: setup ## Start the local stack in the background and print how to use it
 	@$(BIN)/aikeys dev up

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Period(StrEnum):
@@ -25,16 +26,17 @@ class Window:
     end: dt.datetime | None
 
 
-def _utc(now: dt.datetime) -> dt.datetime:
-    if now.tzinfo is None:
-        raise ValueError("naive datetime: pass an aware UTC time")
-    return now.astimezone(dt.UTC)
-
-
 def window(period: Period | str, now: dt.datetime) -> Window:
     """The period that contains `now`."""
-    period = Period(period)
-    now = _utc(now)
+    if now.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware UTC time")
+    return _window(Period(period), int(now.timestamp()))
+
+
+@lru_cache(maxsize=256)
+def _window(period: Period, epoch_second: int) -> Window:
+    """Cached per second: the ledger asks for the same window thousands of times a second."""
+    now = dt.datetime.fromtimestamp(epoch_second, dt.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period is Period.NONE:
         return Window("all", None, None)
@@ -50,4 +52,11 @@ def window(period: Period | str, now: dt.datetime) -> Window:
 
 def day_id(now: dt.datetime) -> str:
     """UTC day of `now`, as usage records name it: `20261127`."""
-    return f"{_utc(now):%Y%m%d}"
+    if now.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware UTC time")
+    return _day(int(now.timestamp()) // 86400)
+
+
+@lru_cache(maxsize=64)
+def _day(epoch_day: int) -> str:
+    return f"{dt.datetime.fromtimestamp(epoch_day * 86400, dt.UTC):%Y%m%d}"

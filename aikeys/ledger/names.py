@@ -14,7 +14,7 @@ touches live in one Redis Cluster slot:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FORBIDDEN = "|{}"
 
@@ -30,12 +30,12 @@ def check_component(value: str, what: str) -> str:
 class AllocationKeys:
     namespace: str
     name: str
+    prefix: str = field(init=False)
 
-    @property
-    def prefix(self) -> str:
+    def __post_init__(self) -> None:
         check_component(self.namespace, "namespace")
         check_component(self.name, "allocation name")
-        return f"aikeys:{{{self.namespace}/{self.name}}}:"
+        object.__setattr__(self, "prefix", f"aikeys:{{{self.namespace}/{self.name}}}:")
 
     def period(self, period_id: str) -> str:
         return f"{self.prefix}period:{period_id}"

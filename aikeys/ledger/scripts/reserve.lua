@@ -1,15 +1,17 @@
 -- reserve: hold an estimate against the allocation, or refuse.
 -- KEYS: period, leases, res, done
--- ARGV: rid, now_ms, lease_ms, cost, in_tokens, out_tokens, budget, token_limit (-1: none),
---       period_ttl_s (-1: none), period_id, key, model, done_ttl_s, usage_ttl_s, day
+-- ARGV[1]: "|"-joined rid, now_ms, lease_ms, cost, in_tokens, out_tokens, budget,
+--          token_limit (-1: none), period_ttl_s (-1: none), period_id, key, model, done_ttl_s,
+--          usage_ttl_s, day  (one argument: packing many is the client's main cost)
 -- Returns {status, spent, reserved, tokens, reserved_tokens}; status: 1 reserved, 2 already
 -- reserved (retry of the same rid), 0 over budget, -1 over the token limit, -2 rid already settled.
 local period_key, leases_key, res_key, done_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local rid, now_ms, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost, tin, tout = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local budget, token_limit, period_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local ARGS = split(ARGV[1])
+local rid, now_ms, lease_ms = ARGS[1], tonumber(ARGS[2]), tonumber(ARGS[3])
+local cost, tin, tout = tonumber(ARGS[4]), tonumber(ARGS[5]), tonumber(ARGS[6])
+local budget, token_limit, period_ttl = tonumber(ARGS[7]), tonumber(ARGS[8]), tonumber(ARGS[9])
 
-reap(period_key, leases_key, res_key, now_ms, tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15])
+reap(period_key, leases_key, res_key, now_ms, tonumber(ARGS[13]), tonumber(ARGS[14]), ARGS[15])
 
 local state = redis.call('HMGET', period_key, 'spent', 'reserved', 'tokens', 'reserved_tokens')
 local spent, reserved = tonumber(state[1] or 0), tonumber(state[2] or 0)
@@ -24,7 +26,7 @@ if token_limit >= 0 and tokens + reserved_tokens + tin + tout > token_limit then
 redis.call('HINCRBY', period_key, 'reserved', int(cost))
 redis.call('HINCRBY', period_key, 'reserved_tokens', int(tin + tout))
 if period_ttl > 0 then redis.call('EXPIRE', period_key, int(period_ttl)) end
-redis.call('HSET', res_key, rid, table.concat({ARGV[10], int(cost), int(tin), int(tout), ARGV[11], ARGV[12]}, '|'))
+redis.call('HSET', res_key, rid, table.concat({ARGS[10], int(cost), int(tin), int(tout), ARGS[11], ARGS[12]}, '|'))
 redis.call('ZADD', leases_key, int(now_ms + lease_ms), rid)
 reserved, reserved_tokens = reserved + cost, reserved_tokens + tin + tout
 return result(1)

@@ -1,15 +1,16 @@
 -- settle: end a reservation and charge the actual cost, exactly once per rid.
 -- KEYS: period, leases, res, done, lastused
--- ARGV: rid, now_ms, cost, in_tokens, out_tokens, key, model, day, done_ttl_s, usage_ttl_s,
---       period_ttl_s (-1: none)
+-- ARGV[1]: "|"-joined rid, now_ms, cost, in_tokens, out_tokens, key, model, day, done_ttl_s,
+--          usage_ttl_s, period_ttl_s (-1: none)
 -- Returns {status, spent, reserved}; status: 1 charged, 3 charged as a correction of a reaped
 -- lease, 0 duplicate (already settled: nothing charged).
 -- A settle without a reservation (fail-open mode, or a lost reserve reply) still charges.
 local period_key, leases_key, res_key, done_key, lastused_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local rid, now_ms = ARGV[1], tonumber(ARGV[2])
-local cost, tin, tout = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local key, model, day = ARGV[6], ARGV[7], ARGV[8]
-local done_ttl, usage_ttl, period_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local ARGS = split(ARGV[1])
+local rid, now_ms = ARGS[1], tonumber(ARGS[2])
+local cost, tin, tout = tonumber(ARGS[3]), tonumber(ARGS[4]), tonumber(ARGS[5])
+local key, model, day = ARGS[6], ARGS[7], ARGS[8]
+local done_ttl, usage_ttl, period_ttl = tonumber(ARGS[9]), tonumber(ARGS[10]), tonumber(ARGS[11])
 local prefix = prefix_of(period_key)
 
 reap(period_key, leases_key, res_key, now_ms, done_ttl, usage_ttl, day)
