@@ -30,9 +30,20 @@ def _print_summary(env: dict[str, str]) -> None:
         "Then e.g.:      kubectl get --raw /version   (.dev/env puts the pinned kubectl and helm on PATH)"
     )
     if "AIKEYS_GATEWAY_URL" in env:
+        click.echo("                kubectl get ai -A")
         click.echo(
-            '                curl -s "$AIKEYS_GATEWAY_URL/models" -H "Authorization: Bearer $AIKEYS_DEMO_KEY"'
+            '                curl -s "$AIKEYS_GATEWAY_URL/chat/completions" -H "Authorization: Bearer '
+            '$AIKEYS_DEMO_KEY" \\'
         )
+        click.echo(
+            '                  -H \'Content-Type: application/json\' -d \'{"model": "demo:mock/gpt-4o-mini", '
+            '"messages": [{"role": "user", "content": "Hello"}]}\''
+        )
+        click.echo("\nPython (OPENAI_BASE_URL and OPENAI_API_KEY are in .dev/env):")
+        click.echo("                from openai import OpenAI")
+        click.echo('                reply = OpenAI().chat.completions.create(model="demo:mock/gpt-4o-mini",')
+        click.echo('                    messages=[{"role": "user", "content": "Hello"}])')
+        click.echo("                print(reply.choices[0].message.content)")
     click.echo("Stop it with:   make dev-down\n")
 
 

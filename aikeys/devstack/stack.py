@@ -8,6 +8,8 @@ even if it is SIGKILLed (see `processes`).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shlex
 import signal
@@ -18,9 +20,9 @@ from pathlib import Path
 
 from aikeys.devstack.binaries import REPO_ROOT
 from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.processes import pid_alive
+from aikeys.devstack.processes import free_port, pid_alive
 from aikeys.devstack.redis import RedisServer, launch_redis
-from aikeys.devstack.services import OperatorProcess
+from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
 STATE_DIR = Path(os.environ.get("AIKEYS_DEV_DIR", REPO_ROOT / ".dev"))
@@ -56,6 +58,43 @@ def running_pid() -> int | None:
     return pid if pid_alive(pid) else None
 
 
+SYSTEM_NAMESPACE = "aikeys-system"
+CREDENTIALS = f"{SYSTEM_NAMESPACE}/aikeys-provider-credentials"
+DEMO = """
+apiVersion: aikeys.dev/v1alpha1
+kind: AIProvider
+metadata: {{name: mock}}
+spec:
+  baseURL: {mock}
+  models:
+  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
+  - {{name: embeddings, inputPricePerMillion: "0.02", outputPricePerMillion: "0"}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: Allocation
+metadata: {{name: demo}}
+spec: {{budget: "10.00", period: Monthly}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: AIKey
+metadata: {{name: demo}}
+spec: {{allocationRef: {{name: demo}}, ttl: 720h, description: "make dev demo key"}}
+"""
+
+
+def seed_demo(cp: ControlPlane, mock: MockUpstreamProcess, timeout: float = 60) -> str:
+    """A provider on the mock upstream, an allocation and a key in namespace `demo`; returns the key."""
+    cp.kubectl("create", "namespace", "demo")
+    cp.kubectl("apply", "-n", "demo", "-f", "-", stdin=DEMO.format(mock=mock.url))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = cp.kubectl("get", "secret", "aikey-demo", "-n", "demo", "-o", "json", check=False)
+        if out.returncode == 0:
+            return base64.b64decode(json.loads(out.stdout)["data"]["OPENAI_API_KEY"]).decode()
+        time.sleep(0.1)
+    raise TimeoutError("the demo key was not minted")
+
+
 def supervise(state_dir: Path = STATE_DIR) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -67,6 +106,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
     redis: RedisServer | None = None
     mock: MockUpstreamProcess | None = None
     operator: OperatorProcess | None = None
+    gateway: GatewayProcess | None = None
     try:
         print("starting control plane (etcd, kube-apiserver, kube-controller-manager) ...", flush=True)
         cp = launch(state_dir / "controlplane")
@@ -79,18 +119,39 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         for crd in ("aikeys", "allocations", "aiproviders"):
             cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
         print("CRDs applied (kubectl get ai)", flush=True)
-        operator = OperatorProcess(cp.kubeconfig, redis.url, state_dir / "logs" / "operator.log").start()
+        cp.kubectl("create", "namespace", SYSTEM_NAMESPACE)
+        gateway = GatewayProcess(cp.kubeconfig, redis.url, state_dir / "logs" / "gateway.log", CREDENTIALS)
+        gateway.port = free_port()
+        operator = OperatorProcess(
+            cp.kubeconfig,
+            redis.url,
+            state_dir / "logs" / "operator.log",
+            gateway_url=gateway.openai_url,
+            extra_env={"AIKEYS_CREDENTIALS_SECRET": CREDENTIALS},
+        ).start()
         print(f"operator running (log {operator.log_path})", flush=True)
+        gateway.start()
+        print(f"gateway ready at {gateway.openai_url}", flush=True)
+        demo_key = seed_demo(cp, mock)
+        print(
+            "demo namespace seeded: AIProvider demo/mock, Allocation demo/demo (10 USD), AIKey demo/demo",
+            flush=True,
+        )
         env = {
             "KUBECONFIG": str(cp.kubeconfig),
-            "AIKEYS_REDIS_URL": redis.url,
+            "AIKEYS_GATEWAY_URL": gateway.openai_url,
             "AIKEYS_MOCK_UPSTREAM_URL": mock.url,
+            "AIKEYS_REDIS_URL": redis.url,
+            "AIKEYS_DEMO_KEY": demo_key,
+            "AIKEYS_DEMO_MODEL": "demo:mock/gpt-4o-mini",
+            "OPENAI_BASE_URL": gateway.openai_url,
+            "OPENAI_API_KEY": demo_key,
         }
         tools = [cp.binaries.kubectl.parent, cp.binaries.helm.parent]
         (state_dir / "env").write_text(render_env(env, tools))
         print(f"dev stack up in {time.monotonic() - started:.1f}s", flush=True)
         while not stop.wait(1.0):
-            for child in [*cp.children.values(), redis.child, mock.child, operator.child]:
+            for child in [*cp.children.values(), redis.child, mock.child, operator.child, gateway.child]:
                 assert child is not None
                 if not child.alive():
                     print(f"{child.name} exited; stopping the stack. log:\n{child.log_tail()}", flush=True)
@@ -98,7 +159,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
     finally:
         print("stopping dev stack ...", flush=True)
         (state_dir / "env").unlink(missing_ok=True)
-        for part in (operator, mock, redis, cp):
+        for part in (gateway, operator, mock, redis, cp):
             if part is not None:
                 part.stop()
         PID_FILE.unlink(missing_ok=True)

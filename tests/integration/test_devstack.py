@@ -37,7 +37,22 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "aikeys dev stack is up" in up.stdout
         env = read_env(state / "env")
-        assert set(env) >= {"KUBECONFIG", "AIKEYS_REDIS_URL", "AIKEYS_MOCK_UPSTREAM_URL"}
+        assert set(env) >= {
+            "KUBECONFIG",
+            "AIKEYS_REDIS_URL",
+            "AIKEYS_MOCK_UPSTREAM_URL",
+            "AIKEYS_GATEWAY_URL",
+            "AIKEYS_DEMO_KEY",
+        }
+        # the printed demo key works through the printed gateway URL, as the summary shows
+        assert env["AIKEYS_DEMO_KEY"] in up.stdout
+        demo = openai.OpenAI(
+            base_url=env["AIKEYS_GATEWAY_URL"], api_key=env["AIKEYS_DEMO_KEY"], max_retries=0
+        )
+        answer = demo.chat.completions.create(
+            model="demo:mock/gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert answer.choices[0].message.content
         assert env["KUBECONFIG"] in up.stdout
         # what a user does next: source the env file and use the pinned kubectl, redis, an OpenAI client
         version = subprocess.run(
