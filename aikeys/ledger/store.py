@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,10 +51,14 @@ async def _guarded(call: Awaitable[T]) -> T:
         raise LedgerUnavailable(f"redis: {type(err).__name__}: {err}") from err
 
 
-def connect(url: str, timeout: float = 0.5, max_connections: int = 64) -> RedisClient:
+def connect(
+    url: str, timeout: float = 0.5, max_connections: int = 64, password: str | None = None
+) -> RedisClient:
     """One client (pool) per process. `redis://`, `rediss://`, and Redis Cluster with
-    `redis+cluster://` / `rediss+cluster://` or `?cluster=true`."""
+    `redis+cluster://` / `rediss+cluster://` or `?cluster=true`. The password comes from the URL, the
+    `password` argument or $AIKEYS_REDIS_PASSWORD (how the Helm chart passes a Secret)."""
     parts = urlsplit(url)
+    password = password or os.environ.get("AIKEYS_REDIS_PASSWORD") or None
     cluster = parts.scheme.endswith("+cluster") or parse_qs(parts.query).get("cluster") == ["true"]
     common: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -61,6 +66,8 @@ def connect(url: str, timeout: float = 0.5, max_connections: int = 64) -> RedisC
         "max_connections": max_connections,
         "decode_responses": True,
     }
+    if password and not parts.password:
+        common["password"] = password
     if cluster:
         scheme = parts.scheme.replace("+cluster", "")
         query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("cluster="))

@@ -7,9 +7,10 @@ from aikeys.resources import KINDS
 
 
 def test_committed_crds_match_the_models() -> None:
-    for name, text in crds.files().items():
-        committed = (crds.REPO_CRDS / name).read_text()
-        assert committed == text, f"crds/{name} is out of date: run `make crds`"
+    for folder in (crds.REPO_CRDS, crds.CHART_CRDS):
+        for name, text in crds.files().items():
+            committed = (folder / name).read_text()
+            assert committed == text, f"{folder}/{name} is out of date: run `make crds`"
     assert crds.main(["--check"]) == 0
 
 

@@ -1,0 +1,377 @@
+"""The Helm chart against the real control plane: lint, render, server-side validation, install,
+and the RBAC proof (operator and gateway running as the chart's own ServiceAccounts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from aikeys.devstack.binaries import REPO_ROOT, locate
+from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.services import GatewayProcess, OperatorProcess
+from aikeys.devstack.upstream import MockUpstreamProcess
+from tests.integration.kube import apply, create_key, gateway_knows, get, wait_for
+
+pytestmark = pytest.mark.integration
+CHART = REPO_ROOT / "charts" / "aikeys"
+VALUE_SETS = sorted((CHART / "ci").glob("*-values.yaml"))
+MONITORING_CRDS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: %(plural)s.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: %(kind)s, plural: %(plural)s, singular: %(singular)s, listKind: %(kind)sList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+
+
+def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(locate().helm), *args], capture_output=True, text=True, env=cp.env(), check=False, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: ControlPlane, operator: OperatorProcess) -> ControlPlane:
+    # the Prometheus Operator's kinds, so monitoring manifests can be validated by the server
+    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")):
+        control_plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=MONITORING_CRDS % {"kind": kind, "plural": plural, "singular": kind.lower()},
+        )
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com")
+    for ns in ("chart-render", "chart-install"):
+        control_plane.kubectl("create", "namespace", ns, check=False)
+    return control_plane
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=lambda p: p.stem)
+def test_lint_and_server_side_dry_run(cluster: ControlPlane, values: Path) -> None:
+    lint = helm(cluster, "lint", str(CHART), "-f", str(values), "--strict")
+    assert "0 chart(s) failed" in lint.stdout
+    rendered = helm(cluster, "template", "aikeys", str(CHART), "-n", "chart-render", "-f", str(values)).stdout
+    applied = cluster.kubectl("apply", "--dry-run=server", "-n", "chart-render", "-f", "-", stdin=rendered)
+    assert "deployment.apps/aikeys-gateway created (server dry run)" in applied.stdout
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+    if "monitoring" in values.stem:
+        assert {"ServiceMonitor", "PrometheusRule", "HorizontalPodAutoscaler", "NetworkPolicy"} <= kinds
+    if "external-redis" in values.stem:
+        assert "StatefulSet" not in kinds
+
+
+def test_schema_rejects_bad_values_clearly(cluster: ControlPlane) -> None:
+    cases = {
+        ("--set", "gateway.replicas=zero"): "gateway/replicas",
+        ("--set", "gateway.replica=2"): "additional properties 'replica' not allowed",
+        ("--set", "redis.external.url=http://redis:6379"): "redis/external/url",
+        ("--set", "ingress.tls.enabled=maybe"): "ingress/tls/enabled",
+        ("--set", "image.pullPolicy=Sometimes"): "image/pullPolicy",
+    }
+    for args, message in cases.items():
+        result = helm(cluster, "template", "aikeys", str(CHART), *args, check=False)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+    missing = helm(
+        cluster, "template", "aikeys", str(CHART), "--set", "redis.bundled.enabled=false", check=False
+    )
+    assert "redis.external.url is required" in missing.stderr
+
+
+def test_alert_rules_pass_promtool(cluster: ControlPlane, tmp_path: Path) -> None:
+    rendered = helm(
+        cluster, "template", "aikeys", str(CHART), "-f", str(CHART / "ci" / "monitoring-values.yaml")
+    ).stdout
+    [rule] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "PrometheusRule"]
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {
+        "AIKeysAllocationBudget50Percent",
+        "AIKeysAllocationBudget80Percent",
+        "AIKeysAllocationBudget100Percent",
+        "AIKeysAllocationExhausted",
+        "AIKeysLedgerErrors",
+        "AIKeysUpstreamErrorRate",
+    } == set(alerts)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 6 rules found" in check.stdout
+
+
+def test_dashboard_is_valid_and_its_queries_parse(cluster: ControlPlane, tmp_path: Path) -> None:
+    rendered = helm(cluster, "template", "aikeys", str(CHART)).stdout
+    [cm] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["aikeys.json"])
+    assert dash["uid"] == "aikeys-overview"
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = " ".join(p["title"] for p in panels)
+    for wanted in (
+        "by namespace",
+        "by model",
+        "by allocation",
+        "by key",
+        "Top 10 keys",
+        "Budget remaining",
+        "Tokens",
+    ):
+        assert wanted in titles
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    # every query is valid PromQL once Grafana's variables are substituted (promtool parses them as rules)
+    rules = [
+        {
+            "record": f"aikeys:dashboard:{i}",
+            "expr": e.replace("$__rate_interval", "5m").replace("$__range", "7d").replace("$namespace", ".*"),
+        }
+        for i, e in enumerate(exprs)
+    ]
+    (tmp_path / "dash-rules.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "dash-rules.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_install_creates_everything_and_uninstall_keeps_crs(cluster: ControlPlane) -> None:
+    install = helm(cluster, "install", "aikeys", str(CHART), "-n", "chart-install")
+    assert "STATUS: deployed" in install.stdout
+    assert "kubectl apply -n team-a" in install.stdout  # NOTES tell how to create a first key
+    manifest = helm(cluster, "get", "manifest", "aikeys", "-n", "chart-install").stdout
+    for doc in yaml.safe_load_all(manifest):
+        if not doc:
+            continue
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        scope = [] if kind in ("ClusterRole", "ClusterRoleBinding") else ["-n", "chart-install"]
+        assert cluster.kubectl("get", kind, name, *scope, check=False).returncode == 0, (
+            f"{kind}/{name} missing"
+        )
+    apply(
+        cluster,
+        """
+        apiVersion: aikeys.dev/v1alpha1
+        kind: Allocation
+        metadata: {name: survives}
+        spec: {budget: "1"}
+    """,
+        "chart-install",
+    )
+    helm(cluster, "uninstall", "aikeys", "-n", "chart-install")
+    assert (
+        cluster.kubectl("get", "deployment", "aikeys-gateway", "-n", "chart-install", check=False).returncode
+        != 0
+    )
+    # CRDs (and so everyone's keys and budgets) are kept: helm never deletes what it installed from crds/
+    assert get(cluster, "allocation", "survives", "chart-install") is not None
+    assert cluster.kubectl("get", "crd", "aikeys.aikeys.dev", check=False).returncode == 0
+
+
+def _kubeconfig_for(cp: ControlPlane, namespace: str, sa: str, path: Path) -> Path:
+    token = cp.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    config = yaml.safe_load(cp.kubeconfig.read_text())
+    config["users"] = [{"name": sa, "user": {"token": token}}]
+    config["contexts"][0]["context"].update(user=sa, namespace=namespace)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def rbac_release(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
+    ns = "aikeys-rbac"
+    cluster.kubectl("create", "namespace", ns, check=False)
+    helm(cluster, "install", "proof", str(CHART), "-n", ns)
+    operator.stop()  # one operator at a time: the chart's takes over for this test
+    try:
+        yield ns
+    finally:
+        operator.start()
+        helm(cluster, "uninstall", "proof", "-n", ns, check=False)
+
+
+def test_rbac_proof_with_the_charts_service_accounts(
+    cluster: ControlPlane,
+    rbac_release: str,
+    redis_server: RedisServer,
+    mock_upstream_process: MockUpstreamProcess,
+    tmp_path: Path,
+) -> None:
+    ns = rbac_release
+    op_config = _kubeconfig_for(cluster, ns, "proof-aikeys-operator", tmp_path / "operator.kubeconfig")
+    gw_config = _kubeconfig_for(cluster, ns, "proof-aikeys-gateway", tmp_path / "gateway.kubeconfig")
+    env = {"AIKEYS_CREDENTIALS_SECRET": f"{ns}/aikeys-provider-credentials", "POD_NAMESPACE": ns}
+    op = OperatorProcess(op_config, redis_server.url, tmp_path / "operator.log", extra_env=env).start()
+    gw = GatewayProcess(
+        gw_config,
+        redis_server.url,
+        tmp_path / "gateway.log",
+        env["AIKEYS_CREDENTIALS_SECRET"],
+        extra_env={"POD_NAMESPACE": ns},
+    )
+    try:
+        gw.start()
+        team = "rbac-team"
+        cluster.kubectl("create", "namespace", team)
+        cluster.kubectl(
+            "create", "secret", "generic", "upstream", "-n", team, "--from-literal=apiKey=sk-rbac"
+        )
+        apply(
+            cluster,
+            f"""
+            apiVersion: aikeys.dev/v1alpha1
+            kind: AIProvider
+            metadata: {{name: mock}}
+            spec:
+              baseURL: {mock_upstream_process.url}
+              credentialsSecretRef: {{name: upstream}}
+              models: [{{name: m, inputPricePerMillion: "1", outputPricePerMillion: "1"}}]
+            ---
+            apiVersion: aikeys.dev/v1alpha1
+            kind: Allocation
+            metadata: {{name: a}}
+            spec: {{budget: "1"}}
+        """,
+            team,
+        )
+        key = create_key(cluster, team, "proof", "a")
+        gateway_knows(gw.openai_url, key)
+        wait_for(
+            lambda: (
+                f"{team}.mock"
+                in (get(cluster, "secret", "aikeys-provider-credentials", ns) or {}).get("data", {})
+            ),
+            30,
+            "the projected credentials",
+        )
+        mock_upstream_process.clear_requests()
+        reply = openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0).chat.completions.create(
+            model=f"{team}:mock/m", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert reply.choices[0].message.content
+        assert mock_upstream_process.requests()[-1]["headers"]["Authorization"] == "Bearer sk-rbac"
+        wait_for(
+            lambda: (get(cluster, "aikey", "proof", team) or {}).get("status", {}).get("lastUsedAt"),
+            15,
+            "status updated by the operator's service account",
+        )
+        assert "Forbidden" not in op.log() and "forbidden" not in gw.log()
+    finally:
+        gw.stop()
+        op.stop()
+    # what the gateway's identity may not do
+    gw_sa = f"system:serviceaccount:{ns}:proof-aikeys-gateway"
+    for args in (
+        ["get", "secrets", "-n", team],
+        ["get", "secrets", "-n", ns],
+        ["list", "secrets", "-A"],
+        ["create", "aikeys", "-n", team],
+        ["patch", "aikeys/status", "-n", team],
+    ):
+        assert cluster.kubectl("auth", "can-i", *args, f"--as={gw_sa}", check=False).stdout.strip() == "no", (
+            args
+        )
+    assert (
+        cluster.kubectl(
+            "auth", "can-i", "get", "secret/aikeys-provider-credentials", "-n", ns, f"--as={gw_sa}"
+        ).stdout.strip()
+        == "yes"
+    )
+    denied = cluster.kubectl(
+        "get", "secret", "upstream", "-n", team, f"--kubeconfig={gw_config}", check=False
+    )
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower()
+
+
+def test_image_is_consistent_with_the_package(tmp_path: Path) -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    scripts = yaml.safe_load(
+        json.dumps(
+            __import__("tomllib").loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+        )
+    )
+    for entry in ("aikeys-gateway", "aikeys-operator"):
+        assert entry in scripts
+    assert 'ENTRYPOINT ["aikeys-gateway"]' in dockerfile
+    chart = (CHART / "templates" / "operator.yaml").read_text()
+    assert 'command: ["aikeys-operator"]' in chart
+    for source in ("aikeys", "operator", "gateway", "pyproject.toml", "README.md"):
+        assert (REPO_ROOT / source).exists()
+        assert f"COPY {source}" in dockerfile or source in dockerfile
+    # the wheel the image installs carries both packages, the Lua scripts and the entry points
+    subprocess.run(
+        [
+            str(Path(__import__("sys").executable)),
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("aikeys-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "aikeys/ledger/scripts/reserve.lua" in names
+    assert any(n.startswith("aikeys_operator/") for n in names)
+    assert any(n.startswith("aikeys_gateway/") for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "aikeys-gateway = aikeys_gateway.main:main" in text
+    assert "aikeys-operator = aikeys_operator.main:main" in text
+
+
+def test_kind_config_is_ingress_ready() -> None:
+    config: dict[str, Any] = yaml.safe_load((REPO_ROOT / "kind-config.yaml").read_text())
+    [node] = config["nodes"]
+    assert "ingress-ready=true" in node["kubeadmConfigPatches"][0]
+    assert {(m["containerPort"], m["hostPort"]) for m in node["extraPortMappings"]} == {(80, 80), (443, 443)}
+
+
+def test_examples_are_valid_objects(cluster: ControlPlane) -> None:
+    docs = [
+        d
+        for f in sorted((REPO_ROOT / "examples").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    for ns in namespaces:
+        cluster.kubectl("create", "namespace", ns["metadata"]["name"], check=False)
+    rest = [d for d in docs if d["kind"] != "Namespace"]
+    out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(rest)).stdout
+    assert out.count("(server dry run)") == len(rest)
