@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -109,6 +110,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
     gateway: GatewayProcess | None = None
     try:
         print("starting control plane (etcd, kube-apiserver, kube-controller-manager) ...", flush=True)
+        shutil.rmtree(state_dir / "controlplane", ignore_errors=True)  # every `make dev` starts clean
         cp = launch(state_dir / "controlplane")
         print(f"control plane ready in {cp.startup_seconds:.1f}s at {cp.url}", flush=True)
         redis = launch_redis(state_dir / "redis")

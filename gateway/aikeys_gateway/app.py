@@ -7,11 +7,12 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -22,16 +23,18 @@ from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Ledger, connect
-from aikeys_gateway import errors
+from aikeys_gateway import errors, reports
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.config import Settings
+from aikeys_gateway.kubeauth import KubeAuth
 from aikeys_gateway.logs import configure_logging
 from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.proxy import Gateway, request_id
 
 log = logging.getLogger("aikeys.gateway")
 PREFIX = "/api/openai/v1"
+T = TypeVar("T")
 
 
 class State:
@@ -55,6 +58,7 @@ class State:
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
         self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http)
+        self.kubeauth = KubeAuth(self.kube)
         self.catalog.start()
         with contextlib.suppress(Exception):  # open the pool now, not on the first requests
             await asyncio.gather(*(self.redis.ping() for _ in range(32)))
@@ -165,6 +169,17 @@ def create_app(settings: Settings | None = None) -> FastPath:
             media_type="application/json",
             headers={"x-request-id": rid},
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_query(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = str(first.get("loc", ["", ""])[-1])
+        err = errors.invalid_request(
+            f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param
+        )
+        return err.response(request_id(request))
+
+    app.include_router(reports.router(state))
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:

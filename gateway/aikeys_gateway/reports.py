@@ -1,0 +1,120 @@
+"""The usage API: `GET /api/keys/self` and `GET /api/usage` (JSON, documented in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from aikeys import keys
+from aikeys.ledger.store import LedgerUnavailable
+from aikeys.money import format_usd
+from aikeys.periods import window
+from aikeys_gateway import errors
+from aikeys_gateway.auth import authenticate, presented_key
+from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, report
+
+if TYPE_CHECKING:
+    from aikeys_gateway.app import State
+
+T = TypeVar("T")
+Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many UTC days, ending with `until`.")]
+By = Annotated[GroupBy, Query(description="key, model, allocation or namespace")]
+Namespace = Annotated[str | None, Query(description="With a Kubernetes token: a namespace, or * for all.")]
+Until = Annotated[dt.date | None, Query(description="Last day of the report (UTC); today if unset.")]
+
+
+class KeySelf(BaseModel):
+    """What an AI key may know about itself."""
+
+    namespace: str
+    name: str
+    key_hint: str | None
+    allocation: str
+    models: list[str]
+    expires_at: dt.datetime | None
+    period: str
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+    budget_usd: str
+    spent_usd: str
+    remaining_usd: str
+
+
+async def _ledger_call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except LedgerUnavailable as err:
+        raise errors.unavailable("The ledger is unreachable; retry shortly.") from err
+
+
+def router(state: State) -> APIRouter:
+    router = APIRouter(tags=["usage"])
+
+    @router.get("/api/keys/self", tags=["usage"], response_model=KeySelf)
+    async def key_self(request: Request) -> KeySelf:
+        """The calling AI key: its allocation, the budget left this period, its expiry."""
+        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
+        alloc = state.catalog.allocation(key.namespace, key.allocation)
+        if alloc is None:
+            raise errors.forbidden(
+                f"Allocation {key.namespace}/{key.allocation} does not exist.", code="allocation_not_found"
+            )
+        now = dt.datetime.now(dt.UTC)
+        spent = (await _ledger_call(state.meter.ledger.period_state(alloc, now))).spent
+        w = window(alloc.period, now)
+        return KeySelf(
+            namespace=key.namespace,
+            name=key.name,
+            key_hint=key.status.key_hint,
+            allocation=key.allocation,
+            expires_at=key.status.expires_at,
+            models=list(key.spec.models),
+            period=alloc.period.value,
+            period_start=w.start,
+            period_end=w.end,
+            budget_usd=format_usd(alloc.budget),
+            spent_usd=format_usd(spent),
+            remaining_usd=format_usd(max(alloc.budget - spent, 0)),
+        )
+
+    @router.get("/api/usage", tags=["usage"], response_model=UsageReport)
+    async def usage(
+        request: Request,
+        days: Days = 7,
+        group_by: By = GroupBy.MODEL,
+        namespace: Namespace = None,
+        until: Until = None,
+    ) -> UsageReport:
+        """Usage over days. With an AI key: that key's own usage. With a Kubernetes bearer token:
+        a namespace's (or, with namespace=*, every namespace's) usage, for whoever may list its AIKeys."""
+        end = until or dt.datetime.now(dt.UTC).date()
+        token = presented_key(request.headers)
+        if token and keys.well_formed(token):
+            key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
+            if namespace not in (None, key.namespace):
+                raise errors.forbidden("An AI key reads only its own usage.", code="forbidden")
+            alloc = state.catalog.allocation(key.namespace, key.allocation)
+            records = (
+                [] if alloc is None else await _ledger_call(collect(state.meter.ledger, [alloc], end, days))
+            )
+            records = [r for r in records if r.row.key == key.name]
+            return report(records, group_by, end, days)
+        if not token:
+            raise errors.unauthorized("Send an AI key, or a Kubernetes token with `namespace`.")
+        person = await state.kubeauth.person(token)
+        if not namespace:
+            raise errors.invalid_request(
+                "With a Kubernetes token, pass namespace=<name> (or * for all).", param="namespace"
+            )
+        await state.kubeauth.require(person, "" if namespace == "*" else namespace)
+        allocations = [
+            a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
+        ]
+        records = await _ledger_call(collect(state.meter.ledger, allocations, end, days))
+        return report(records, group_by, end, days)
+
+    return router

@@ -1,0 +1,152 @@
+"""Usage reports from the ledger's per-day records: totals, groups with shares, days.
+
+Pure aggregation (`report`) plus the reads that feed it (`collect`). Amounts leave as USD
+strings, tokens as integers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from aikeys.ledger.store import Allocation, Ledger, UsageRow
+from aikeys.money import format_usd
+
+MAX_DAYS = 100  # usage records are kept 100 days
+
+
+class GroupBy(StrEnum):
+    KEY = "key"
+    MODEL = "model"
+    ALLOCATION = "allocation"
+    NAMESPACE = "namespace"
+
+
+class Amounts(BaseModel):
+    cost_usd: str = Field(description="USD, decimal string")
+    input_tokens: int
+    output_tokens: int
+    requests: int
+
+
+class Group(Amounts):
+    name: str = Field(
+        description="The key (namespace/name), model ID, allocation (namespace/name) or namespace"
+    )
+    share: str = Field(description="Share of the total cost, 0..1 as a decimal string")
+
+
+class Day(Amounts):
+    day: dt.date
+
+
+class UsageReport(BaseModel):
+    since: dt.date
+    until: dt.date
+    group_by: GroupBy
+    totals: Amounts
+    groups: list[Group]
+    days: list[Day]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ledger usage row with where it came from."""
+
+    namespace: str
+    allocation: str
+    row: UsageRow
+
+
+def day_ids(until: dt.date, days: int) -> list[str]:
+    return [(until - dt.timedelta(days=i)).strftime("%Y%m%d") for i in range(days - 1, -1, -1)]
+
+
+async def collect(
+    ledger: Ledger, allocations: Iterable[Allocation], until: dt.date, days: int
+) -> list[Record]:
+    ids = day_ids(until, days)
+    records: list[Record] = []
+    for alloc in allocations:
+        for row in await ledger.usage(alloc, ids):
+            records.append(Record(alloc.namespace, alloc.name, row))
+    return records
+
+
+def _amounts(records: list[Record]) -> dict[str, int]:
+    return {
+        "cost": sum(r.row.cost for r in records),
+        "input_tokens": sum(r.row.input_tokens for r in records),
+        "output_tokens": sum(r.row.output_tokens for r in records),
+        "requests": sum(r.row.requests for r in records),
+    }
+
+
+def _share(part: int, total: int) -> str:
+    if total <= 0:
+        return "0"
+    return f"{part / total:.4f}"  # a display ratio, not money
+
+
+def _name(record: Record, by: GroupBy) -> str:
+    if by is GroupBy.KEY:
+        return f"{record.namespace}/{record.row.key}"
+    if by is GroupBy.MODEL:
+        return record.row.model
+    if by is GroupBy.ALLOCATION:
+        return f"{record.namespace}/{record.allocation}"
+    return record.namespace
+
+
+def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> UsageReport:
+    total = _amounts(records)
+    grouped: dict[str, list[Record]] = {}
+    for r in records:
+        grouped.setdefault(_name(r, by), []).append(r)
+    groups = []
+    for name, members in grouped.items():
+        a = _amounts(members)
+        groups.append(
+            Group(
+                name=name,
+                cost_usd=format_usd(a["cost"]),
+                input_tokens=a["input_tokens"],
+                output_tokens=a["output_tokens"],
+                requests=a["requests"],
+                share=_share(a["cost"], total["cost"]),
+            )
+        )
+    order = {g.name: _amounts(grouped[g.name])["cost"] for g in groups}
+    groups.sort(key=lambda g: (-order[g.name], g.name))
+    by_day: dict[str, list[Record]] = {d: [] for d in day_ids(until, days)}
+    for r in records:
+        by_day.setdefault(r.row.day, []).append(r)
+    day_rows = []
+    for day, members in sorted(by_day.items()):
+        a = _amounts(members)
+        day_rows.append(
+            Day(
+                day=dt.datetime.strptime(day, "%Y%m%d").date(),
+                cost_usd=format_usd(a["cost"]),
+                input_tokens=a["input_tokens"],
+                output_tokens=a["output_tokens"],
+                requests=a["requests"],
+            )
+        )
+    return UsageReport(
+        since=until - dt.timedelta(days=days - 1),
+        until=until,
+        group_by=by,
+        totals=Amounts(
+            cost_usd=format_usd(total["cost"]),
+            input_tokens=total["input_tokens"],
+            output_tokens=total["output_tokens"],
+            requests=total["requests"],
+        ),
+        groups=groups,
+        days=day_rows,
+    )
