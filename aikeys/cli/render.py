@@ -16,9 +16,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         if rows
         else [len(h) for h in headers]
     )
-    lines = [
-        "   ".join(click.style(h.ljust(w), bold=True) for h, w in zip(headers, widths, strict=True)).rstrip()
-    ]
+    header = "   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    lines = [click.style(header, bold=True)]
     lines += ["   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 

@@ -149,7 +149,8 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
             "OPENAI_BASE_URL": gateway.openai_url,
             "OPENAI_API_KEY": demo_key,
         }
-        tools = [cp.binaries.kubectl.parent, cp.binaries.helm.parent]
+        # the pinned kubectl and helm, and this virtualenv (kubectl-aikeys: `kubectl aikeys ...` works)
+        tools = [cp.binaries.kubectl.parent, cp.binaries.helm.parent, Path(sys.executable).parent]
         (state_dir / "env").write_text(render_env(env, tools))
         print(f"dev stack up in {time.monotonic() - started:.1f}s", flush=True)
         while not stop.wait(1.0):
