@@ -98,3 +98,40 @@ def gateway_knows(openai_url: str, key: str, timeout: float = 10) -> None:
             return False
 
     wait_for(ok, timeout, "the gateway to know the key")
+
+
+def apply_provider(
+    cp: ControlPlane,
+    namespace: str,
+    base_url: str,
+    models: dict[str, tuple[str, str]],
+    name: str = "mock",
+    **spec: Any,
+) -> None:
+    """An AIProvider; `models` maps names to (input, output) USD per million tokens; `spec` adds fields."""
+    body = {
+        "apiVersion": "aikeys.dev/v1alpha1",
+        "kind": "AIProvider",
+        "metadata": {"name": name},
+        "spec": {
+            "baseURL": base_url,
+            **spec,
+            "models": [
+                {"name": m, "inputPricePerMillion": pin, "outputPricePerMillion": pout}
+                for m, (pin, pout) in models.items()
+            ],
+        },
+    }
+    cp.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def apply_allocation(
+    cp: ControlPlane, namespace: str, name: str, budget: str, period: str = "Monthly"
+) -> None:
+    body = {
+        "apiVersion": "aikeys.dev/v1alpha1",
+        "kind": "Allocation",
+        "metadata": {"name": name},
+        "spec": {"budget": budget, "period": period},
+    }
+    cp.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))

@@ -29,7 +29,7 @@ from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.money import Price, format_usd
 from aikeys.periods import Period
-from tests.integration.kube import apply, gateway_knows, get, wait_for
+from tests.integration.kube import apply, apply_allocation, apply_provider, gateway_knows, get, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "cli"
@@ -45,30 +45,11 @@ def world(
     for ns in (NS, OTHER, "cli-snap"):
         control_plane.kubectl("create", "namespace", ns)
     for ns in (NS, OTHER):
-        apply(
-            control_plane,
-            f"""
-            apiVersion: aikeys.dev/v1alpha1
-            kind: AIProvider
-            metadata: {{name: mock}}
-            spec:
-              baseURL: {mock_upstream_process.url}
-              models:
-              - {{name: chat, inputPricePerMillion: "1.00", outputPricePerMillion: "2.00"}}
-              - {{name: embed, inputPricePerMillion: "1.00", outputPricePerMillion: "0"}}
-            ---
-            apiVersion: aikeys.dev/v1alpha1
-            kind: Allocation
-            metadata: {{name: team}}
-            spec: {{budget: "50.00"}}
-            ---
-            apiVersion: aikeys.dev/v1alpha1
-            kind: Allocation
-            metadata: {{name: lab}}
-            spec: {{budget: "5.00"}}
-        """,
-            ns,
+        apply_provider(
+            control_plane, ns, mock_upstream_process.url, {"chat": ("1.00", "2.00"), "embed": ("1.00", "0")}
         )
+        apply_allocation(control_plane, ns, "team", "50.00", "None")
+        apply_allocation(control_plane, ns, "lab", "5.00", "None")
 
 
 def aikeys(

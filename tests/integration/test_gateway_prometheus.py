@@ -17,7 +17,7 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, connect
 from aikeys.money import NANO_PER_USD
 from aikeys.periods import Period
-from tests.integration.kube import apply, create_key, gateway_knows, wait_for
+from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "gw-prom"
@@ -41,23 +41,8 @@ def test_promql_spend_per_namespace_equals_the_ledger(
     tmp_path: Path,
 ) -> None:
     control_plane.kubectl("create", "namespace", NS)
-    apply(
-        control_plane,
-        f"""
-        apiVersion: aikeys.dev/v1alpha1
-        kind: AIProvider
-        metadata: {{name: mock}}
-        spec:
-          baseURL: {mock_upstream_process.url}
-          models: [{{name: gpt, inputPricePerMillion: "3.25", outputPricePerMillion: "11.7"}}]
-        ---
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {{name: metered}}
-        spec: {{budget: "50", period: Daily}}
-    """,
-        NS,
-    )
+    apply_provider(control_plane, NS, mock_upstream_process.url, {"gpt": ("3.25", "11.7")})
+    apply_allocation(control_plane, NS, "metered", "50", "Daily")
     keys = [create_key(control_plane, NS, f"scraped-{i}", "metered") for i in range(2)]
     for key in keys:
         gateway_knows(gateway.openai_url, key)

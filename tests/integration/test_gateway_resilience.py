@@ -24,7 +24,7 @@ from aikeys.kube.client import KubeClient, path
 from aikeys.ledger.store import Allocation, Ledger, connect
 from aikeys.periods import Period
 from tests.conftest import CREDENTIALS
-from tests.integration.kube import apply, create_key, gateway_knows, wait_for
+from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "gw-res"
@@ -36,28 +36,9 @@ def provider(
     control_plane: ControlPlane, operator: object, mock_upstream_process: MockUpstreamProcess
 ) -> None:
     control_plane.kubectl("create", "namespace", NS)
-    apply(
-        control_plane,
-        f"""
-        apiVersion: aikeys.dev/v1alpha1
-        kind: AIProvider
-        metadata: {{name: mock}}
-        spec:
-          baseURL: {mock_upstream_process.url}
-          models: [{{name: gpt, inputPricePerMillion: "1", outputPricePerMillion: "1"}}]
-        ---
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {{name: shared}}
-        spec: {{budget: "0.001", period: None}}
-        ---
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {{name: roomy}}
-        spec: {{budget: "100", period: None}}
-    """,
-        NS,
-    )
+    apply_provider(control_plane, NS, mock_upstream_process.url, {"gpt": ("1", "1")})
+    apply_allocation(control_plane, NS, "shared", "0.001", "None")
+    apply_allocation(control_plane, NS, "roomy", "100", "None")
 
 
 def test_redis_down_is_503_and_nothing_unmetered(
