@@ -23,7 +23,8 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
-from tests.integration.kube import apply, create_key, gateway_knows, get, wait_for
+from aikeys.tokenizers import encoding
+from tests.integration.kube import apply, apply_provider, create_key, gateway_knows, get, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "gw"
@@ -447,3 +448,95 @@ def test_secrets_stay_out_of_logs(
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = [entry for entry in lines if entry.get("message") == "request" and entry.get("key") == "user"]
     assert access and {"rid", "status", "model", "ms", "namespace"} <= set(access[-1])
+
+
+# --- provider kinds -----------------------------------------------------------------------------------------
+
+
+def test_azure_openai_deployment_and_api_version(
+    control_plane: ControlPlane,
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    mock_upstream_process: MockUpstreamProcess,
+) -> None:
+    control_plane.kubectl(
+        "create", "secret", "generic", "azure-creds", "-n", NS, "--from-literal=apiKey=az-secret"
+    )
+    root = mock_upstream_process.url.removesuffix("/v1")
+    apply_provider(
+        control_plane,
+        NS,
+        root,
+        {"gpt4o": ("1.00", "2.00")},
+        name="azure",
+        type="azure-openai",
+        azure={"apiVersion": "2024-10-21"},
+        credentialsSecretRef={"name": "azure-creds"},
+    )
+    wait_for(
+        lambda: (
+            f"{NS}.azure"
+            in (get(control_plane, "secret", "aikeys-provider-credentials", "aikeys-system") or {}).get(
+                "data", {}
+            )
+        ),
+        30,
+        "azure credentials projected",
+    )
+
+    def served() -> bool:
+        try:
+            client(gateway, world["main"]).chat.completions.create(
+                model=f"{NS}:azure/gpt4o", messages=MESSAGES, max_tokens=2
+            )
+        except openai.APIStatusError:
+            return False
+        return True
+
+    wait_for(served, 10, "the Azure provider to be served")
+    seen = mock_upstream.requests()[-1]
+    assert seen["path"] == "/openai/deployments/gpt4o/chat/completions"  # the deployment is the model's name
+    assert seen["query"] == {"api-version": "2024-10-21"}
+    assert seen["headers"]["api-key"] == "az-secret"
+    assert "Authorization" not in seen["headers"]
+
+
+def test_stream_usage_switch_off_counts_the_streamed_text(
+    control_plane: ControlPlane,
+    gateway: GatewayProcess,
+    world: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    mock_upstream_process: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    apply_provider(
+        control_plane,
+        NS,
+        mock_upstream_process.url,
+        {"plain": ("1.00", "2.00")},
+        name="strict",
+        streamUsage=False,
+    )
+    mock_upstream.configure(reject_stream_options=True)  # a backend that refuses stream_options
+
+    def streamed() -> list[str] | None:
+        try:
+            chunks = client(gateway, world["main"]).chat.completions.create(
+                model=f"{NS}:strict/plain", messages=MESSAGES, stream=True
+            )
+            return [c.choices[0].delta.content or "" for c in chunks if c.choices]
+        except openai.APIStatusError:
+            return None
+
+    before = state(redis_server, "main")
+    pieces = wait_for(streamed, 10, "the strict provider to be served")
+    assert "stream_options" not in mock_upstream.requests()[-1]["body"]
+    after = settled(redis_server, "main", before.requests + 1)
+    text = "".join(pieces)
+    counted = max(len(encoding("o200k_base").encode(text)), sum(1 for p in pieces if p))
+    estimate_input = after.tokens - before.tokens - counted
+    assert (
+        estimate_input >= PROMPT
+    )  # input charged at its bound (no usage came back), output counted from text
+    assert after.spent - before.spent == PRICE.cost(estimate_input, counted)
