@@ -185,8 +185,23 @@ class Gateway:
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
             resp = await self._send(route, endpoint, upstream_body)
-        except BaseException:
+        except errors.GatewayError:  # the upstream never took the request
             await self.meter.release(alloc, ledger_rid)
+            raise
+        except BaseException:  # cancelled mid-call: the upstream may be generating, charge the upper bound
+            self.spawn(
+                self.meter.settle(
+                    PendingSettle(
+                        alloc,
+                        ledger_rid,
+                        key.name,
+                        route.model_id,
+                        est.input_tokens,
+                        est.output_tokens,
+                        est.cost,
+                    )
+                )
+            )
             raise
         if resp.status >= 400:
             await self.meter.release(alloc, ledger_rid)
