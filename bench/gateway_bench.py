@@ -22,7 +22,7 @@ import aiohttp
 
 from aikeys.devstack.services import GatewayProcess
 from bench import wrk
-from bench.stack import NS, bench_stack
+from bench.stack import MODEL, bench_stack
 
 CHAT = {"model": "", "messages": [{"role": "user", "content": "Hello, world!"}], "max_tokens": 16}
 
@@ -68,7 +68,7 @@ def main() -> None:
         gw1 = stack.gateway(1, "gw1")
         try:
             via = f"{gw1.openai_url}/chat/completions"
-            model = f"{NS}:mock/gpt"
+            model = MODEL
             wrk.run(via, body_for(model), gw_headers, 8, 2)  # warm-up
             for c in (1, 32):
                 results[f"direct c={c}"] = wrk.run(direct, body_for("gpt"), direct_headers, c, args.seconds)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +11,10 @@ from pathlib import Path
 from aikeys.devstack.controlplane import ControlPlane, launch
 from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
+from aikeys.devstack.stack import seed_demo
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
-NS = "bench"
+MODEL = "demo:mock/gpt-4o-mini"
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
 
 
@@ -40,15 +38,6 @@ class BenchStack:
         ).start()
 
 
-def _wait(predicate: object, timeout: float) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("bench stack did not come up")
-        time.sleep(0.1)
-
-
 @contextmanager
 def bench_stack() -> Iterator[BenchStack]:
     workdir = Path(tempfile.mkdtemp(prefix="aikeys-bench-"))
@@ -58,7 +47,6 @@ def bench_stack() -> Iterator[BenchStack]:
     cp.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds"))
     for crd in ("aikeys", "allocations", "aiproviders"):
         cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
-    cp.kubectl("create", "namespace", NS)
     cp.kubectl("create", "namespace", "aikeys-system")
     operator = OperatorProcess(
         cp.kubeconfig,
@@ -67,41 +55,7 @@ def bench_stack() -> Iterator[BenchStack]:
         extra_env={"AIKEYS_CREDENTIALS_SECRET": CREDENTIALS},
     ).start()
     try:
-        cp.kubectl(
-            "apply",
-            "-n",
-            NS,
-            "-f",
-            "-",
-            stdin=f"""
-apiVersion: aikeys.dev/v1alpha1
-kind: AIProvider
-metadata: {{name: mock}}
-spec:
-  baseURL: {mock.url}
-  models: [{{name: gpt, inputPricePerMillion: "1.00", outputPricePerMillion: "2.00"}}]
----
-apiVersion: aikeys.dev/v1alpha1
-kind: Allocation
-metadata: {{name: bench}}
-spec: {{budget: "1000000", period: None}}
----
-apiVersion: aikeys.dev/v1alpha1
-kind: AIKey
-metadata: {{name: bench}}
-spec: {{allocationRef: {{name: bench}}}}
-""",
-        )
-
-        def secret() -> str | None:
-            out = cp.kubectl("get", "secret", "aikey-bench", "-n", NS, "-o", "json", check=False)
-            if out.returncode:
-                return None
-            return base64.b64decode(json.loads(out.stdout)["data"]["OPENAI_API_KEY"]).decode()
-
-        _wait(secret, 30)
-        key = secret()
-        assert key is not None
+        key = seed_demo(cp, mock)  # the dev stack's demo namespace: a provider on the mock, 10 USD, one key
         yield BenchStack(workdir, cp, redis, mock, operator, key)
     finally:
         operator.stop()
