@@ -57,13 +57,13 @@ def test_promql_spend_per_namespace_equals_the_ledger(
             )
         )
 
-    async def ledger_spent() -> int:
+    async def ledger_spent() -> int | None:
         client = connect(redis_server.url)
         st = await Ledger(client).period_state(Allocation(NS, "metered", 50 * NANO_PER_USD, Period.DAILY))
         await client.aclose()
-        return st.spent
+        return st.spent if st.requests == 12 and st.reserved == 0 else None  # streams settle after they end
 
-    spent = asyncio.run(ledger_spent())
+    spent = wait_for(lambda: asyncio.run(ledger_spent()), 10, "all 12 requests settled")
     assert spent > 0
 
     def scraped() -> float | None:
