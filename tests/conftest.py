@@ -44,24 +44,28 @@ def mock_upstream_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         mock.stop()
 
 
+MOCK_DEFAULTS: dict[str, object] = {
+    "usage": True,
+    "reply_tokens": 16,
+    "latency_ms": 0.0,
+    "chunk_delay_ms": 0.0,
+    "fail_status": None,
+    "fail_count": None,
+    "break_after_chunks": None,
+    "reject_stream_options": False,
+    "models": [],
+    "api_key": None,
+}
+
+
 @pytest.fixture
-def mock_upstream(mock_upstream_process: MockUpstreamProcess) -> MockUpstreamProcess:
-    """The session's mock upstream, with default behaviour and an empty request log."""
-    defaults: dict[str, object] = {
-        "usage": True,
-        "reply_tokens": 16,
-        "latency_ms": 0.0,
-        "chunk_delay_ms": 0.0,
-        "fail_status": None,
-        "fail_count": None,
-        "break_after_chunks": None,
-        "reject_stream_options": False,
-        "models": [],
-        "api_key": None,
-    }
-    mock_upstream_process.configure(**defaults)
+def mock_upstream(mock_upstream_process: MockUpstreamProcess) -> Iterator[MockUpstreamProcess]:
+    """The session's mock upstream with default behaviour and an empty request log; whatever a test
+    changes is put back afterwards, so tests that use the process directly see the defaults too."""
+    mock_upstream_process.configure(**MOCK_DEFAULTS)
     mock_upstream_process.clear_requests()
-    return mock_upstream_process
+    yield mock_upstream_process
+    mock_upstream_process.configure(**MOCK_DEFAULTS)
 
 
 @pytest.fixture(scope="session")
