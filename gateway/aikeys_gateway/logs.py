@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
-    handler.formatter.converter = __import__("time").gmtime  # type: ignore[union-attr]
+    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
     root = logging.getLogger("aikeys")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,11 +316,7 @@ def test_rbac_proof_with_the_charts_service_accounts(
 
 def test_image_is_consistent_with_the_package(tmp_path: Path) -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    scripts = yaml.safe_load(
-        json.dumps(
-            __import__("tomllib").loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-        )
-    )
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     for entry in ("aikeys-gateway", "aikeys-operator"):
         assert entry in scripts
     assert 'ENTRYPOINT ["aikeys-gateway"]' in dockerfile
@@ -330,7 +328,7 @@ def test_image_is_consistent_with_the_package(tmp_path: Path) -> None:
     # the wheel the image installs carries both packages, the Lua scripts and the entry points
     subprocess.run(
         [
-            str(Path(__import__("sys").executable)),
+            sys.executable,
             "-m",
             "pip",
             "wheel",
