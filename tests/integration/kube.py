@@ -106,9 +106,12 @@ def apply_provider(
     base_url: str,
     models: dict[str, tuple[str, str]],
     name: str = "mock",
+    upstream_names: dict[str, str] | None = None,
     **spec: Any,
 ) -> None:
-    """An AIProvider; `models` maps names to (input, output) USD per million tokens; `spec` adds fields."""
+    """An AIProvider; `models` maps names to (input, output) USD per million tokens, `upstream_names`
+    gives some an upstreamName, `spec` adds fields."""
+    renamed = upstream_names or {}
     body = {
         "apiVersion": "aikeys.dev/v1alpha1",
         "kind": "AIProvider",
@@ -118,6 +121,7 @@ def apply_provider(
             **spec,
             "models": [
                 {"name": m, "inputPricePerMillion": pin, "outputPricePerMillion": pout}
+                | ({"upstreamName": renamed[m]} if m in renamed else {})
                 for m, (pin, pout) in models.items()
             ],
         },

@@ -21,7 +21,14 @@ from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess
-from tests.integration.kube import apply, create_key, gateway_knows, get, wait_for
+from tests.integration.kube import (
+    apply_allocation,
+    apply_provider,
+    create_key,
+    gateway_knows,
+    get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 CHART = REPO_ROOT / "charts" / "aikeys"
@@ -178,16 +185,7 @@ def test_install_creates_everything_and_uninstall_keeps_crs(cluster: ControlPlan
         assert cluster.kubectl("get", kind, name, *scope, check=False).returncode == 0, (
             f"{kind}/{name} missing"
         )
-    apply(
-        cluster,
-        """
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {name: survives}
-        spec: {budget: "1"}
-    """,
-        "chart-install",
-    )
+    apply_allocation(cluster, "chart-install", "survives", "1")
     helm(cluster, "uninstall", "aikeys", "-n", "chart-install")
     assert (
         cluster.kubectl("get", "deployment", "aikeys-gateway", "-n", "chart-install", check=False).returncode
@@ -246,24 +244,14 @@ def test_rbac_proof_with_the_charts_service_accounts(
         cluster.kubectl(
             "create", "secret", "generic", "upstream", "-n", team, "--from-literal=apiKey=sk-rbac"
         )
-        apply(
+        apply_provider(
             cluster,
-            f"""
-            apiVersion: aikeys.dev/v1alpha1
-            kind: AIProvider
-            metadata: {{name: mock}}
-            spec:
-              baseURL: {mock_upstream_process.url}
-              credentialsSecretRef: {{name: upstream}}
-              models: [{{name: m, inputPricePerMillion: "1", outputPricePerMillion: "1"}}]
-            ---
-            apiVersion: aikeys.dev/v1alpha1
-            kind: Allocation
-            metadata: {{name: a}}
-            spec: {{budget: "1"}}
-        """,
             team,
+            mock_upstream_process.url,
+            {"m": ("1", "1")},
+            credentialsSecretRef={"name": "upstream"},
         )
+        apply_allocation(cluster, team, "a", "1")
         key = create_key(cluster, team, "proof", "a")
         gateway_knows(gw.openai_url, key)
         wait_for(

@@ -24,7 +24,14 @@ from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
 from aikeys.tokenizers import encoding
-from tests.integration.kube import apply, apply_provider, create_key, gateway_knows, get, wait_for
+from tests.integration.kube import (
+    apply_allocation,
+    apply_provider,
+    create_key,
+    gateway_knows,
+    get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 NS = "gw"
@@ -43,47 +50,19 @@ def world(
     control_plane.kubectl(
         "create", "secret", "generic", "mock-creds", "-n", NS, "--from-literal=apiKey=sk-upstream-secret"
     )
-    apply(
+    apply_provider(
         control_plane,
-        f"""
-        apiVersion: aikeys.dev/v1alpha1
-        kind: AIProvider
-        metadata: {{name: mock}}
-        spec:
-          baseURL: {mock_upstream_process.url}
-          credentialsSecretRef: {{name: mock-creds}}
-          sharedWith: ["{OTHER}-shared"]
-          timeout: 2s
-          models:
-          - name: gpt
-            upstreamName: mock-gpt-upstream
-            inputPricePerMillion: "1.00"
-            outputPricePerMillion: "2.00"
-          - {{name: other, inputPricePerMillion: "1.00", outputPricePerMillion: "2.00"}}
-          - {{name: emb, inputPricePerMillion: "0.10", outputPricePerMillion: "0"}}
-        ---
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {{name: main}}
-        spec: {{budget: "100.00", period: Monthly}}
-        ---
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {{name: tiny}}
-        spec: {{budget: "0.0001", period: Monthly}}
-    """,
         NS,
+        mock_upstream_process.url,
+        {"gpt": ("1.00", "2.00"), "other": ("1.00", "2.00"), "emb": ("0.10", "0")},
+        upstream_names={"gpt": "mock-gpt-upstream"},
+        credentialsSecretRef={"name": "mock-creds"},
+        sharedWith=[f"{OTHER}-shared"],
+        timeout="2s",
     )
-    apply(
-        control_plane,
-        """
-        apiVersion: aikeys.dev/v1alpha1
-        kind: Allocation
-        metadata: {name: theirs}
-        spec: {budget: "100.00"}
-    """,
-        OTHER,
-    )
+    apply_allocation(control_plane, NS, "main", "100.00")
+    apply_allocation(control_plane, NS, "tiny", "0.0001")
+    apply_allocation(control_plane, OTHER, "theirs", "100.00")
     keys = {
         "main": create_key(control_plane, NS, "user", "main"),
         "tiny": create_key(control_plane, NS, "poor", "tiny"),
