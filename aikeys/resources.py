@@ -9,13 +9,15 @@ integer nano-USD inside (see `aikeys.money`).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
+from aikeys import limits
 from aikeys.durations import DURATION_PATTERN
 from aikeys.money import USD_PATTERN
 from aikeys.periods import Period
@@ -34,13 +36,19 @@ def cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
 
-def usd(description: str, what: str, default: str | None = None) -> Any:
+def usd(description: str, what: str, maximum: int, default: str | None = None) -> Any:
     """A USD amount field: a decimal string, checked by the API server with a readable message."""
-    rule = cel(
-        f"self.matches(r'{USD_PATTERN}')",
-        f'{what} must be a USD amount like "25.00": digits, an optional point, at most 9 decimals',
-    )
-    extra: JsonDict = {"maxLength": 32, "x-kubernetes-validations": [rule]}
+    rules: list[JsonValue] = [
+        cel(
+            f"self.matches(r'{USD_PATTERN}')",
+            f'{what} must be a USD amount like "25.00": digits, an optional point, at most 9 decimals',
+        ),
+        cel(
+            f"!self.matches(r'{USD_PATTERN}') || double(self) <= {maximum}.0",
+            f"{what} must be at most {maximum} USD (the ledger counts nano-USD exactly below 2^53)",
+        ),
+    ]
+    extra: JsonDict = {"maxLength": 32, "x-kubernetes-validations": rules}
     if default is None:
         return Field(description=description, json_schema_extra=extra)
     return Field(default, description=description, json_schema_extra=extra)
@@ -99,6 +107,7 @@ class AllocationSpec(Schema):
         'Spending limit per period in USD, as a decimal string with at most 9 decimals (e.g. "25.00"). '
         "Requests that could take spend past it are refused with HTTP 402.",
         "spec.budget",
+        limits.MAX_BUDGET_USD,
     )
     period: Period = Field(
         Period.MONTHLY,
@@ -108,7 +117,10 @@ class AllocationSpec(Schema):
         ),
     )
     token_limit: int | None = Field(
-        None, description="Optional limit of input+output tokens per period, on top of the budget.", ge=1
+        None,
+        description="Optional limit of input+output tokens per period, on top of the budget.",
+        ge=1,
+        le=limits.MAX_TOKEN_LIMIT,
     )
     alert_thresholds: list[int] = Field(
         default_factory=lambda: [80, 100],
@@ -245,6 +257,21 @@ class AzureSettings(Schema):
     api_version: str = Field(description='The api-version query parameter, e.g. "2024-10-21".', min_length=1)
 
 
+class Tokenizer(StrEnum):
+    AUTO = "auto"
+    O200K_BASE = "o200k_base"
+    CL100K_BASE = "cl100k_base"
+    BYTES = "bytes"
+
+
+class MaxTokensParameter(StrEnum):
+    MAX_TOKENS = "max_tokens"
+    MAX_COMPLETION_TOKENS = "max_completion_tokens"
+
+
+BASE_URL_PATTERN = r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"
+
+
 class ProviderModel(Schema):
     """A model offered through the gateway, with its prices."""
 
@@ -259,15 +286,30 @@ class ProviderModel(Schema):
         max_length=256,
     )
     input_price_per_million: str = usd(
-        'USD per million input tokens, a decimal string (e.g. "2.50").', "inputPricePerMillion"
+        'USD per million input tokens, a decimal string (e.g. "2.50").',
+        "inputPricePerMillion",
+        limits.MAX_PRICE_PER_MILLION_USD,
     )
     output_price_per_million: str = usd(
-        'USD per million output tokens, a decimal string (e.g. "10.00").', "outputPricePerMillion"
+        'USD per million output tokens, a decimal string (e.g. "10.00").',
+        "outputPricePerMillion",
+        limits.MAX_PRICE_PER_MILLION_USD,
     )
     max_output_tokens: int | None = Field(
         None,
-        description="Output bound used for the budget reservation when a request sets no max_tokens.",
+        description="Most output tokens one choice may generate. The gateway always sends the upstream "
+        "a cap: a request's own max_tokens/max_completion_tokens if it is lower, else this (else 4096); "
+        "larger request limits are clamped to it. The budget reservation uses the same bound.",
         ge=1,
+        le=limits.MAX_OUTPUT_TOKENS,
+    )
+    tokenizer: Tokenizer = Field(
+        Tokenizer.AUTO,
+        description="How the gateway bounds a request's input tokens before sending it. o200k_base or "
+        "cl100k_base: OpenAI's vocabularies (tiktoken) — only for models that really use them. bytes: "
+        "one token per UTF-8 byte, an upper bound for every byte-level BPE (Llama, Qwen, Mistral, …). "
+        "auto: the OpenAI vocabulary of the model's family when the provider is OpenAI itself "
+        "(type azure-openai, or baseURL on api.openai.com), else bytes.",
     )
 
 
@@ -281,11 +323,22 @@ class AIProviderSpec(Schema):
     base_url: str = Field(
         description="Base URL of the API, e.g. https://api.openai.com/v1 or https://NAME.openai.azure.com.",
         alias="baseURL",
-        pattern=r"^https?://[^\s]+$",
         max_length=2048,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches(r'{BASE_URL_PATTERN}')",
+                    "spec.baseURL must be an http(s) URL without user info, query or fragment, "
+                    "e.g. https://api.openai.com/v1",
+                )
+            ]
+        },
     )
     credentials_secret_ref: SecretKeyRef | None = Field(
-        None, description="Secret (same namespace) with the upstream API key. Omit for keyless local servers."
+        None,
+        description="Secret (same namespace) with the upstream API key. The Secret must be of type "
+        "aikeys.dev/provider-credentials (an opt-in: no other Secret is ever sent upstream). Omit for "
+        "keyless local servers.",
     )
     azure: AzureSettings | None = Field(None, description="Required when type is azure-openai.")
     models: list[ProviderModel] = Field(
@@ -307,7 +360,20 @@ class AIProviderSpec(Schema):
         description="Ask for a usage chunk in streams (stream_options.include_usage). Turn off for backends "
         "that reject it; streamed text is then counted instead.",
     )
+    max_tokens_parameter: MaxTokensParameter | None = Field(
+        None,
+        description="The request field that carries the output cap the gateway sends on chat requests "
+        "that set none: max_tokens or max_completion_tokens. Default: max_completion_tokens for OpenAI "
+        "itself (type azure-openai, or baseURL on api.openai.com), max_tokens for other servers.",
+    )
     timeout: str = duration('Upstream request timeout, e.g. "600s".', "spec.timeout", "600s")
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_url(cls, value: str) -> str:
+        if not re.match(BASE_URL_PATTERN, value):
+            raise ValueError("baseURL must be an http(s) URL without user info, query or fragment")
+        return value
 
     crd_validations: ClassVar[list[JsonDict]] = [
         cel(
