@@ -25,6 +25,7 @@ from aikeys.ledger.store import (
     Ledger,
     LedgerUnavailable,
     ReserveOutcome,
+    ReserveStatus,
     SettleOutcome,
 )
 
@@ -70,14 +71,19 @@ class Meter:
     async def reserve(
         self, alloc: Allocation, request_id: str, key: str, model: str, estimate: Estimate
     ) -> ReserveOutcome | Unmetered:
+        """Reserve, or apply the failure policy when Redis is down or answered too late (an
+        EXPIRED reserve counts as unavailable: the caller never sees that status)."""
         try:
-            return await self.ledger.reserve(alloc, request_id, key, model, estimate)
+            outcome = await self.ledger.reserve(alloc, request_id, key, model, estimate)
+            if outcome.status is ReserveStatus.EXPIRED:
+                raise LedgerUnavailable("redis ran the reserve after its deadline")
         except LedgerUnavailable:
             self.errors += 1
             if self.policy is FailurePolicy.OPEN:
                 self.unmetered += 1
                 return UNMETERED
             raise
+        return outcome
 
     async def settle(self, pending: PendingSettle) -> SettleOutcome | None:
         """Charge now, or queue the charge for retry when Redis is unreachable (returns None)."""

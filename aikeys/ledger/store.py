@@ -7,10 +7,16 @@
 
 Scripts run with EVALSHA and are reloaded on NOSCRIPT (redis-py's Script objects). Redis errors
 and timeouts surface as `LedgerUnavailable`, so callers can fail closed.
+
+A reserve carries a deadline in Redis's own clock (`TIME`): when Redis runs it later than that
+(it was stalled and the caller has already given up and answered 503), the script writes
+nothing and returns `EXPIRED`. `sync_clock()` measures the offset between this process's clock
+and Redis's; until then it is taken as 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import os
@@ -105,7 +111,8 @@ class ReserveStatus(enum.IntEnum):
     ALREADY_RESERVED = 2  # a retry of the same request id: still held
     OVER_BUDGET = 0
     OVER_TOKEN_LIMIT = -1
-    ALREADY_SETTLED = -2
+    ALREADY_SETTLED = -2  # the request id was settled (or reaped) already
+    EXPIRED = -3  # Redis ran the reserve after its deadline: nothing was held (counters are 0)
 
 
 @dataclass(frozen=True)
@@ -161,8 +168,28 @@ def _amount(value: int, what: str) -> int:
     return value
 
 
+DEFAULT_RESERVE_TIMEOUT = 0.5  # seconds; connect()'s default socket timeout
+
+
+def socket_timeout(client: RedisClient) -> float | None:
+    """The socket timeout `client` was made with (connect()'s `timeout`), if it can be told."""
+    kwargs: dict[str, Any] = (
+        client.nodes_manager.connection_kwargs
+        if isinstance(client, aiocluster.RedisCluster)
+        else client.connection_pool.connection_kwargs
+    )
+    value = kwargs.get("socket_timeout")
+    return float(value) if isinstance(value, int | float) else None
+
+
 class Ledger:
-    """Budgets and usage of allocations in one Redis (or Redis Cluster)."""
+    """Budgets and usage of allocations in one Redis (or Redis Cluster).
+
+    `clock` is the ledger's business clock (periods, leases, usage days); tests inject one.
+    Reserve deadlines are compared with Redis's `TIME`, so they use the real `time.time()`.
+    `reserve_timeout` is how long a caller waits for a reserve before giving up: the default
+    deadline of a reserve. It defaults to the client's socket timeout (else 0.5 s).
+    """
 
     def __init__(
         self,
@@ -172,16 +199,37 @@ class Ledger:
         lease: dt.timedelta = dt.timedelta(minutes=10),
         settled_ttl: dt.timedelta = dt.timedelta(days=7),
         retention: dt.timedelta = dt.timedelta(days=100),
+        reserve_timeout: float | None = None,
     ):
         self.client = client
         self.clock = clock
         self.lease_ms = int(lease.total_seconds() * 1000)
         self.settled_ttl = int(settled_ttl.total_seconds())
         self.retention = int(retention.total_seconds())
+        if reserve_timeout is None:
+            reserve_timeout = socket_timeout(client) or DEFAULT_RESERVE_TIMEOUT
+        self.reserve_timeout = reserve_timeout
+        self.clock_offset = 0.0  # seconds: Redis's TIME minus this process's time.time()
+        self.clock_syncs = 0  # how many times sync_clock() measured the offset
+        self._sync_lock = asyncio.Lock()
         self._scripts = {name: client.register_script(scripts.source(name)) for name in scripts.NAMES}
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    async def sync_clock(self) -> float:
+        """Measure the offset between Redis's clock and ours (TIME, taken at the midpoint of the
+        round trip), store it for reserve deadlines and return it (seconds)."""
+        before = time.time()
+        seconds, micros = await _guarded(self.client.time())
+        after = time.time()
+        self.clock_offset = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+        self.clock_syncs += 1
+        return self.clock_offset
+
+    def _redis_ms(self, local: float) -> int:
+        """A local time.time() instant in Redis's clock, epoch ms."""
+        return int((local + self.clock_offset) * 1000)
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await _guarded(self._scripts[name](keys=keys, args=args))
@@ -194,8 +242,22 @@ class Ledger:
         return -1 if w.end is None else int((w.end - now).total_seconds()) + self.retention
 
     async def reserve(
-        self, alloc: Allocation, request_id: str, key: str, model: str, estimate: Estimate
+        self,
+        alloc: Allocation,
+        request_id: str,
+        key: str,
+        model: str,
+        estimate: Estimate,
+        deadline: float | None = None,
     ) -> ReserveOutcome:
+        """Hold `estimate` against the allocation's budget, or refuse.
+
+        `deadline` (local time.time(), default: now + reserve_timeout) is when the caller gives
+        up: if Redis runs the reserve later, it takes no effect and the status is EXPIRED. An
+        EXPIRED reply that arrives while the deadline has not passed here means the clock offset
+        is off: the offset is measured again and the reserve retried once."""
+        if deadline is None:
+            deadline = time.time() + self.reserve_timeout
         now = self.now()
         k = alloc.keys
         w = window(alloc.period, now)
@@ -215,10 +277,17 @@ class Ledger:
             self.settled_ttl,
             self.retention,
             day_id(now),
+            self._redis_ms(deadline),
         ]
-        raw = await self._run_packed(
-            "reserve", [k.period(w.id), k.leases, k.reservations, k.done(request_id)], args
-        )
+        keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id)]
+        syncs = self.clock_syncs
+        raw = await self._run_packed("reserve", keys, args)
+        if int(raw[0]) == ReserveStatus.EXPIRED and time.time() < deadline:
+            async with self._sync_lock:  # one measurement for all the reserves that hit this
+                if self.clock_syncs == syncs:
+                    await self.sync_clock()
+            args[-1] = self._redis_ms(deadline)
+            raw = await self._run_packed("reserve", keys, args)
         return ReserveOutcome(ReserveStatus(int(raw[0])), *(int(x) for x in raw[1:]))
 
     async def settle(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -233,3 +234,38 @@ async def test_scripts_reload_after_script_flush(ledger: Ledger, client: aioredi
 async def test_refuses_separator_characters(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="must be non-empty"):
         await ledger.reserve(alloc(1), rid(), "bad|key", "m", Estimate(1, 1, 1))
+
+
+async def test_a_reserve_past_its_deadline_writes_nothing(
+    ledger: Ledger, client: aioredis.Redis, clock: Clock
+) -> None:
+    a = alloc(1000)
+    crashed = rid()
+    await ledger.reserve(a, crashed, "k", "m", Estimate(400, 1, 1))
+    clock.advance(minutes=11)  # a lease to reap: an expired reserve does not even run the reaper
+    before = {k: await client.dump(k) for k in await client.keys(f"{a.keys.prefix}*")}
+    late = await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1), deadline=time.time() - 0.01)
+    assert late.status is ReserveStatus.EXPIRED
+    assert not late.accepted
+    assert (late.spent, late.reserved, late.tokens, late.reserved_tokens) == (0, 0, 0, 0)
+    assert {k: await client.dump(k) for k in await client.keys(f"{a.keys.prefix}*")} == before
+    assert ledger.clock_syncs == 0  # the deadline had passed here too: no clock trouble, no retry
+    ok = await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1), deadline=time.time() + 5)
+    assert ok.status is ReserveStatus.RESERVED
+    assert (await ledger.period_state(a)).reaped == 1
+
+
+async def test_clock_offset_is_measured_and_repaired_on_a_spurious_expiry(ledger: Ledger) -> None:
+    assert ledger.clock_offset == 0.0
+    assert ledger.reserve_timeout == 0.5  # connect()'s socket timeout
+    assert abs(await ledger.sync_clock()) < 0.5  # same machine
+    assert ledger.clock_syncs == 1
+    # a process whose clock runs 5 s behind Redis's believes every deadline is 5 s later than
+    # Redis does: Redis refuses in time, the ledger re-measures once and retries
+    ledger.clock_offset -= 5
+    a = alloc(1000)
+    outcome = await ledger.reserve(a, rid(), "k", "m", Estimate(7, 1, 1))
+    assert outcome.status is ReserveStatus.RESERVED
+    assert ledger.clock_syncs == 2
+    assert abs(ledger.clock_offset) < 0.5
+    assert (await ledger.period_state(a)).reserved == 7

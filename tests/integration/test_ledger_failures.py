@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,53 @@ def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = launch_redis(tmp_path / "aof", ("--appendonly", "yes", "--appendfsync", "always"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def debuggable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = launch_redis(tmp_path / "debug", ("--enable-debug-command", "yes"))
+    yield server
+    server.stop()
+
+
+async def stall(url: str, seconds: float) -> asyncio.Task[object]:
+    """Block the whole redis-server for `seconds` (DEBUG SLEEP from another connection), as a
+    burst or a slow fork would; returns once the server is blocked."""
+    other = connect(url, timeout=seconds + 5)
+    await other.ping()
+
+    async def sleep() -> object:
+        try:
+            return await other.execute_command("DEBUG", "SLEEP", str(seconds))
+        finally:
+            await other.aclose()
+
+    task = asyncio.create_task(sleep())
+    await asyncio.sleep(0.1)
+    return task
+
+
+async def test_a_reserve_redis_runs_after_the_client_gave_up_takes_no_effect(
+    debuggable_redis: RedisServer,
+) -> None:
+    client = connect(debuggable_redis.url, timeout=0.3)
+    ledger = Ledger(client)
+    a = Allocation("team-a", "stalled", budget=1000)
+    assert (await ledger.reserve(a, "warm", "k", "m", Estimate(1, 1, 1))).accepted  # script cached
+    assert ledger.reserve_timeout == 0.3
+    await ledger.sync_clock()
+    stalled = await stall(debuggable_redis.url, 2.5)
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable):
+        await ledger.reserve(a, "late", "k", "m", Estimate(500, 1, 1))
+    assert time.monotonic() - started < 1.5  # the caller gave up after its socket timeout
+    await asyncio.wait_for(stalled, 10)
+    # Redis has now run the queued reserve, after its deadline: nothing is held
+    state = await ledger.period_state(a)
+    assert (state.reserved, state.reserved_tokens, state.spent) == (1, 2, 0)
+    assert await client.hexists(a.keys.reservations, "late") == 0
+    assert (await ledger.reserve(a, "after", "k", "m", Estimate(999, 1, 1))).accepted
+    await client.aclose()
 
 
 async def test_redis_killed_mid_run_fails_closed_and_loses_or_doubles_nothing(
@@ -96,6 +144,10 @@ async def test_the_same_scripts_run_on_redis_cluster(cluster: RedisCluster) -> N
     assert isinstance(client, RedisClusterClient)
     slots = {client.keyslot(a.keys.leases) for a in allocs}
     assert len(slots) > 1
+    assert abs(await ledger.sync_clock()) < 0.5
+    expired = await ledger.reserve(allocs[0], uuid.uuid4().hex, "k", "m", Estimate(1, 1, 1), time.time() - 1)
+    assert expired.status is ReserveStatus.EXPIRED
+    assert (await ledger.period_state(allocs[0])).reserved == 0
     await client.aclose()
 
 

@@ -2,11 +2,22 @@
 -- KEYS: period, leases, res, done
 -- ARGV[1]: "|"-joined rid, now_ms, lease_ms, cost, in_tokens, out_tokens, budget,
 --          token_limit (-1: none), period_ttl_s (-1: none), period_id, key, model, done_ttl_s,
---          usage_ttl_s, day  (one argument: packing many is the client's main cost)
+--          usage_ttl_s, day, deadline_ms (Redis clock; -1: none)
+--          (one argument: packing many is the client's main cost)
 -- Returns {status, spent, reserved, tokens, reserved_tokens}; status: 1 reserved, 2 already
--- reserved (retry of the same rid), 0 over budget, -1 over the token limit, -2 rid already settled.
+-- reserved (retry of the same rid), 0 over budget, -1 over the token limit, -2 rid already
+-- settled, -3 expired: Redis ran the script after the client's deadline (the client has given up
+-- on it), so it wrote nothing and returns zeros.
 local period_key, leases_key, res_key, done_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ARGS = split(ARGV[1])
+
+-- First, before any write: a reserve that arrives after its caller gave up never takes effect.
+local deadline_ms = tonumber(ARGS[16])
+if deadline_ms and deadline_ms >= 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline_ms then return {-3, 0, 0, 0, 0} end
+end
+
 local rid, now_ms, lease_ms = ARGS[1], tonumber(ARGS[2]), tonumber(ARGS[3])
 local cost, tin, tout = tonumber(ARGS[4]), tonumber(ARGS[5]), tonumber(ARGS[6])
 local budget, token_limit, period_ttl = tonumber(ARGS[7]), tonumber(ARGS[8]), tonumber(ARGS[9])
