@@ -55,6 +55,14 @@ MOCK_DEFAULTS: dict[str, object] = {
     "reject_stream_options": False,
     "models": [],
     "api_key": None,
+    "ignore_max_tokens": False,
+    "sse_framing": "standard",
+    "json_spacing": False,
+    "usage_as_strings": False,
+    "reply_kind": "text",
+    "usage_prompt_tokens": None,
+    "usage_completion_tokens": None,
+    "stall_before_usage_ms": 0.0,
 }
 
 

@@ -3,6 +3,8 @@
 Used by the tests, the dev stack and the benchmarks in place of a real provider. It speaks
 the OpenAI wire format (JSON bodies, SSE streams ending in `data: [DONE]`, error objects) on
 `/v1/...` and Azure OpenAI's `/openai/deployments/{name}/...`, counts tokens deterministically
-(`tokens`), and can be told to omit usage, add latency, fail or break streams (`behaviour`),
-through `PUT /_mock/config`. `GET /_mock/requests` shows what it received.
+(`tokens`), and can be told to omit usage, add latency, fail or break streams, ignore
+max_tokens, misreport usage, answer with tool calls or reasoning, stall before the usage tail
+or frame SSE differently (`server.Behaviour`), through `PUT /_mock/config`.
+`GET /_mock/requests` shows what it received.
 """

@@ -3,7 +3,8 @@
 A token is a run of word characters or a single other non-space character, so
 `"Hello, world!"` is 4 tokens. Chat prompts add OpenAI's per-message framing: 3 tokens per
 message (+1 when it has a name) and 3 to prime the reply. Replies are words from a fixed
-vocabulary, one token each, so a stream of N content chunks carries exactly N tokens.
+vocabulary, one token each, so a stream of N content chunks carries exactly N tokens; the same
+holds for reasoning text (`reasoning_words`) and tool-call arguments (`tool_argument_pieces`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 REPLY_WORDS = ("Hello", "from", "the", "aikeys", "mock", "upstream", "model", "server")
+REASONING_WORDS = ("Let", "me", "think", "about", "this", "step", "by", "step")
+TOOL_NAME = "get_weather"
+# `{"location":"` + words + `"}`: 6 + 2 framing tokens around the words
+_ARGS_OPEN = ("{", '"', "location", '"', ":", '"')
+_ARGS_CLOSE = ('"', "}")
 PER_MESSAGE = 3
 PER_NAME = 1
 REPLY_PRIMING = 3
@@ -52,7 +58,23 @@ def count_prompt(prompt: Any) -> int:
     return 0
 
 
-def reply_words(n: int) -> list[str]:
+def reply_words(n: int, vocabulary: tuple[str, ...] = REPLY_WORDS) -> list[str]:
     """The reply as `n` stream pieces: the first word bare, the rest with a leading space."""
-    words = [REPLY_WORDS[i % len(REPLY_WORDS)] for i in range(n)]
+    words = [vocabulary[i % len(vocabulary)] for i in range(n)]
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def reasoning_words(n: int) -> list[str]:
+    """Reasoning ("thinking") text as `n` one-token stream pieces."""
+    return reply_words(n, REASONING_WORDS)
+
+
+def tool_argument_pieces(n: int) -> list[str]:
+    """The arguments of the mock's `get_weather` call as `n` one-token pieces.
+
+    From 8 tokens on they join to a JSON object, `{"location":"Hello from …"}`; fewer are a
+    prefix of `{"location":""}` (no smaller JSON object has every token count). Any prefix of
+    the pieces counts as many tokens as it has pieces, like a tool call cut by max_tokens.
+    """
+    pieces = [*_ARGS_OPEN, *reply_words(max(n - len(_ARGS_OPEN) - len(_ARGS_CLOSE), 0)), *_ARGS_CLOSE]
+    return pieces[:n]

@@ -11,6 +11,8 @@ import struct
 import time
 from typing import Any
 
+from aikeys.mockupstream.tokens import TOOL_NAME
+
 _ALNUM = string.ascii_letters + string.digits
 FINGERPRINT = "fp_aikeysmock"
 
@@ -19,8 +21,15 @@ def new_id(prefix: str, length: int = 29) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
 
 
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+def dumps(obj: Any, spaced: bool = False) -> bytes:
+    """Compact JSON as OpenAI sends it, or with `", "` / `": "` separators when `spaced`."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    return json.dumps(obj, separators=separators, ensure_ascii=False).encode()
+
+
+DONE = "[DONE]"
+FRAMINGS = ("standard", "nospace", "crlf", "multiline", "comments", "keepalive", "spaced")
+KEEP_ALIVE = b": keep-alive\n\n"
 
 
 def sse(obj: Any) -> bytes:
@@ -31,18 +40,62 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+class SSEFramer:
+    """Frames the events of one stream (JSON objects, then `DONE`) in one of the `FRAMINGS`.
+
+    All of them are valid server-sent events that decode to the same data:
+    "standard" `data: {json}\\n\\n` (OpenAI); "nospace" `data:{json}`; "crlf" lines ending in
+    `\\r\\n`; "multiline" the JSON pretty-printed over several `data:` lines of one event
+    (joined with "\\n" by the spec); "comments" a `: keep-alive` comment event before each
+    event and an `id:` line in each; "keepalive" the comment events without `id:` lines
+    (OpenRouter-like); "spaced" JSON with `", "` and `": "` separators.
+
+    The openai Python SDK (3.57 at least) cannot read "comments": once an `id:` was seen, its
+    decoder dispatches comment-only events as empty events and fails to parse them as JSON
+    (openai/openai-python#2722, #3833), although the spec drops events without data.
+    """
+
+    def __init__(self, style: str = "standard"):
+        if style not in FRAMINGS:
+            raise ValueError(f"unknown SSE framing {style!r}: use one of {', '.join(FRAMINGS)}")
+        self.style = style
+        self.sent = 0
+
+    def event(self, payload: dict[str, Any] | str) -> bytes:
+        self.sent += 1
+        style = self.style
+        if isinstance(payload, str):
+            data = payload.encode()
+        elif style == "multiline":
+            data = json.dumps(payload, indent=2, ensure_ascii=False).encode()
+        else:
+            data = dumps(payload, spaced=style == "spaced")
+        if style == "nospace":
+            return b"data:" + data + b"\n\n"
+        if style == "crlf":
+            return b"data: " + data + b"\r\n\r\n"
+        if style == "multiline":
+            return b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+        if style == "comments":
+            return KEEP_ALIVE + b"id: %d\ndata: " % self.sent + data + b"\n\n"
+        if style == "keepalive":
+            return KEEP_ALIVE + b"data: " + data + b"\n\n"
+        return b"data: " + data + b"\n\n"
+
+
 def error(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def usage(prompt: int, completion: int) -> dict[str, Any]:
+def usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
+    """Chat usage with OpenAI's detail objects."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -50,13 +103,44 @@ def usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def plain_usage(prompt: int, completion: int) -> dict[str, Any]:
+    """Legacy completions usage: the three counts only."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def stringify_ints(obj: Any) -> Any:
+    """Every integer in `obj` (nested) as a decimal string: an upstream that sends `"12"`."""
+    if isinstance(obj, dict):
+        return {k: stringify_ints(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [stringify_ints(v) for v in obj]
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return str(obj)
+    return obj
+
+
+def text_message(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+
+
+def tool_call_message(call_id: str, arguments: str) -> dict[str, Any]:
+    call = {"id": call_id, "type": "function", "function": {"name": TOOL_NAME, "arguments": arguments}}
+    return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None, "annotations": []}
+
+
+def reasoning_message(reasoning: str, content: str | None) -> dict[str, Any]:
+    """DeepSeek / vLLM reasoning models: `reasoning_content` beside `content`."""
+    return {
+        "role": "assistant",
+        "content": content,
+        "reasoning_content": reasoning,
+        "refusal": None,
+        "annotations": [],
+    }
+
+
 def chat_completion(
-    model: str,
-    contents: list[str],
-    finish_reason: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    include_usage: bool,
+    model: str, messages: list[dict[str, Any]], finish_reason: str, usage: dict[str, Any] | None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": new_id("chatcmpl-"),
@@ -64,17 +148,12 @@ def chat_completion(
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-            for i, text in enumerate(contents)
+            {"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            for i, message in enumerate(messages)
         ],
     }
-    if include_usage:
-        body["usage"] = usage(prompt_tokens, completion_tokens)
+    if usage is not None:
+        body["usage"] = usage
     body["service_tier"] = "default"
     body["system_fingerprint"] = FINGERPRINT
     return body
@@ -94,37 +173,46 @@ class ChunkStream:
         }
         self.with_usage_field = with_usage_field
 
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        chunk = {**self.base, "choices": choices}
+    def _chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        chunk = {**self.base, "choices": [choice]}
         if self.with_usage_field:
             chunk["usage"] = None
         return chunk
 
-    def role(self, index: int) -> bytes:
-        delta = {"role": "assistant", "content": "", "refusal": None}
-        return sse(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
+    def role(self, index: int) -> dict[str, Any]:
+        return self._chunk(index, {"role": "assistant", "content": "", "refusal": None})
 
-    def content(self, index: int, text: str) -> bytes:
-        return sse(
-            self._chunk(
-                [{"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]
-            )
+    def content(self, index: int, text: str) -> dict[str, Any]:
+        return self._chunk(index, {"content": text})
+
+    def reasoning(self, index: int, text: str) -> dict[str, Any]:
+        return self._chunk(index, {"reasoning_content": text})
+
+    def tool_call_start(self, index: int, call_id: str) -> dict[str, Any]:
+        """The first delta of a tool-call answer: role, null content and the call's header."""
+        call = {
+            "index": 0,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": TOOL_NAME, "arguments": ""},
+        }
+        return self._chunk(
+            index, {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
         )
 
-    def finish(self, index: int, reason: str) -> bytes:
-        return sse(self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+    def tool_call_arguments(self, index: int, text: str) -> dict[str, Any]:
+        return self._chunk(index, {"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        return sse({**self.base, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return self._chunk(index, {}, reason)
+
+    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self.base, "choices": [], "usage": usage}
 
 
 def text_completion(
-    model: str,
-    texts: list[str],
-    finish_reason: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    include_usage: bool,
+    model: str, texts: list[str], finish_reason: str, usage: dict[str, Any] | None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": new_id("cmpl-"),
@@ -136,26 +224,34 @@ def text_completion(
             for i, text in enumerate(texts)
         ],
     }
-    if include_usage:
-        body["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
+    if usage is not None:
+        body["usage"] = usage
     body["system_fingerprint"] = FINGERPRINT
     return body
 
 
-def completion_chunk(
-    base: dict[str, Any], text: str, finish_reason: str | None, with_usage_field: bool
-) -> bytes:
-    chunk: dict[str, Any] = {
-        **base,
-        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if with_usage_field:
-        chunk["usage"] = None
-    return sse(chunk)
+class CompletionChunks:
+    """Builds the `text_completion` events of one streamed (legacy) completion."""
+
+    def __init__(self, model: str, with_usage_field: bool):
+        self.base = {
+            "id": new_id("cmpl-"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+        }
+        self.with_usage_field = with_usage_field
+
+    def text(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+        chunk: dict[str, Any] = {**self.base, "choices": [choice]}
+        if self.with_usage_field:
+            chunk["usage"] = None
+        return chunk
+
+    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self.base, "choices": [], "usage": usage}
 
 
 def _unit_vector(dimensions: int) -> list[float]:
@@ -179,14 +275,14 @@ def embedding_vector(dimensions: int, encoding_format: str) -> list[float] | str
 
 
 def embeddings(
-    model: str, count: int, dimensions: int, encoding_format: str, prompt_tokens: int
+    model: str, count: int, dimensions: int, encoding_format: str, usage: dict[str, Any]
 ) -> dict[str, Any]:
     vector = embedding_vector(dimensions, encoding_format)
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(count)],
         "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        "usage": usage,
     }
 
 
