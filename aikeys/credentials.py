@@ -5,6 +5,17 @@ each AIProvider's API key from the Secret its `credentialsSecretRef` names into 
 the gateway's namespace (default `aikeys-provider-credentials`), under the data key
 `<provider namespace>.<provider name>`. The gateway's RBAC allows `get`/`list`/`watch` of that
 one Secret by name, nothing else.
+
+Projection is opt-in: only a Secret of type `aikeys.dev/provider-credentials` (`SECRET_TYPE`) is
+ever copied, so an AIProvider cannot make the gateway send some other Secret of its namespace
+(a database password, a TLS key) to an upstream of its choosing. Create one with
+
+    kubectl create secret generic openai -n team-a \
+        --type=aikeys.dev/provider-credentials --from-literal=apiKey=sk-...
+
+The type of an existing Secret cannot be changed: delete and recreate it. For any other type the
+operator projects nothing (and removes what it projected before) and sets the AIProvider's
+Ready condition to False with reason `SecretNotMarked`.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import os
 
 DEFAULT_NAME = "aikeys-provider-credentials"
+SECRET_TYPE = "aikeys.dev/provider-credentials"  # noqa: S105 - a Secret type, not a secret
 ENV = "AIKEYS_CREDENTIALS_SECRET"  # "<namespace>/<name>"
 
 

@@ -11,8 +11,9 @@ import os
 from typing import Any
 
 import kopf
+import redis.exceptions
 
-from aikeys import credentials
+from aikeys import credentials, notices
 from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import ApiError, KubeClient, path
 from aikeys.ledger.store import Ledger, LedgerUnavailable, connect
@@ -201,10 +202,21 @@ async def allocation_status(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> 
 @kopf.on.update(*AIPROVIDERS)
 @kopf.timer(*AIPROVIDERS, interval=30.0, initial_delay=30.0)
 async def aiprovider_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    patch = await providers.refresh(plain(body), memo.kube, now(), memo.credentials)
-    if patch:
-        meta = body["metadata"]
+    meta = body["metadata"]
+    result = await providers.refresh(plain(body), memo.kube, now(), memo.credentials)
+    if result.status:
         await memo.kube.patch(
             path(GROUP + "/" + VERSION, "aiproviders", meta["namespace"], meta["name"], "status"),
-            {"status": patch},
+            {"status": result.status},
         )
+    post(body, result.events)
+    if memo.ledger is None:
+        return
+    try:  # overruns the gateways reported (aikeys.notices), taken once: one event for all of them
+        overruns = await notices.take(memo.ledger.client, meta["namespace"], meta["name"])
+    except (redis.exceptions.RedisError, OSError) as err:
+        log.warning("could not read overrun notices of %s/%s: %s", meta["namespace"], meta["name"], err)
+        return
+    event = providers.overrun_event(overruns)
+    if event is not None:
+        post(body, [event])

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from aikeys import credentials
 from aikeys.crds import REPO_CRDS
 from aikeys.devstack.controlplane import ControlPlane
 from aikeys.resources import KINDS
@@ -98,6 +99,28 @@ def gateway_knows(openai_url: str, key: str, timeout: float = 10) -> None:
             return False
 
     wait_for(ok, timeout, "the gateway to know the key")
+
+
+def create_provider_secret(
+    cp: ControlPlane,
+    namespace: str,
+    name: str,
+    api_key: str,
+    key: str = "apiKey",
+    secret_type: str = credentials.SECRET_TYPE,
+) -> None:
+    """A provider's credentials Secret, of the type the operator projects (pass another
+    `secret_type`, e.g. "Opaque", for one it must refuse)."""
+    cp.kubectl(
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        namespace,
+        f"--type={secret_type}",
+        f"--from-literal={key}={api_key}",
+    )
 
 
 def apply_provider(

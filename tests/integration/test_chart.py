@@ -25,6 +25,7 @@ from tests.integration.kube import (
     apply_allocation,
     apply_provider,
     create_key,
+    create_provider_secret,
     gateway_knows,
     get,
     wait_for,
@@ -241,9 +242,7 @@ def test_rbac_proof_with_the_charts_service_accounts(
         gw.start()
         team = "rbac-team"
         cluster.kubectl("create", "namespace", team)
-        cluster.kubectl(
-            "create", "secret", "generic", "upstream", "-n", team, "--from-literal=apiKey=sk-rbac"
-        )
+        create_provider_secret(cluster, team, "upstream", "sk-rbac")
         apply_provider(
             cluster,
             team,

@@ -28,6 +28,7 @@ from tests.integration.kube import (
     apply_allocation,
     apply_provider,
     create_key,
+    create_provider_secret,
     gateway_knows,
     get,
     wait_for,
@@ -47,9 +48,7 @@ def world(
 ) -> dict[str, str]:
     for ns in (NS, OTHER):
         control_plane.kubectl("create", "namespace", ns)
-    control_plane.kubectl(
-        "create", "secret", "generic", "mock-creds", "-n", NS, "--from-literal=apiKey=sk-upstream-secret"
-    )
+    create_provider_secret(control_plane, NS, "mock-creds", "sk-upstream-secret")
     apply_provider(
         control_plane,
         NS,
@@ -439,9 +438,7 @@ def test_azure_openai_deployment_and_api_version(
     mock_upstream: MockUpstreamProcess,
     mock_upstream_process: MockUpstreamProcess,
 ) -> None:
-    control_plane.kubectl(
-        "create", "secret", "generic", "azure-creds", "-n", NS, "--from-literal=apiKey=az-secret"
-    )
+    create_provider_secret(control_plane, NS, "azure-creds", "az-secret")
     root = mock_upstream_process.url.removesuffix("/v1")
     apply_provider(
         control_plane,

@@ -12,12 +12,21 @@ from typing import Any
 import pytest
 
 from aikeys import keys as keyformat
+from aikeys import notices
 from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import OperatorProcess
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.periods import Period
-from tests.integration.kube import apply, events, get, wait_for
+from tests.conftest import CREDENTIALS
+from tests.integration.kube import (
+    apply,
+    apply_provider,
+    create_provider_secret,
+    events,
+    get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 NS = "op-tests"
@@ -294,9 +303,7 @@ def test_provider_status(control_plane: ControlPlane, operator: OperatorProcess)
     assert st["modelCount"] == 2
     assert st["modelIds"] == [f"{NS}:openai/gpt-4o", f"{NS}:openai/gpt-4o-mini"]
     assert [c["reason"] for c in st["conditions"] if c["type"] == "Ready"] == ["SecretNotFound"]
-    control_plane.kubectl(
-        "create", "secret", "generic", "openai-creds", "-n", NS, "--from-literal=apiKey=sk-x"
-    )
+    create_provider_secret(control_plane, NS, "openai-creds", "sk-x")
     control_plane.kubectl("annotate", "aip", "openai", "-n", NS, "touch=1")  # an update triggers a refresh
     wait_for(
         lambda: (
@@ -312,6 +319,137 @@ def test_provider_status(control_plane: ControlPlane, operator: OperatorProcess)
         30,
         "Ready=True",
     )
+
+
+def provider_ready(cp: ControlPlane, name: str) -> dict[str, Any]:
+    conditions = ((get(cp, "aip", name, NS) or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), {})
+
+
+def projected(cp: ControlPlane, provider: str) -> str | None:
+    """The provider's API key in the gateway's credentials Secret, if the operator put it there."""
+    namespace, name = CREDENTIALS.split("/")
+    value = ((get(cp, "secret", name, namespace) or {}).get("data") or {}).get(f"{NS}.{provider}")
+    return base64.b64decode(value).decode() if value is not None else None
+
+
+def test_only_secrets_marked_as_provider_credentials_are_projected(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """An AIProvider cannot make the gateway send an arbitrary Secret upstream: the Secret has to
+    opt in with its type, which cannot be changed afterwards."""
+    create_provider_secret(control_plane, NS, "plain", "sk-plain-value", secret_type="Opaque")
+    apply_provider(
+        control_plane,
+        NS,
+        "https://api.example.com:8443/v1",
+        {"m": ("1.00", "2.00")},
+        name="unmarked",
+        credentialsSecretRef={"name": "plain"},
+    )
+    ready = wait_for(
+        lambda: (c := provider_ready(control_plane, "unmarked")).get("reason") == "SecretNotMarked" and c,
+        30,
+        "Ready=False/SecretNotMarked",
+    )
+    assert ready["status"] == "False"
+    assert (
+        f"kubectl create secret generic plain -n {NS} --type=aikeys.dev/provider-credentials "
+        "--from-literal=apiKey=..." in ready["message"]
+    )
+    assert projected(control_plane, "unmarked") is None
+    wait_for(
+        lambda: [e for e in events(control_plane, NS, "unmarked") if e["reason"] == "SecretNotMarked"],
+        15,
+        "the SecretNotMarked event",
+    )
+    control_plane.kubectl("annotate", "aip", "unmarked", "-n", NS, "touch=1")  # another refresh
+    time.sleep(2)
+    warnings = [e for e in events(control_plane, NS, "unmarked") if e["reason"] == "SecretNotMarked"]
+    assert len(warnings) == 1  # once, not on every refresh
+    assert warnings[0]["type"] == "Warning"
+    assert warnings[0].get("count", 1) == 1
+    assert projected(control_plane, "unmarked") is None
+
+    # a Secret's type is immutable: delete and recreate it with the type
+    retype = control_plane.kubectl(
+        "patch",
+        "secret",
+        "plain",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"type":"aikeys.dev/provider-credentials"}',
+        check=False,
+    )
+    assert retype.returncode != 0
+    assert "field is immutable" in retype.stderr
+    control_plane.kubectl("delete", "secret", "plain", "-n", NS)
+    create_provider_secret(control_plane, NS, "plain", "sk-marked-value")
+    control_plane.kubectl("annotate", "aip", "unmarked", "-n", NS, "touch=2", "--overwrite")
+    wait_for(lambda: provider_ready(control_plane, "unmarked").get("status") == "True", 30, "Ready=True")
+    assert provider_ready(control_plane, "unmarked")["reason"] == "CredentialsFound"
+    assert wait_for(lambda: projected(control_plane, "unmarked"), 15, "the projection") == "sk-marked-value"
+
+    # back to an unmarked Secret: what was projected is taken away again
+    control_plane.kubectl("delete", "secret", "plain", "-n", NS)
+    create_provider_secret(control_plane, NS, "plain", "sk-plain-again", secret_type="Opaque")
+    control_plane.kubectl("annotate", "aip", "unmarked", "-n", NS, "touch=3", "--overwrite")
+    wait_for(
+        lambda: provider_ready(control_plane, "unmarked").get("reason") == "SecretNotMarked",
+        30,
+        "SecretNotMarked again",
+    )
+    wait_for(lambda: projected(control_plane, "unmarked") is None, 15, "the projection to be removed")
+
+    # the values are nowhere but in the Secrets
+    seen = str(get(control_plane, "aip", "unmarked", NS)) + str(events(control_plane, NS, "unmarked"))
+    for value in ("sk-plain-value", "sk-marked-value", "sk-plain-again"):
+        assert value not in seen
+        assert value not in operator.log()
+
+
+def test_overruns_reported_by_gateways_become_one_event(
+    control_plane: ControlPlane, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    apply_provider(control_plane, NS, "http://upstream.example:8000/v1", {"m": ("1", "1")}, name="loose")
+    wait_for(lambda: provider_ready(control_plane, "loose").get("status") == "True", 30, "provider Ready")
+
+    async def report() -> None:
+        client = connect(redis_server.url)
+        for overrun in (
+            notices.Overrun(f"{NS}:loose/m", 100, 130, "req-1"),
+            notices.Overrun(f"{NS}:loose/m", 50, 400, "req-2"),
+            notices.Overrun(f"{NS}:loose/n", 10, 12, "req-3"),
+        ):
+            await notices.report(client, NS, "loose", overrun)
+        await client.aclose()
+
+    asyncio.run(report())
+    control_plane.kubectl("annotate", "aip", "loose", "-n", NS, "touch=1")  # or wait for the 30 s timer
+    [event] = wait_for(
+        lambda: [e for e in events(control_plane, NS, "loose") if e["reason"] == "UpstreamOverReported"],
+        45,
+        "the UpstreamOverReported event",
+    )
+    assert event["type"] == "Warning"
+    message = event["message"]
+    assert message.startswith("3 responses reported more output tokens than the cap")
+    assert f"{NS}:loose/m ×2" in message
+    assert f"{NS}:loose/n ×1" in message
+    assert f"worst: 400 tokens reported for a cap of 50 (model {NS}:loose/m, request req-2)" in message
+
+    async def left() -> int:
+        client = connect(redis_server.url)
+        n = int(await client.llen(notices.key(NS, "loose")))
+        await client.aclose()
+        return n
+
+    assert asyncio.run(left()) == 0  # taken: the next refresh posts nothing more
+    control_plane.kubectl("annotate", "aip", "loose", "-n", NS, "touch=2", "--overwrite")
+    time.sleep(2)
+    assert len([e for e in events(control_plane, NS, "loose") if e["reason"] == "UpstreamOverReported"]) == 1
 
 
 def test_kubectl_get_aik_reads_well(control_plane: ControlPlane, operator: OperatorProcess) -> None:
