@@ -321,9 +321,13 @@ class Ledger:
         return SettleOutcome(SettleStatus(int(raw[0])), int(raw[1]), int(raw[2]))
 
     async def release(self, alloc: Allocation, request_id: str) -> bool:
+        """Give a reservation back (True), or find none (False). Idempotent. Either way the
+        request id is then done: a later reserve of it is refused (ALREADY_SETTLED) and a later
+        settle charges nothing (DUPLICATE)."""
         k = alloc.keys
         w = window(alloc.period, self.now())
-        return bool(await self._run("release", [k.period(w.id), k.leases, k.reservations], [request_id]))
+        keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id)]
+        return bool(await self._run("release", keys, [request_id, self.settled_ttl]))
 
     async def extend(self, alloc: Allocation, request_id: str) -> bool:
         """Renew the lease of a live reservation (for long streams)."""

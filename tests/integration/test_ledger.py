@@ -142,6 +142,48 @@ async def test_release_returns_the_reservation_once(ledger: Ledger) -> None:
     assert (state.reserved, state.spent, state.reserved_tokens) == (0, 0, 0)
 
 
+async def test_release_leaves_a_tombstone(ledger: Ledger, client: aioredis.Redis) -> None:
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "k", "m", Estimate(900, 1, 1))
+    assert await ledger.release(a, r) is True
+    assert (await client.get(a.keys.done(r)) or "").startswith("released|")
+    assert 0 < await client.ttl(a.keys.done(r)) <= 7 * 86400  # kept as long as settled markers
+    # a retry of the reserve that Redis runs after the release is refused
+    late = await ledger.reserve(a, r, "k", "m", Estimate(900, 1, 1))
+    assert late.status is ReserveStatus.ALREADY_SETTLED
+    # a settle after the release charges nothing
+    assert (await ledger.settle(a, r, "k", "m", 1, 1, 500)).status is SettleStatus.DUPLICATE
+    assert await ledger.release(a, r) is False
+    state = await ledger.period_state(a)
+    assert (state.reserved, state.spent, state.requests, state.reserved_tokens) == (0, 0, 0, 0)
+    assert await ledger.usage(a, ["20261127"]) == []
+
+
+async def test_release_before_the_reserve_arrives_refuses_it(ledger: Ledger) -> None:
+    a = alloc(1000)
+    r = rid()
+    assert await ledger.release(a, r) is False  # nothing held yet: the reserve is still on its way
+    assert (await ledger.reserve(a, r, "k", "m", Estimate(10, 1, 1))).status is ReserveStatus.ALREADY_SETTLED
+    assert (await ledger.period_state(a)).reserved == 0
+
+
+async def test_release_keeps_settled_and_reaped_markers(ledger: Ledger, clock: Clock) -> None:
+    a = alloc(1000)
+    settled, reaped = rid(), rid()
+    await ledger.reserve(a, settled, "k", "m", Estimate(100, 1, 1))
+    await ledger.settle(a, settled, "k", "m", 1, 1, 60)
+    assert await ledger.release(a, settled) is False
+    assert (await ledger.settle(a, settled, "k", "m", 1, 1, 60)).status is SettleStatus.DUPLICATE
+    await ledger.reserve(a, reaped, "k", "m", Estimate(300, 1, 1))
+    clock.advance(minutes=11)
+    await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))  # reaps: charged 300
+    assert await ledger.release(a, reaped) is False
+    # the late settle still corrects the reaped charge to the actual cost
+    assert (await ledger.settle(a, reaped, "k", "m", 1, 1, 40)).status is SettleStatus.CORRECTED
+    assert (await ledger.period_state(a)).spent == 100
+
+
 async def test_settle_without_reservation_still_charges(ledger: Ledger) -> None:
     a = alloc(1000)
     assert (await ledger.settle(a, rid(), "k", "m", 1, 1, 42)).status is SettleStatus.CHARGED

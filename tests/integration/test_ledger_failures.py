@@ -139,6 +139,10 @@ async def test_the_same_scripts_run_on_redis_cluster(cluster: RedisCluster) -> N
         assert not (await ledger.reserve(a, uuid.uuid4().hex, "k", "m", Estimate(401, 1, 1))).accepted
         assert (await ledger.settle(a, r, "k", "m", 1, 1, 500)).status is SettleStatus.CHARGED
         assert (await ledger.settle(a, r, "k", "m", 1, 1, 500)).status is SettleStatus.DUPLICATE
+        released = uuid.uuid4().hex
+        assert (await ledger.reserve(a, released, "k", "m", Estimate(100, 1, 1))).accepted
+        assert await ledger.release(a, released)
+        assert (await ledger.settle(a, released, "k", "m", 1, 1, 100)).status is SettleStatus.DUPLICATE
         assert (await ledger.period_state(a)).spent == 500
         assert len(await ledger.usage(a, [ledger.now().strftime("%Y%m%d")])) == 1
     assert isinstance(client, RedisClusterClient)
