@@ -253,9 +253,13 @@ class Ledger:
         """Hold `estimate` against the allocation's budget, or refuse.
 
         `deadline` (local time.time(), default: now + reserve_timeout) is when the caller gives
-        up: if Redis runs the reserve later, it takes no effect and the status is EXPIRED. An
-        EXPIRED reply that arrives while the deadline has not passed here means the clock offset
-        is off: the offset is measured again and the reserve retried once."""
+        up: if Redis runs the reserve later, it takes no effect and the status is EXPIRED.
+
+        An EXPIRED reply is retried once: when it arrives before the deadline has passed here, the
+        clock offset is off, so it is measured again first; with the default deadline, the caller
+        is evidently still waiting (the reply came; the socket timeout runs from the send, the
+        deadline from this call), so the retry gets a fresh one."""
+        explicit = deadline is not None
         if deadline is None:
             deadline = time.time() + self.reserve_timeout
         now = self.now()
@@ -282,12 +286,17 @@ class Ledger:
         keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id)]
         syncs = self.clock_syncs
         raw = await self._run_packed("reserve", keys, args)
-        if int(raw[0]) == ReserveStatus.EXPIRED and time.time() < deadline:
-            async with self._sync_lock:  # one measurement for all the reserves that hit this
-                if self.clock_syncs == syncs:
-                    await self.sync_clock()
-            args[-1] = self._redis_ms(deadline)
-            raw = await self._run_packed("reserve", keys, args)
+        if int(raw[0]) == ReserveStatus.EXPIRED:
+            early = time.time() < deadline
+            if early:
+                async with self._sync_lock:  # one measurement for all the reserves that hit this
+                    if self.clock_syncs == syncs:
+                        await self.sync_clock()
+            if early or not explicit:
+                if not explicit:
+                    deadline = time.time() + self.reserve_timeout
+                args[-1] = self._redis_ms(deadline)
+                raw = await self._run_packed("reserve", keys, args)
         return ReserveOutcome(ReserveStatus(int(raw[0])), *(int(x) for x in raw[1:]))
 
     async def settle(

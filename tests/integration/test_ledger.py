@@ -311,3 +311,12 @@ async def test_clock_offset_is_measured_and_repaired_on_a_spurious_expiry(ledger
     assert ledger.clock_syncs == 2
     assert abs(ledger.clock_offset) < 0.5
     assert (await ledger.period_state(a)).reserved == 7
+
+
+async def test_a_reserve_that_can_never_meet_its_deadline_is_expired(client: aioredis.Redis) -> None:
+    ledger = Ledger(client, reserve_timeout=-1.0)  # every deadline passes before Redis runs it
+    a = alloc(1000)
+    outcome = await ledger.reserve(a, rid(), "k", "m", Estimate(7, 1, 1))
+    assert outcome.status is ReserveStatus.EXPIRED  # retried once with a fresh deadline, then given up
+    assert ledger.clock_syncs == 0  # late here too: nothing wrong with the clocks
+    assert await ledger.period_state(a) == PeriodState()
