@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any
 
 import pytest
 
 from aikeys.devstack.controlplane import ControlPlane
-from tests.integration.kube import install_crds
+from tests.integration.kube import install_crds, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +34,28 @@ ALLOC = """
 """
 
 
+def explain(api: ControlPlane, what: str) -> str:
+    """`kubectl explain`, once the API server publishes the CRDs' OpenAPI (a moment after they are
+    Established: until then kubectl "couldn't find resource")."""
+
+    def attempt() -> str | None:
+        result = api.kubectl("explain", what, check=False)
+        if result.returncode == 0:
+            return result.stdout
+        assert "couldn't find resource" in result.stderr, result.stderr
+        return None
+
+    return wait_for(attempt, 30, f"kubectl explain {what}", interval=0.5)
+
+
 def test_explain_reads_well(api: ControlPlane) -> None:
-    out = api.kubectl("explain", "aikey.spec").stdout
+    out = explain(api, "aikey.spec")
     assert "allocationRef" in out
     assert "How long the key is valid after creation" in out
     assert "rotation" in out
-    budget = api.kubectl("explain", "allocation.spec.budget").stdout
+    budget = explain(api, "allocation.spec.budget")
     assert "Spending limit per period in USD" in budget
-    assert "An API key for the aikeys gateway" in api.kubectl("explain", "aik").stdout
+    assert "An API key for the aikeys gateway" in explain(api, "aik")
 
 
 def test_defaults_are_applied_by_the_server(api: ControlPlane) -> None:
@@ -141,6 +156,113 @@ def test_invalid_objects_are_refused_with_a_clear_message(
     code, out = apply(api, manifest)
     assert code != 0
     assert message in out
+
+
+def provider(name: str, base_url: str = "http://vllm:8000/v1", model: Any = None, **spec: Any) -> str:
+    """An AIProvider (JSON) with one model; `model` sets fields of the model, `spec` of the spec."""
+    fields = {"name": "m", "inputPricePerMillion": "1", "outputPricePerMillion": "1", **(model or {})}
+    body = {
+        "apiVersion": "aikeys.dev/v1alpha1",
+        "kind": "AIProvider",
+        "metadata": {"name": name},
+        "spec": {"baseURL": base_url, "models": [fields], **spec},
+    }
+    return json.dumps(body)
+
+
+BASE_URL_REFUSED = (
+    "spec.baseURL must be an http(s) URL without user info, query or fragment, e.g. https://api.openai.com/v1"
+)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://u:p@host/v1",  # user info
+        "http://host@evil.example/v1",
+        "http://host/v1?x=1",  # query
+        "http://host/v1#",  # fragment
+        "ftp://host/v1",  # not http(s)
+        "https:///v1",  # no host
+        "https://host/v1 x",
+    ],
+)
+def test_base_url_is_a_plain_http_url(api: ControlPlane, base_url: str) -> None:
+    code, out = apply(api, provider("bad-url", base_url))
+    assert code != 0, out
+    assert BASE_URL_REFUSED in out
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://llm.internal.example:8443/openai/v1", "http://vllm.ai.svc:8000/v1", "https://example.com"],
+)
+def test_plain_base_urls_are_accepted(api: ControlPlane, base_url: str) -> None:
+    code, out = apply(api, provider("good-url", base_url))
+    assert code == 0, out
+    got = json.loads(api.kubectl("get", "aip", "good-url", "-n", "crd-tests", "-o", "json").stdout)
+    assert got["spec"]["baseURL"] == base_url
+
+
+def allocation(name: str, budget: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "aikeys.dev/v1alpha1",
+            "kind": "Allocation",
+            "metadata": {"name": name},
+            "spec": {"budget": budget},
+        }
+    )
+
+
+def test_budget_maximum(api: ControlPlane) -> None:
+    for budget in ("9000001", "9000000.000000001", "999999999999"):
+        code, out = apply(api, allocation("too-rich", budget))
+        assert code != 0, budget
+        assert "spec.budget must be at most 9000000 USD" in out
+    for budget in ("9000000", "9000000.000000000", "8999999.999999999"):
+        code, out = apply(api, allocation("richest", budget))
+        assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "message"),
+    [
+        ({"inputPricePerMillion": "1000001"}, {}, "inputPricePerMillion must be at most 1000000 USD"),
+        ({"outputPricePerMillion": "1000001"}, {}, "outputPricePerMillion must be at most 1000000 USD"),
+        ({"maxOutputTokens": 10000001}, {}, "should be less than or equal to 10000000"),
+        ({"maxOutputTokens": 0}, {}, "should be greater than or equal to 1"),
+        ({"tokenizer": "gpt2"}, {}, 'Unsupported value: "gpt2"'),
+        ({}, {"maxTokensParameter": "max_output_tokens"}, 'Unsupported value: "max_output_tokens"'),
+    ],
+)
+def test_model_limits_and_enums_are_refused(
+    api: ControlPlane, model: dict[str, Any], spec: dict[str, Any], message: str
+) -> None:
+    code, out = apply(api, provider("limits", model=model, **spec))
+    assert code != 0, out
+    assert message in out
+
+
+@pytest.mark.parametrize(
+    ("model", "spec"),
+    [
+        ({"inputPricePerMillion": "1000000", "outputPricePerMillion": "1000000.000000000"}, {}),
+        ({"maxOutputTokens": 10000000}, {}),
+        ({"tokenizer": "o200k_base"}, {}),
+        ({"tokenizer": "cl100k_base"}, {}),
+        ({"tokenizer": "bytes"}, {"maxTokensParameter": "max_tokens"}),
+        ({"tokenizer": "auto"}, {"maxTokensParameter": "max_completion_tokens"}),
+    ],
+)
+def test_model_limits_and_enums_are_accepted(
+    api: ControlPlane, model: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    code, out = apply(api, provider("accepted", model=model, **spec))
+    assert code == 0, out
+    got = json.loads(api.kubectl("get", "aip", "accepted", "-n", "crd-tests", "-o", "json").stdout)
+    assert model.items() <= got["spec"]["models"][0].items()
+    assert spec.items() <= got["spec"].items()
 
 
 def test_rotation_only_increases(api: ControlPlane) -> None:
