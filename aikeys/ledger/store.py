@@ -21,7 +21,7 @@ import datetime as dt
 import enum
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -339,13 +339,19 @@ class Ledger:
         return bool(await self._run("release", keys, [request_id, self.settled_ttl]))
 
     async def extend(self, alloc: Allocation, request_id: str) -> bool:
-        """Renew the lease of a live reservation (for long streams)."""
+        """Renew the lease of a live reservation (for long streams); False when it is gone."""
+        return (await self.extend_many(alloc, [request_id]))[0]
+
+    async def extend_many(self, alloc: Allocation, request_ids: Sequence[str]) -> list[bool]:
+        """Renew the leases of several live reservations of one allocation in one script call:
+        one flag per request id, False when that reservation is gone (settled, released, reaped)."""
+        if not request_ids:
+            return []
         k = alloc.keys
         w = window(alloc.period, self.now())
         expiry = int(self.clock() * 1000) + self.lease_ms
-        return bool(
-            await self._run("extend", [k.period(w.id), k.leases, k.reservations], [request_id, expiry])
-        )
+        raw = await self._run("extend", [k.period(w.id), k.leases, k.reservations], [expiry, *request_ids])
+        return [bool(int(x)) for x in raw]
 
     # --- reading (operator status, usage reports) -----------------------------------------------
 

@@ -147,7 +147,7 @@ async def test_release_leaves_a_tombstone(ledger: Ledger, client: aioredis.Redis
     r = rid()
     await ledger.reserve(a, r, "k", "m", Estimate(900, 1, 1))
     assert await ledger.release(a, r) is True
-    assert (await client.get(a.keys.done(r)) or "").startswith("released|")
+    assert str(await client.get(a.keys.done(r))).startswith("released|")
     assert 0 < await client.ttl(a.keys.done(r)) <= 7 * 86400  # kept as long as settled markers
     # a retry of the reserve that Redis runs after the release is refused
     late = await ledger.reserve(a, r, "k", "m", Estimate(900, 1, 1))
@@ -233,6 +233,20 @@ async def test_extend_keeps_a_long_stream_alive(ledger: Ledger, clock: Clock) ->
     assert (await ledger.period_state(a)).reaped == 0
     assert (await ledger.settle(a, r, "k", "m", 1, 1, 10)).status is SettleStatus.CHARGED
     assert not await ledger.extend(a, r)
+
+
+async def test_extend_many_renews_one_allocations_leases_in_one_call(ledger: Ledger, clock: Clock) -> None:
+    a = alloc(1000)
+    live, settled = rid(), rid()
+    for r in (live, settled):
+        await ledger.reserve(a, r, "k", "m", Estimate(100, 1, 1))
+    await ledger.settle(a, settled, "k", "m", 1, 1, 10)
+    clock.advance(minutes=8)
+    assert await ledger.extend_many(a, [live, settled, rid()]) == [True, False, False]
+    assert await ledger.extend_many(a, []) == []
+    clock.advance(minutes=8)
+    await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))  # runs the reaper
+    assert (await ledger.period_state(a)).reaped == 0
 
 
 async def test_new_period_starts_at_zero_and_old_ones_expire(
