@@ -13,7 +13,7 @@ MAX_PRICE_PER_MILLION_USD = 1_000_000  # a model's price per million tokens, eac
 MAX_OUTPUT_TOKENS = 10_000_000  # an AIProvider model's maxOutputTokens
 MAX_TOKEN_LIMIT = 2**53 - 1  # an Allocation's tokenLimit
 MAX_CHOICES = 128  # n (chat, completions) and best_of, as OpenAI allows
-MAX_JSON_DEPTH = 128  # nesting of a request body; deeper is refused with 400
+MAX_JSON_DEPTH = 254  # nesting of a request body the gateway re-serializes (orjson's); deeper: 400
 MAX_ECHOED_CHARS = 256  # longest client-supplied string echoed in an error message
 
 

@@ -75,10 +75,35 @@ def encoding(name: str) -> tiktoken.Encoding:
         return tiktoken.get_encoding(name)
 
 
-def encoding_for_model(model: str) -> tiktoken.Encoding | None:
-    """The encoding of an OpenAI model family, or None when the model is not OpenAI's."""
+def family_encoding(model: str) -> str | None:
+    """The encoding name of an OpenAI model family, or None when the name is not OpenAI's."""
     lowered = model.lower()
     for prefix, name in _FAMILIES:
         if lowered.startswith(prefix):
-            return encoding(name)
+            return name
     return None
+
+
+def encoding_for_model(model: str) -> tiktoken.Encoding | None:
+    """The encoding of an OpenAI model family, or None when the model is not OpenAI's."""
+    name = family_encoding(model)
+    return None if name is None else encoding(name)
+
+
+def resolve(setting: str, upstream_model: str, openai_native: bool) -> str | None:
+    """The vocabulary to bound a model's input with, or None for the byte bound.
+
+    A model's name says nothing about the server behind it (anyone can serve a Llama as
+    "gpt-4o-mini"), so `auto` trusts the name only when the provider is OpenAI itself."""
+    if setting in ENCODINGS:
+        return setting
+    if setting == "auto" and openai_native:
+        return family_encoding(upstream_model)
+    return None
+
+
+def count(text: str, encoding_name: str | None) -> int:
+    """Tokens of `text` in a vocabulary, or its UTF-8 bytes (an upper bound of any byte-level BPE)."""
+    if encoding_name is None:
+        return len(text.encode())
+    return len(encoding(encoding_name).encode(text, disallowed_special=()))

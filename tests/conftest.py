@@ -14,6 +14,8 @@ from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 from tests.integration.kube import install_crds
 
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
+DRAIN_SECONDS = 3.0  # the test gateway reads on a stream whose client left for this long
+BODY_TIMEOUT = 3.0  # and waits this long for a request body
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +119,11 @@ def gateway(
         redis_server.url,
         tmp_path_factory.mktemp("gateway") / "gateway.log",
         CREDENTIALS,
-        extra_env={"AIKEYS_MAX_BODY_BYTES": str(1024 * 1024)},
+        extra_env={
+            "AIKEYS_MAX_BODY_BYTES": str(1024 * 1024),
+            "AIKEYS_STREAM_DRAIN_SECONDS": str(DRAIN_SECONDS),
+            "AIKEYS_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        },
     )
     gw.start(port=gateway_port)
     try:

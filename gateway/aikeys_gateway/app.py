@@ -27,10 +27,11 @@ from aikeys_gateway import errors, reports
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.config import Settings
+from aikeys_gateway.intake import request_id
 from aikeys_gateway.kubeauth import KubeAuth
 from aikeys_gateway.logs import configure_logging
 from aikeys_gateway.metrics import Metrics
-from aikeys_gateway.proxy import Gateway, request_id
+from aikeys_gateway.proxy import Gateway
 
 log = logging.getLogger("aikeys.gateway")
 PREFIX = "/api/openai/v1"
@@ -62,7 +63,11 @@ class State:
         self.catalog.start()
         with contextlib.suppress(Exception):  # open the pool now, not on the first requests
             await asyncio.gather(*(self.redis.ping() for _ in range(32)))
-        self.tasks = [asyncio.create_task(self.meter.run_drainer()), asyncio.create_task(self._watch_redis())]
+        self.tasks = [
+            asyncio.create_task(self.meter.run_drainer()),
+            asyncio.create_task(self.meter.run_heartbeat()),  # long streams keep their leases
+            asyncio.create_task(self._watch_redis()),
+        ]
 
     async def _watch_redis(self) -> None:
         while True:
@@ -70,6 +75,7 @@ class State:
                 self.redis_ok = bool(await self.redis.ping())
             except Exception:
                 self.redis_ok = False
+            self.metrics.pending_releases.set(self.meter.pending_releases)
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
@@ -97,13 +103,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        try:
-            response = await self.state.gateway.handle(request, endpoint)
-        except Exception:
-            log.exception("unexpected error")
-            response = errors.GatewayError(
-                500, "The gateway failed unexpectedly; the request was not charged.", "server_error"
-            ).response(request_id(request))
+        response = await self.state.gateway.handle(request, endpoint)  # never raises
         await response(scope, receive, send)
 
 

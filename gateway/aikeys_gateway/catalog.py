@@ -9,8 +9,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from aikeys import credentials
+from aikeys import credentials, tokenizers
+from aikeys.durations import parse_duration
 from aikeys.kube.client import KubeClient, path
 from aikeys.ledger.store import Allocation
 from aikeys.money import Price, parse_usd
@@ -21,11 +23,13 @@ from aikeys.resources import (
     AIKeyStatus,
     AIProviderSpec,
     AllocationSpec,
+    MaxTokensParameter,
     ProviderType,
 )
 from aikeys_gateway.informers import Informer, Key
 
 API = f"{GROUP}/{VERSION}"
+OPENAI_HOST = "api.openai.com"  # a provider there is OpenAI itself (its vocabularies, its parameters)
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
@@ -70,6 +74,7 @@ class ModelEntry:
     upstream_name: str
     price: Price
     max_output_tokens: int | None
+    encoding: str | None  # the OpenAI vocabulary that bounds its input, None: the byte bound
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class ProviderEntry:
     shared_with: frozenset[str]
     stream_usage: bool
     timeout_seconds: float
+    host: str
+    max_tokens_parameter: str  # where a chat request's output cap goes
     models: dict[str, ModelEntry] = field(default_factory=dict)
 
     def shared_to(self, namespace: str) -> bool:
@@ -90,10 +97,13 @@ class ProviderEntry:
 
 
 def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
-    from aikeys.durations import parse_duration
-
     spec = AIProviderSpec.model_validate(obj.get("spec") or {})
     meta = obj["metadata"]
+    host = (urlsplit(spec.base_url).hostname or "").lower()
+    native = spec.type is ProviderType.AZURE_OPENAI or host == OPENAI_HOST
+    parameter = spec.max_tokens_parameter or (
+        MaxTokensParameter.MAX_COMPLETION_TOKENS if native else MaxTokensParameter.MAX_TOKENS
+    )
     return ProviderEntry(
         namespace=meta["namespace"],
         name=meta["name"],
@@ -104,12 +114,15 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
         shared_with=frozenset(spec.shared_with),
         stream_usage=spec.stream_usage,
         timeout_seconds=parse_duration(spec.timeout).total_seconds(),
+        host=host,
+        max_tokens_parameter=parameter.value,
         models={
             m.name: ModelEntry(
                 m.name,
                 m.upstream_name or m.name,
                 Price.parse(m.input_price_per_million, m.output_price_per_million),
                 m.max_output_tokens,
+                tokenizers.resolve(m.tokenizer.value, m.upstream_name or m.name, native),
             )
             for m in spec.models
         },

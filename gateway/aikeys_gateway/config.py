@@ -26,6 +26,9 @@ class Settings:
     watch_timeout: int = 300
     upstream_connect_timeout: float = 10.0
     access_log: bool = True
+    body_timeout: float = 60.0  # a request body not complete by then gets 408
+    drain_seconds: float = 60.0  # how long to keep reading a stream the client left, for its usage
+    upstream_hosts: tuple[str, ...] = ()  # if set, the only upstream hosts the gateway calls
 
     @classmethod
     def from_env(cls, default_namespace: str = "aikeys-system") -> Settings:
@@ -43,4 +46,9 @@ class Settings:
             watch_timeout=int(os.environ.get("AIKEYS_WATCH_TIMEOUT", "300")),
             upstream_connect_timeout=float(os.environ.get("AIKEYS_UPSTREAM_CONNECT_TIMEOUT", "10")),
             access_log=_flag("AIKEYS_ACCESS_LOG", True),
+            body_timeout=float(os.environ.get("AIKEYS_BODY_TIMEOUT", "60")),
+            drain_seconds=float(os.environ.get("AIKEYS_STREAM_DRAIN_SECONDS", "60")),
+            upstream_hosts=tuple(
+                h.strip().lower() for h in os.environ.get("AIKEYS_UPSTREAM_HOSTS", "").split(",") if h.strip()
+            ),
         )

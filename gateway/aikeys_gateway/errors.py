@@ -58,8 +58,26 @@ def not_found(message: str, code: str = "model_not_found", param: str | None = "
 
 def too_large(limit: int) -> GatewayError:
     return GatewayError(
-        413, f"Request body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"
+        413,
+        f"Request body is larger than {limit} bytes.",
+        "invalid_request_error",
+        "request_too_large",
+        headers={"connection": "close"},
     )
+
+
+def request_timeout(seconds: float) -> GatewayError:
+    return GatewayError(
+        408,
+        f"The request body was not received within {seconds:g} seconds.",
+        "invalid_request_error",
+        "request_timeout",
+        headers={"connection": "close"},
+    )
+
+
+def server_error(message: str) -> GatewayError:
+    return GatewayError(500, message, "server_error", "server_error")
 
 
 def unavailable(message: str) -> GatewayError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from aikeys.kube.client import KubeClient
 from aikeys.resources import GROUP
@@ -23,19 +24,53 @@ class Person:
     groups: tuple[str, ...]
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TTLCache(Generic[K, V]):
+    """At most `size` answers, each for its own time; the oldest entry goes first when full."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        item = self._items.get(key)
+        if item is None:
+            return False, None
+        if item[0] <= time.monotonic():
+            del self._items[key]
+            return False, None
+        return True, item[1]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._items.pop(key, None)
+        while len(self._items) >= self.size:
+            del self._items[next(iter(self._items))]
+        self._items[key] = (time.monotonic() + ttl, value)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class KubeAuth:
-    def __init__(self, kube: KubeClient, ttl: float = 30.0):
+    """TokenReview answers are cached for `ttl` (a refusal only for `refused_ttl`), at most
+    `size` of each kind, so neither a flood of bad tokens nor of good ones grows memory."""
+
+    def __init__(self, kube: KubeClient, ttl: float = 30.0, refused_ttl: float = 2.0, size: int = 4096):
         self.kube = kube
         self.ttl = ttl
-        self._people: dict[str, tuple[float, Person | None]] = {}
-        self._rights: dict[tuple[str, str], tuple[float, bool]] = {}
+        self.refused_ttl = refused_ttl
+        self._people: TTLCache[str, Person | None] = TTLCache(size)
+        self._rights: TTLCache[tuple[str, str], bool] = TTLCache(size)
 
     async def person(self, token: str) -> Person:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._people.get(digest)
-        if cached and cached[0] > time.monotonic():
-            found = cached[1]
-        else:
+        hit, found = self._people.get(digest)
+        if not hit:
             review = await self.kube.create(
                 "/apis/authentication.k8s.io/v1/tokenreviews",
                 {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
@@ -47,7 +82,7 @@ class KubeAuth:
                 if status.get("authenticated")
                 else None
             )
-            self._people[digest] = (time.monotonic() + self.ttl, found)
+            self._people.put(digest, found, self.ttl if found is not None else self.refused_ttl)
         if found is None:
             raise unauthorized(
                 "The Kubernetes token was not accepted by the API server (expired or unknown)."
@@ -57,9 +92,9 @@ class KubeAuth:
     async def may_list_aikeys(self, person: Person, namespace: str) -> bool:
         """namespace "" asks about the whole cluster."""
         cache_key = (person.username + "|" + ",".join(person.groups), namespace)
-        cached = self._rights.get(cache_key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        hit, cached = self._rights.get(cache_key)
+        if hit and cached is not None:
+            return cached
         attrs = {"verb": "list", "group": GROUP, "resource": "aikeys"}
         if namespace:
             attrs["namespace"] = namespace
@@ -77,7 +112,7 @@ class KubeAuth:
             },
         )
         allowed = bool((review.get("status") or {}).get("allowed"))
-        self._rights[cache_key] = (time.monotonic() + self.ttl, allowed)
+        self._rights.put(cache_key, allowed, self.ttl if allowed else self.refused_ttl)
         return allowed
 
     async def require(self, person: Person, namespace: str) -> None:

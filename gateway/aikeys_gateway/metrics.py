@@ -117,3 +117,21 @@ class Metrics:
         self.settle_backlog = Gauge(
             "aikeys_settle_backlog", "Charges waiting for Redis to come back.", registry=r
         )
+        self.overruns = Counter(
+            "aikeys_upstream_overruns_total",
+            "Responses whose reported usage cost more than the reservation (an upstream that ignored "
+            "the output cap or under-estimated input); charged as reported.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.pending_releases = Gauge(
+            "aikeys_pending_releases",
+            "Reservations of refused requests (Redis timed out) still to be released.",
+            registry=r,
+        )
+        self.streams_abandoned = Counter(
+            "aikeys_streams_abandoned_total",
+            "Streams the client left early; the gateway kept reading the upstream for its usage.",
+            ["outcome"],
+            registry=r,
+        )

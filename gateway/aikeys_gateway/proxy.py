@@ -1,10 +1,12 @@
-"""One request through the gateway: authenticate → route → reserve → upstream → settle.
+"""One request through the gateway: authenticate → route → cap → reserve → upstream → settle.
 
-authenticate (auth) ─► resolve model (routing) ─► estimate ─► reserve (ledger, 402 if it
-cannot be covered) ─► upstream (aiohttp) ─► JSON: settle with its usage, answer
-                                          └► SSE: forward each event, settle when it ends
-                                             (also when the client leaves or the upstream breaks)
-upstream error or transport failure ─► release the reservation, OpenAI-shaped error
+read the body (413, 408) ─► authenticate ─► resolve the model (404 for models the key may not
+use) ─► validate (400) ─► cap the output and write the cap into the upstream request ─► estimate
+─► reserve (402 if it cannot be covered, 503 if the ledger does not answer in time) ─► upstream
+  ├► JSON: settle with its usage (or the counted output)
+  └► SSE: forward each event, settle when it ends; a client that leaves does not stop the count:
+          the upstream is read on (bounded) for its usage, else the reservation is charged
+upstream error, transport failure, or our own failure ─► release the reservation
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -23,78 +25,33 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aikeys.estimate import Endpoint, estimate
-from aikeys.ledger.meter import UNMETERED, Meter, PendingSettle
-from aikeys.ledger.store import Allocation, Estimate, LedgerUnavailable, ReserveStatus
+from aikeys import notices
+from aikeys.estimate import Endpoint, apply_cap, estimate, output_cap
+from aikeys.ledger.meter import UNMETERED, Meter
+from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate, LedgerUnavailable, ReserveStatus
 from aikeys.money import NANO_PER_USD, format_usd
 from aikeys_gateway import errors
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import Catalog, KeyEntry
+from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
+from aikeys_gateway.intake import parse_json_object, read_body, request_id, serialize, validate
 from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.routing import Route, resolve
-from aikeys_gateway.streaming import SSEFilter, count_output, response_text
+from aikeys_gateway.streaming import SSEFilter, json_output
 
 log = logging.getLogger("aikeys.gateway.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
 
 
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+@dataclass
+class Exchange:
+    """One request as the gateway handles it: what the access log says, and what it holds."""
 
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise errors.too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise errors.invalid_request(f"We could not parse the JSON body of your request: {err}.") from err
-    if not isinstance(body, dict):
-        raise errors.invalid_request("The request body must be a JSON object.")
-    return body
-
-
-def validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
-    field = _REQUIRED[endpoint]
-    value = body.get(field)
-    if value is None or value in ("", []):
-        raise errors.invalid_request(
-            f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
-        )
-    if endpoint is Endpoint.CHAT and not (
-        isinstance(value, list) and all(isinstance(m, dict) for m in value)
-    ):
-        raise errors.invalid_request(
-            "'messages' must be an array of message objects.", param="messages", code="invalid_type"
-        )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise errors.invalid_request("'stream' must be a boolean.", param="stream", code="invalid_type")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        v = body.get(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise errors.invalid_request(
-                f"'{name}' must be a positive integer.", param=name, code="invalid_type"
-            )
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise errors.invalid_request(
-            "'stream_options' must be an object.", param="stream_options", code="invalid_type"
-        )
+    rid: str
+    endpoint: Endpoint
+    started: float
+    ctx: dict[str, Any] = field(default_factory=dict)
+    held: tuple[Allocation, str] | None = None  # a reservation not yet settled or released
 
 
 class Gateway:
@@ -128,24 +85,38 @@ class Gateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    async def notify(self, namespace: str, provider: str, overrun: notices.Overrun) -> None:
+        try:
+            await notices.report(self.meter.ledger.client, namespace, provider, overrun)
+        except Exception:  # a notice is best effort; the metric and the log line already tell
+            log.debug("overrun notice not recorded", exc_info=True)
+
     # --- the request ------------------------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
-        started = time.perf_counter()
-        rid = request_id(request)
-        ctx: dict[str, Any] = {"rid": rid, "endpoint": endpoint.value}
+        ex = Exchange(request_id(request), endpoint, time.perf_counter())
+        ex.ctx.update(rid=ex.rid, endpoint=endpoint.value)
         try:
-            response = await self._handle(request, endpoint, rid, ctx, started)
+            response = await self._handle(request, ex)
         except errors.GatewayError as err:
-            response = err.response(rid)
-            ctx["error"] = err.code or err.type
-        ctx["status"] = response.status_code
+            response = err.response(ex.rid)
+            ex.ctx["error"] = err.code or err.type
+        except Exception:
+            log.exception("unexpected error", extra={"access": {"rid": ex.rid}})
+            if ex.held is not None:
+                self.spawn(self.meter.release(*ex.held))
+            response = errors.server_error(
+                "The gateway failed unexpectedly; the request was not charged."
+            ).response(ex.rid)
+            ex.ctx["error"] = "server_error"
+        ex.ctx["status"] = response.status_code
         if not isinstance(response, StreamingResponse):
-            self._finish(ctx, started)
+            self._finish(ex)
         return response
 
-    def _finish(self, ctx: dict[str, Any], started: float) -> None:
-        elapsed = time.perf_counter() - started
+    def _finish(self, ex: Exchange) -> None:
+        elapsed = time.perf_counter() - ex.started
+        ctx = ex.ctx
         m = self.metrics
         m.requests.labels(
             ctx.get("namespace", ""), ctx.get("model", ""), ctx["endpoint"], str(ctx["status"])
@@ -155,14 +126,13 @@ class Gateway:
             ctx["ms"] = round(elapsed * 1000, 2)
             log.info("request", extra={"access": ctx})
 
-    async def _handle(
-        self, request: Request, endpoint: Endpoint, rid: str, ctx: dict[str, Any], started: float
-    ) -> Response:
-        raw = await read_body(request, self.settings.max_body_bytes)
+    async def _handle(self, request: Request, ex: Exchange) -> Response:
+        s, endpoint, ctx = self.settings, ex.endpoint, ex.ctx
+        raw = await read_body(request, s.max_body_bytes, s.body_timeout)
         key = authenticate(request.headers, self.catalog, self.now())
         ctx.update(namespace=key.namespace, key=key.name)
         body = parse_json_object(raw)
-        route = resolve(body.get("model"), key, self.catalog)
+        route = resolve(body.get("model"), key, self.catalog, s.upstream_hosts)
         ctx["model"] = route.model_id
         validate(endpoint, body)
         alloc = self.catalog.allocation(key.namespace, key.allocation)
@@ -173,47 +143,46 @@ class Gateway:
             )
         stream = bool(body.get("stream")) and endpoint is not Endpoint.EMBEDDINGS
         ctx["stream"] = stream
-        est = estimate(
-            endpoint, body, route.model.upstream_name, route.model.price, route.model.max_output_tokens
-        )
-        ledger_rid = uuid.uuid4().hex
-        await self._reserve(alloc, ledger_rid, key, route, est)
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        cap = output_cap(endpoint, body, route.model.max_output_tokens)
         upstream_body = dict(body)
         upstream_body["model"] = route.model.upstream_name
+        apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
         if stream and route.provider.stream_usage:
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        payload = serialize(upstream_body)
+        est = estimate(endpoint, body, route.model.price, route.model.encoding, cap)
+        ledger_rid = uuid.uuid4().hex
+        await self._reserve(alloc, ledger_rid, key, route, est)
+        ex.held = (alloc, ledger_rid)
         try:
-            resp = await self._send(route, endpoint, upstream_body)
+            resp = await self._send(route, endpoint, payload)
         except errors.GatewayError:  # the upstream never took the request
+            ex.held = None
             await self.meter.release(alloc, ledger_rid)
             raise
-        except BaseException:  # cancelled mid-call: the upstream may be generating, charge the upper bound
-            self.spawn(
-                self.meter.settle(
-                    PendingSettle(
-                        alloc,
-                        ledger_rid,
-                        key.name,
-                        route.model_id,
-                        est.input_tokens,
-                        est.output_tokens,
-                        est.cost,
-                    )
-                )
-            )
+        except BaseException:  # cancelled mid-call: the upstream may be generating, charge the bound
+            ex.held = None
+            self.spawn(Charge(self, alloc, ledger_rid, key, route, est, ctx).reservation())
             raise
         if resp.status >= 400:
+            ex.held = None
             await self.meter.release(alloc, ledger_rid)
-            return await self._upstream_error(resp, route, rid)
-        charge = _Charge(self, alloc, ledger_rid, key, route, est, ctx)
+            return await self._upstream_error(resp, route, ex.rid)
+        ex.held = None  # from here on the Charge settles it, whatever happens
+        charge = Charge(self, alloc, ledger_rid, key, route, est, ctx)
         if not stream:
-            return await self._json(resp, charge, rid)
-        return self._stream(resp, charge, SSEFilter(client_wants_usage), rid, started)
+            return await self._json(resp, charge, ex)
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return self._stream(resp, charge, SSEFilter(wants_usage), ex)
 
     async def _reserve(
         self, alloc: Allocation, ledger_rid: str, key: KeyEntry, route: Route, est: Estimate
     ) -> None:
+        if est.cost > MAX_AMOUNT or est.input_tokens + est.output_tokens > MAX_AMOUNT:
+            self.metrics.rejected_budget.labels(alloc.namespace, alloc.name).inc()
+            raise errors.insufficient_quota(
+                "This request's upper bound is beyond what any allocation can cover; lower max_tokens or n."
+            )
         try:
             outcome = await self.meter.reserve(alloc, ledger_rid, key.name, route.model_id, est)
         except LedgerUnavailable as err:
@@ -227,6 +196,11 @@ class Gateway:
         self.metrics.budget.labels(alloc.namespace, alloc.name).set(alloc.budget / NANO_PER_USD)
         if outcome.accepted:
             return
+        if outcome.status is ReserveStatus.EXPIRED:  # reached Redis after we would have given up
+            self.metrics.ledger_errors.inc()
+            raise errors.unavailable(
+                "The budget ledger answered too late; nothing was reserved. Retry shortly."
+            )
         self.metrics.rejected_budget.labels(alloc.namespace, alloc.name).inc()
         if outcome.status is ReserveStatus.OVER_TOKEN_LIMIT:
             raise errors.insufficient_quota(
@@ -242,7 +216,7 @@ class Gateway:
             f"{format_usd(est.cost)} USD (lower max_tokens or ask for a larger budget)."
         )
 
-    async def _send(self, route: Route, endpoint: Endpoint, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", **route.auth_headers()}
         timeout = aiohttp.ClientTimeout(
             total=route.provider.timeout_seconds, sock_connect=self.settings.upstream_connect_timeout
@@ -251,7 +225,7 @@ class Gateway:
         provider = f"{route.provider.namespace}:{route.provider.name}"
         try:
             resp = await self.http.post(
-                route.url(endpoint.value), data=orjson.dumps(body), headers=headers, timeout=timeout
+                route.url(endpoint.value), data=payload, headers=headers, timeout=timeout
             )
         except TimeoutError as err:
             self.metrics.upstream_errors.labels(provider, "timeout").inc()
@@ -269,6 +243,16 @@ class Gateway:
     async def _upstream_error(self, resp: aiohttp.ClientResponse, route: Route, rid: str) -> Response:
         raw = await resp.read()
         resp.release()
+        provider = f"{route.provider.namespace}:{route.provider.name}"
+        if resp.status in (401, 403):  # about the provider's key: none of its body reaches a key holder
+            self.metrics.upstream_errors.labels(provider, "auth").inc()
+            return errors.GatewayError(
+                502,
+                f"The upstream {provider} refused the gateway's credentials (HTTP {resp.status}); "
+                "the provider's owner needs to check its Secret.",
+                "upstream_error",
+                "upstream_auth_failed",
+            ).response(rid)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -278,122 +262,91 @@ class Gateway:
                 raw, status_code=resp.status, media_type="application/json", headers={"x-request-id": rid}
             )
         status = 502 if resp.status >= 500 else resp.status
-        message = (
-            f"The upstream {route.provider.namespace}:{route.provider.name} answered HTTP {resp.status}."
-        )
+        message = f"The upstream {provider} answered HTTP {resp.status}."
         return errors.GatewayError(status, message, "upstream_error", "upstream_error").response(rid)
 
-    async def _json(self, resp: aiohttp.ClientResponse, charge: _Charge, rid: str) -> Response:
+    async def _json(self, resp: aiohttp.ClientResponse, charge: Charge, ex: Exchange) -> Response:
         try:
             raw = await resp.read()
         except (TimeoutError, aiohttp.ClientError) as err:
-            charge.settle_estimate_input()
+            self.spawn(charge.reservation())  # it may have generated everything: charge the bound
             raise errors.bad_gateway("The upstream broke off its response.") from err
         finally:
             resp.release()
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            parsed = {}
-        usage = parsed.get("usage") if isinstance(parsed, dict) else None
-        if isinstance(usage, dict):
-            await charge.settle(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        else:
-            text = response_text(parsed) if isinstance(parsed, dict) else ""
-            await charge.settle(None, count_output(text, 0, charge.route.model.upstream_name) if text else 0)
+            parsed = None
+        usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
+        await charge.usage(usage, output)
         return Response(
             raw,
             status_code=resp.status,
             media_type=resp.headers.get("Content-Type", "application/json"),
-            headers={"x-request-id": rid},
+            headers={"x-request-id": ex.rid},
         )
 
     def _stream(
-        self, resp: aiohttp.ClientResponse, charge: _Charge, sse: SSEFilter, rid: str, started: float
+        self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
     ) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
+            ended = False
             try:
                 async for chunk in resp.content.iter_any():
                     out = sse.feed(chunk)
                     if out:
                         yield out
+                ended = True
+                out = sse.end()
+                if out:
+                    yield out
             except (TimeoutError, aiohttp.ClientError):
-                charge.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
+                ex.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
+                ended = True
             finally:
-                resp.close()  # stop the upstream generating (and us paying) if the client left
-                if not sse.done:
-                    charge.ctx.setdefault("cut", True)
-                self.spawn(self._after_stream(charge, sse, started))
+                if ended or sse.done:
+                    resp.close()
+                    self.spawn(self._after_stream(charge, sse, ex))
+                else:  # the client left while the upstream was still streaming
+                    ex.ctx["client_left"] = True
+                    self.spawn(self._read_on(resp, charge, sse, ex))
 
         return StreamingResponse(
             events(),
             status_code=resp.status,
             media_type=resp.headers.get("Content-Type", "text/event-stream"),
-            headers={"x-request-id": rid, "Cache-Control": "no-cache"},
+            headers={"x-request-id": ex.rid, "Cache-Control": "no-cache"},
         )
 
-    async def _after_stream(self, charge: _Charge, sse: SSEFilter, started: float) -> None:
-        await charge.settle_stream(sse)
-        self._finish(charge.ctx, started)
+    async def _after_stream(self, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
+        await charge.usage(sse.usage, sse.output)
+        self._finish(ex)
 
-
-class _Charge:
-    """Settles one request's reservation with what it actually used."""
-
-    def __init__(
-        self,
-        gw: Gateway,
-        alloc: Allocation,
-        ledger_rid: str,
-        key: KeyEntry,
-        route: Route,
-        est: Estimate,
-        ctx: dict[str, Any],
-    ):
-        self.gw, self.alloc, self.ledger_rid, self.key, self.route, self.est, self.ctx = (
-            gw,
-            alloc,
-            ledger_rid,
-            key,
-            route,
-            est,
-            ctx,
-        )
-
-    async def settle(self, input_tokens: Any, output_tokens: Any) -> None:
-        """Charge `input_tokens`/`output_tokens` (the upstream's usage); unknown input → the estimate."""
-        tin = input_tokens if isinstance(input_tokens, int) and input_tokens >= 0 else self.est.input_tokens
-        tout = output_tokens if isinstance(output_tokens, int) and output_tokens >= 0 else 0
-        cost = self.route.model.price.cost(tin, tout)
-        m = self.gw.metrics
-        outcome = await self.gw.meter.settle(
-            PendingSettle(self.alloc, self.ledger_rid, self.key.name, self.route.model_id, tin, tout, cost)
-        )
-        if outcome is None:
-            m.ledger_errors.inc()
+    async def _read_on(
+        self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
+    ) -> None:
+        """Keep reading a stream whose client left, for the usage it ends with (bounded in time);
+        without an end in time, charge the reservation."""
+        ended = False
+        try:
+            async with asyncio.timeout(self.settings.drain_seconds):
+                try:
+                    async for chunk in resp.content.iter_any():
+                        sse.feed(chunk)
+                        if sse.usage is not None or sse.done:
+                            break
+                    sse.end()
+                except (aiohttp.ClientError, TimeoutError):  # the upstream broke or timed out: it ended
+                    pass  # (our own bound below cancels the read, it does not raise in here)
+                ended = True
+        except TimeoutError:
+            pass  # still generating after our bound: charge the reservation
+        finally:
+            resp.close()
+        if sse.usage is not None or ended:
+            self.metrics.streams_abandoned.labels("usage" if sse.usage is not None else "counted").inc()
+            await charge.usage(sse.usage, sse.output)
         else:
-            m.remaining.labels(self.alloc.namespace, self.alloc.name).set(
-                max(self.alloc.budget - outcome.spent, 0) / NANO_PER_USD
-            )
-        m.settle_backlog.set(len(self.gw.meter.backlog))
-        ns, alloc, model = self.alloc.namespace, self.alloc.name, self.route.model_id
-        m.tokens.labels(ns, alloc, model, "input").inc(tin)
-        m.tokens.labels(ns, alloc, model, "output").inc(tout)
-        usd = cost / NANO_PER_USD
-        m.cost.labels(ns, alloc, model).inc(usd)
-        if m.per_key:
-            m.key_requests.labels(ns, self.key.name).inc()
-            m.key_cost.labels(ns, self.key.name, alloc).inc(usd)
-        self.ctx.update(input_tokens=tin, output_tokens=tout, cost_usd=format_usd(cost))
-
-    def settle_estimate_input(self) -> None:
-        self.gw.spawn(self.settle(None, 0))
-
-    async def settle_stream(self, sse: SSEFilter) -> None:
-        if sse.usage is not None:
-            await self.settle(sse.usage.get("prompt_tokens"), sse.usage.get("completion_tokens"))
-            return
-        text, pieces = sse.generated_text()
-        await self.settle(
-            None, count_output(text, pieces, self.route.model.upstream_name) if text else pieces
-        )
+            self.metrics.streams_abandoned.labels("reservation").inc()
+            await charge.reservation()
+        self._finish(ex)

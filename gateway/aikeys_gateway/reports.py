@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -13,6 +14,7 @@ from aikeys import keys
 from aikeys.ledger.store import LedgerUnavailable
 from aikeys.money import format_usd
 from aikeys.periods import window
+from aikeys.resources import NAMESPACE_OR_STAR
 from aikeys_gateway import errors
 from aikeys_gateway.auth import authenticate, presented_key
 from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, report
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from aikeys_gateway.app import State
 
 T = TypeVar("T")
+EARLIEST = dt.date(2020, 1, 1)  # no ledger record is older
+NAMESPACE = re.compile(NAMESPACE_OR_STAR)
 Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many UTC days, ending with `until`.")]
 By = Annotated[GroupBy, Query(description="key, model, allocation or namespace")]
 Namespace = Annotated[str | None, Query(description="With a Kubernetes token: a namespace, or * for all.")]
@@ -91,7 +95,14 @@ def router(state: State) -> APIRouter:
     ) -> UsageReport:
         """Usage over days. With an AI key: that key's own usage. With a Kubernetes bearer token:
         a namespace's (or, with namespace=*, every namespace's) usage, for whoever may list its AIKeys."""
-        end = until or dt.datetime.now(dt.UTC).date()
+        today = dt.datetime.now(dt.UTC).date()
+        end = until or today
+        if not EARLIEST <= end <= today + dt.timedelta(days=1):
+            raise errors.invalid_request(
+                f"'until' must be a day between {EARLIEST} and tomorrow (UTC).", param="until"
+            )
+        if namespace is not None and not NAMESPACE.match(namespace):
+            raise errors.invalid_request("'namespace' must be a namespace name or *.", param="namespace")
         token = presented_key(request.headers)
         if token and keys.well_formed(token):
             key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))

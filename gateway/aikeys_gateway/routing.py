@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aikeys.limits import truncate
 from aikeys.resources import ProviderType, parse_model_id
 from aikeys_gateway.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
 from aikeys_gateway.errors import forbidden, invalid_request, not_found
@@ -33,27 +34,34 @@ class Route:
         return {"Authorization": f"Bearer {self.credential}"}
 
 
-def resolve(model_id: object, key: KeyEntry, catalog: Catalog) -> Route:
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Exact host names, or `*.suffix` for any host under suffix. Empty: every host."""
+    if not allowed:
+        return True
+    return any(host == a or (a.startswith("*.") and host.endswith(a[1:])) for a in allowed)
+
+
+def resolve(model_id: object, key: KeyEntry, catalog: Catalog, allowed_hosts: tuple[str, ...] = ()) -> Route:
     if not isinstance(model_id, str) or not model_id:
         raise invalid_request("you must provide a model parameter", param="model")
     parsed = parse_model_id(model_id)
     if parsed is None:
         raise not_found(
-            f"The model `{model_id}` does not exist: model IDs look like 'namespace:provider/model' "
-            "(list them with GET /models)."
+            f"The model `{truncate(model_id)}` does not exist: model IDs look like "
+            "'namespace:provider/model' (list them with GET /models)."
         )
     owner, provider_name, model_name = parsed
     provider = catalog.provider(owner, provider_name)
     model = provider.models.get(model_name) if provider else None
-    if provider is None or model is None:
-        raise not_found(f"The model `{model_id}` does not exist or you do not have access to it.")
-    if not provider.shared_to(key.namespace):
+    # a model this key may not use answers exactly like one that does not exist
+    if provider is None or model is None or not provider.shared_to(key.namespace) or not key.allows(model_id):
+        raise not_found(f"The model `{truncate(model_id)}` does not exist or you do not have access to it.")
+    if not host_allowed(provider.host, allowed_hosts):
         raise forbidden(
-            f"The provider {owner}:{provider_name} is not shared with namespace {key.namespace}.",
-            code="provider_not_shared",
+            f"The provider {owner}:{provider_name} points at a host this gateway may not call; "
+            "ask the platform team to allow it (gateway.upstreamHosts).",
+            code="upstream_not_allowed",
         )
-    if not key.allows(model_id):
-        raise forbidden(f"This key may not use `{model_id}` (see the AIKey's spec.models).")
     credential = catalog.credential(provider)
     if provider.has_credentials and credential is None:
         raise forbidden(

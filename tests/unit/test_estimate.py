@@ -7,10 +7,20 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aikeys.estimate import DEFAULT_MAX_OUTPUT, IMAGE_TOKENS, Endpoint, estimate, input_tokens, output_tokens
+from aikeys import limits
+from aikeys.estimate import (
+    DEFAULT_MAX_OUTPUT,
+    IMAGE_TOKENS,
+    Endpoint,
+    OutputCap,
+    apply_cap,
+    estimate,
+    input_tokens,
+    output_cap,
+)
 from aikeys.mockupstream import tokens as mock_tokens
 from aikeys.money import Price
-from aikeys.tokenizers import encoding
+from aikeys.tokenizers import encoding, resolve
 
 CHAT = Endpoint.CHAT
 
@@ -19,22 +29,98 @@ def chat(*contents: str, **extra: Any) -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": c} for c in contents], **extra}
 
 
-def test_output_bound_follows_the_request_then_the_model_then_the_default() -> None:
-    assert output_tokens(CHAT, chat("hi", max_completion_tokens=50, max_tokens=10), None) == 50
+def output_tokens(endpoint: Endpoint, body: dict[str, Any], model_max: int | None) -> int:
+    return output_cap(endpoint, body, model_max).total
+
+
+def test_output_bound_follows_the_request_clamped_to_the_model_then_the_default() -> None:
+    assert output_tokens(CHAT, chat("hi", max_completion_tokens=50, max_tokens=10), None) == 10
     assert output_tokens(CHAT, chat("hi", max_tokens=10), 999) == 10
+    assert output_tokens(CHAT, chat("hi", max_tokens=5000), 999) == 999  # clamped to the model's limit
     assert output_tokens(CHAT, chat("hi"), 999) == 999
     assert output_tokens(CHAT, chat("hi"), None) == DEFAULT_MAX_OUTPUT
+    assert output_tokens(CHAT, chat("hi", max_tokens=10**17), None) == limits.MAX_OUTPUT_TOKENS
     assert output_tokens(CHAT, chat("hi", max_tokens=10, n=3), None) == 30
-    assert output_tokens(Endpoint.COMPLETIONS, {"prompt": "x", "max_tokens": 10, "best_of": 4}, None) == 40
     assert output_tokens(Endpoint.EMBEDDINGS, {"input": "x"}, None) == 0
     assert output_tokens(CHAT, chat("hi", max_tokens=True), 7) == 7  # a bool is not a count
+
+
+def test_completions_bound_every_prompt_and_every_generated_choice() -> None:
+    completions = Endpoint.COMPLETIONS
+    assert output_tokens(completions, {"prompt": "x", "max_tokens": 10, "best_of": 4}, None) == 40
+    assert output_tokens(completions, {"prompt": ["a"] * 50, "max_tokens": 100}, None) == 5000
+    assert output_tokens(completions, {"prompt": [[1, 2], [3]], "max_tokens": 10, "n": 2}, None) == 40
+    assert output_tokens(completions, {"prompt": [1, 2, 3], "max_tokens": 10}, None) == 10  # one token prompt
+    assert (
+        output_tokens(completions, {"prompt": ["a", "b"], "max_tokens": 10, "n": 2, "best_of": 3}, None) == 60
+    )
+
+
+def test_the_cap_is_written_where_the_client_put_it_else_where_the_provider_expects_it() -> None:
+    body = chat("hi")
+    apply_cap(CHAT, body, OutputCap(100, 1), "max_completion_tokens")
+    assert body["max_completion_tokens"] == 100 and "max_tokens" not in body
+    body = chat("hi", max_tokens=5000)
+    apply_cap(CHAT, body, OutputCap(999, 1), "max_completion_tokens")
+    assert body["max_tokens"] == 999 and "max_completion_tokens" not in body
+    body = chat("hi", max_tokens=50, max_completion_tokens=70)
+    apply_cap(CHAT, body, OutputCap(50, 1), "max_tokens")
+    assert (body["max_tokens"], body["max_completion_tokens"]) == (50, 50)
+    body = {"prompt": "x"}
+    apply_cap(Endpoint.COMPLETIONS, body, OutputCap(64, 1), "max_completion_tokens")
+    assert body == {"prompt": "x", "max_tokens": 64}
+    body = {"input": "x"}
+    apply_cap(Endpoint.EMBEDDINGS, body, OutputCap(0, 0), "max_tokens")
+    assert body == {"input": "x"}
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(st.none(), st.integers(1, 10**18)),
+    st.one_of(st.none(), st.integers(1, 10**18)),
+    st.one_of(st.none(), st.integers(1, limits.MAX_OUTPUT_TOKENS)),
+    st.integers(1, 128),
+)
+def test_the_cap_never_exceeds_what_the_client_or_the_model_allows(
+    max_tokens: int | None, max_completion: int | None, model_max: int | None, n: int
+) -> None:
+    body = chat("hi", n=n)
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if max_completion is not None:
+        body["max_completion_tokens"] = max_completion
+    cap = output_cap(CHAT, body, model_max)
+    asked = [v for v in (max_tokens, max_completion) if v is not None]
+    assert 1 <= cap.per_choice <= (model_max or limits.MAX_OUTPUT_TOKENS)
+    if asked:
+        assert cap.per_choice <= min(asked)
+    assert cap.choices == n
+    sent = dict(body)
+    apply_cap(CHAT, sent, cap, "max_tokens")
+    assert all(sent[f] == cap.per_choice for f in ("max_tokens", "max_completion_tokens") if f in sent)
+    assert any(f in sent for f in ("max_tokens", "max_completion_tokens"))
+
+
+def test_model_names_choose_a_vocabulary_only_on_openai_itself() -> None:
+    assert resolve("auto", "gpt-4o-mini", openai_native=True) == "o200k_base"
+    assert resolve("auto", "gpt-4o-mini", openai_native=False) is None  # anyone can call a model that
+    assert resolve("auto", "llama-3", openai_native=True) is None
+    assert resolve("cl100k_base", "llama-3", openai_native=False) == "cl100k_base"
+    assert resolve("bytes", "gpt-4o", openai_native=True) is None
+
+
+def test_a_non_tiktoken_upstream_cannot_outcount_the_bound() -> None:
+    # 50,000 "!" is 50,000 tokens for the mock's tokenizer but ~6,000 for o200k_base
+    body = chat("!" * 50_000)
+    assert input_tokens(CHAT, body, None) >= mock_tokens.count_messages(body["messages"])
+    assert input_tokens(CHAT, body, "o200k_base") < 50_000
 
 
 def test_openai_models_count_with_tiktoken_plus_framing() -> None:
     body = chat("Hello, world!", "How are you?")
     enc = encoding("o200k_base")
     exact = len(enc.encode("Hello, world!")) + len(enc.encode("How are you?")) + 3 * 2 + 3
-    bound = input_tokens(CHAT, body, "gpt-4o-mini")
+    bound = input_tokens(CHAT, body, "o200k_base")
     assert exact <= bound <= exact + exact // 100 + 9
 
 
@@ -51,21 +137,23 @@ def test_images_and_tools_are_counted() -> None:
         ]
     }
     plain = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}]}]}
-    assert input_tokens(CHAT, with_image, "gpt-4o") - input_tokens(CHAT, plain, "gpt-4o") >= IMAGE_TOKENS
+    assert (
+        input_tokens(CHAT, with_image, "o200k_base") - input_tokens(CHAT, plain, "o200k_base") >= IMAGE_TOKENS
+    )
     tools = chat("hi", tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}])
-    assert input_tokens(CHAT, tools, "gpt-4o") > input_tokens(CHAT, chat("hi"), "gpt-4o")
+    assert input_tokens(CHAT, tools, "o200k_base") > input_tokens(CHAT, chat("hi"), "o200k_base")
 
 
 def test_token_id_prompts_count_exactly() -> None:
-    assert input_tokens(Endpoint.EMBEDDINGS, {"input": [1, 2, 3]}, "x") >= 3
-    assert input_tokens(Endpoint.EMBEDDINGS, {"input": [[1, 2], [3, 4, 5]]}, "x") >= 5
+    assert input_tokens(Endpoint.EMBEDDINGS, {"input": [1, 2, 3]}, None) >= 3
+    assert input_tokens(Endpoint.EMBEDDINGS, {"input": [[1, 2], [3, 4, 5]]}, None) >= 5
 
 
 @settings(max_examples=200)
 @given(st.lists(st.text(max_size=200), min_size=1, max_size=5))
 def test_unknown_models_are_bounded_by_bytes(contents: list[str]) -> None:
     body = chat(*contents)
-    bound = input_tokens(CHAT, body, "llama-3-70b")
+    bound = input_tokens(CHAT, body, None)
     # the mock upstream's tokenizer (like any byte-level BPE) never counts more
     assert bound >= mock_tokens.count_messages(body["messages"])
     assert bound >= sum(len(c.encode()) for c in contents)
@@ -76,7 +164,7 @@ def test_unknown_models_are_bounded_by_bytes(contents: list[str]) -> None:
 def test_estimate_covers_what_the_mock_charges(contents: list[str], max_tokens: int) -> None:
     body = chat(*contents, max_tokens=max_tokens)
     price = Price.parse("2.50", "10.00")
-    est = estimate(CHAT, body, "mock-gpt", price, None)
+    est = estimate(CHAT, body, price, None, output_cap(CHAT, body, None))
     actual_out = min(max_tokens, 16)
     actual = price.cost(mock_tokens.count_messages(body["messages"]), actual_out)
     assert est.cost >= actual

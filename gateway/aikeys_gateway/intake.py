@@ -1,0 +1,121 @@
+"""A request's way in: its id, its body (bounded in size and time), and the checks that make bad
+input a 400 before anything is reserved or sent."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+
+from aikeys import limits
+from aikeys.estimate import Endpoint
+from aikeys_gateway import errors
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
+DISCARD_FACTOR = 4  # an oversized body is read and dropped up to this many times the limit
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
+    """Read and drop the rest of an oversized body, so the client gets to read our 413 instead of
+    a connection reset while it is still sending (bounded: past `budget` bytes we stop)."""
+    seen = 0
+    try:
+        async for chunk in chunks:
+            seen += len(chunk)
+            if seen > budget:
+                return
+    except ClientDisconnect:
+        return
+
+
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The whole body, or 413 past `limit` bytes, or 408 when it is not complete in `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            incoming = request.stream()
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _discard(incoming, DISCARD_FACTOR * limit)
+                raise errors.too_large(limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in incoming:
+                size += len(chunk)
+                if size > limit:
+                    await _discard(incoming, DISCARD_FACTOR * limit - size)
+                    raise errors.too_large(limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except TimeoutError as err:
+        raise errors.request_timeout(seconds) from err
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise errors.invalid_request(f"We could not parse the JSON body of your request: {err}.") from err
+    if not isinstance(body, dict):
+        raise errors.invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def _positive(body: dict[str, Any], name: str, maximum: int | None = None) -> None:
+    v = body.get(name)
+    if v is None:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name, code="invalid_type")
+    if maximum is not None and v > maximum:
+        raise errors.invalid_request(
+            f"'{name}' must be at most {maximum}.", param=name, code="integer_above_max_value"
+        )
+
+
+def validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    field = _REQUIRED[endpoint]
+    value = body.get(field)
+    if value is None or value in ("", []):
+        raise errors.invalid_request(
+            f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
+        )
+    if endpoint is Endpoint.CHAT and not (
+        isinstance(value, list) and all(isinstance(m, dict) for m in value)
+    ):
+        raise errors.invalid_request(
+            "'messages' must be an array of message objects.", param="messages", code="invalid_type"
+        )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise errors.invalid_request("'stream' must be a boolean.", param="stream", code="invalid_type")
+    for name in ("max_tokens", "max_completion_tokens"):
+        _positive(body, name)
+    _positive(body, "n", limits.MAX_CHOICES)
+    if endpoint is Endpoint.COMPLETIONS:
+        _positive(body, "best_of", limits.MAX_CHOICES)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise errors.invalid_request(
+            "'stream_options' must be an object.", param="stream_options", code="invalid_type"
+        )
+
+
+def serialize(body: dict[str, Any]) -> bytes:
+    """The upstream request's bytes; a body nested too deeply to re-serialize is a 400."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as err:
+        raise errors.invalid_request(
+            f"The request body is nested too deeply (at most {limits.MAX_JSON_DEPTH} levels).",
+            code="nesting_too_deep",
+        ) from err
