@@ -1,9 +1,12 @@
 """The local dev stack: one supervisor process that owns every server of `make dev`.
 
 `aikeys dev up` starts this module detached; it brings up the control plane, Redis and the
-mock upstream (and whatever later layers add), writes `.dev/env` with shell exports, then
-sleeps until SIGTERM/SIGINT, when it stops everything in reverse order. Children die with it
-even if it is SIGKILLed (see `processes`).
+mock upstream (and whatever later layers add), writes `.dev/env` with shell exports (mode 0600:
+it holds a key), then watches its children until SIGTERM/SIGINT, when it stops everything in
+reverse order. A child that dies is named in the log and restarted (Redis, mock upstream,
+operator, gateway: at most `RESTARTS` times a minute); a control-plane process is named and
+left down while the rest keeps running. Children die with the supervisor even if it is
+SIGKILLed (see `processes`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aikeys.devstack.binaries import REPO_ROOT
 from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.processes import free_port, pid_alive
+from aikeys.devstack.processes import Child, free_port, pid_alive
 from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
@@ -48,6 +53,45 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
             if key != "PATH":
                 values[key] = shlex.split(value)[0] if value else ""
     return values
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a key and a kubeconfig path)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+RESTARTS = 5  # restarts of one component a minute before the supervisor leaves it down
+
+
+@dataclass
+class Watched:
+    """One component the supervisor keeps alive."""
+
+    name: str
+    child: Callable[[], Child | None]
+    restart: Callable[[], object] | None  # None: report its death, do not restart it
+    restarts: list[float] = field(default_factory=list)
+    given_up: bool = False
+
+    def check(self, now: float) -> None:
+        child = self.child()
+        if self.given_up or child is None or child.alive():
+            return
+        print(f"{self.name} exited; log tail:\n{child.log_tail()}", flush=True)
+        self.restarts = [t for t in self.restarts if now - t < 60]
+        if self.restart is None or len(self.restarts) >= RESTARTS:
+            self.given_up = True
+            print(f"{self.name} stays down; the rest of the stack keeps running", flush=True)
+            return
+        self.restarts.append(now)
+        try:
+            self.restart()
+            print(f"{self.name} restarted", flush=True)
+        except Exception as err:
+            print(f"{self.name} did not restart: {err}", flush=True)
 
 
 def running_pid() -> int | None:
@@ -94,6 +138,27 @@ def seed_demo(cp: ControlPlane, mock: MockUpstreamProcess, timeout: float = 60) 
             return base64.b64decode(json.loads(out.stdout)["data"]["OPENAI_API_KEY"]).decode()
         time.sleep(0.1)
     raise TimeoutError("the demo key was not minted")
+
+
+def watch_list(
+    cp: ControlPlane,
+    redis: RedisServer,
+    mock: MockUpstreamProcess,
+    operator: OperatorProcess,
+    gateway: GatewayProcess,
+) -> list[Watched]:
+    def restart_mock() -> None:
+        mock.child.start()
+        mock.child.wait_until(lambda: mock._call("GET", "/_mock/config") is not None, timeout=30)
+
+    control = [Watched(name, lambda c=child: c, None) for name, child in cp.children.items()]  # type: ignore[misc]
+    return [
+        *control,
+        Watched("redis", lambda: redis.child, redis.start),
+        Watched("mock upstream", lambda: mock.child, restart_mock),
+        Watched("operator", lambda: operator.child, operator.start),
+        Watched("gateway", lambda: gateway.child, lambda: gateway.start(port=gateway.port)),
+    ]
 
 
 def supervise(state_dir: Path = STATE_DIR) -> None:
@@ -151,14 +216,12 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         }
         # the pinned kubectl and helm, and this virtualenv (kubectl-aikeys: `kubectl aikeys ...` works)
         tools = [cp.binaries.kubectl.parent, cp.binaries.helm.parent, Path(sys.executable).parent]
-        (state_dir / "env").write_text(render_env(env, tools))
+        write_private(state_dir / "env", render_env(env, tools))
         print(f"dev stack up in {time.monotonic() - started:.1f}s", flush=True)
+        watched = watch_list(cp, redis, mock, operator, gateway)
         while not stop.wait(1.0):
-            for child in [*cp.children.values(), redis.child, mock.child, operator.child, gateway.child]:
-                assert child is not None
-                if not child.alive():
-                    print(f"{child.name} exited; stopping the stack. log:\n{child.log_tail()}", flush=True)
-                    stop.set()
+            for w in watched:
+                w.check(time.monotonic())
     finally:
         print("stopping dev stack ...", flush=True)
         (state_dir / "env").unlink(missing_ok=True)

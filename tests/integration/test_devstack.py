@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -89,6 +92,27 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
             model="m", messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices[0].message.content
+        # .dev/env holds a key: only its owner may read it
+        assert stat.S_IMODE((state / "env").stat().st_mode) == 0o600
+        # a component that dies is named and restarted; the rest stays up
+        port = env["AIKEYS_GATEWAY_URL"].split(":")[2].split("/")[0]
+        gateway_pid = int(
+            subprocess.run(
+                ["pgrep", "-f", f"aikeys_gateway.main .*--port {port}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[0]
+        )
+        os.kill(gateway_pid, signal.SIGKILL)
+        log = state / "stack.log"
+        deadline = time.monotonic() + 60
+        while "gateway restarted" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "gateway exited" in log.read_text() and "gateway restarted" in log.read_text()
+        assert demo.chat.completions.create(
+            model="demo:mock/gpt-4o-mini", messages=[{"role": "user", "content": "Hello again"}]
+        ).choices
         again = _aikeys(state, "dev", "up")
         assert "already running" in again.stdout
         pid = int((state / "stack.pid").read_text())
