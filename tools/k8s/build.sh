@@ -21,6 +21,15 @@ if [[ ${1:-} == --print-dirs ]]; then
   exit 0
 fi
 
+# One build at a time: two `make setup`s at once (two shells, a helper and CI) would write the
+# same temporary files. The second waits for the first and then finds the binaries cached.
+mkdir -p "$cache/bin"
+exec 9>"$cache/bin/.build.lock"
+if ! flock -n 9; then
+  echo "[aikeys build] another build is running; waiting for it ..."
+  flock 9
+fi
+
 export CGO_ENABLED=0
 # Module checksums are verified against the Go checksum database (GOSUMDB's default), which is
 # reachable here through the module proxy. Nothing in this script turns verification off.
