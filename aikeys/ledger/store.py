@@ -21,8 +21,8 @@ import datetime as dt
 import enum
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -149,6 +149,26 @@ class PeriodState:
     reserved_tokens: int = 0
     requests: int = 0
     reaped: int = 0
+    exists: bool = False  # the period's hash exists in Redis (no traffic yet, or lost, if not)
+
+
+_COUNTERS = ("spent", "reserved", "tokens", "reserved_tokens", "requests", "reaped")
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What `Ledger.restore` changed: amounts added to reach the floors (0: already there)."""
+
+    existed: bool  # the period hash existed before the restore
+    spent: int = 0  # nano-USD added to `spent`
+    tokens: int = 0
+    requests: int = 0
+    key_spend: dict[str, int] = field(default_factory=dict)  # key → nano-USD added
+
+    @property
+    def restored(self) -> bool:
+        """Whether anything was raised."""
+        return bool(self.spent or self.tokens or self.requests or self.key_spend)
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,24 @@ class UsageRow:
     input_tokens: int
     output_tokens: int
     cost: int
+
+
+def _period_window(period: Period, period_id: str) -> Window:
+    """The window a period id names (`all`, `d20261127`, `w20261123`, `m202611`)."""
+    period = Period(period)
+    try:
+        if period is Period.NONE:
+            start = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+        elif period is Period.MONTHLY:
+            start = dt.datetime.strptime(period_id[1:] + "01", "%Y%m%d").replace(tzinfo=dt.UTC)
+        else:
+            start = dt.datetime.strptime(period_id[1:], "%Y%m%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        start = None
+    w = None if start is None else window(period, start)
+    if w is None or w.id != period_id:
+        raise ValueError(f"{period_id!r} is not the id of a {period.value} period")
+    return w
 
 
 def _amount(value: int, what: str) -> int:
@@ -353,13 +391,50 @@ class Ledger:
         raw = await self._run("extend", [k.period(w.id), k.leases, k.reservations], [expiry, *request_ids])
         return [bool(int(x)) for x in raw]
 
+    async def restore(
+        self,
+        alloc: Allocation,
+        period_id: str,
+        spent: int,
+        tokens: int,
+        requests: int,
+        key_spend: Mapping[str, int] | None = None,
+    ) -> RestoreOutcome:
+        """After Redis lost data: raise period `period_id`'s `spent` (nano-USD), `tokens` and
+        `requests`, and each key's spend in it, to at least the given floors (the last status the
+        operator wrote), in one atomic script call. Never lowers anything, so it is idempotent and
+        safe while traffic goes on. `period_id` must be a period of the allocation's kind
+        (`window(alloc.period, t).id`). A period past its retention is left alone."""
+        w = _period_window(alloc.period, period_id)
+        ttl = self._period_ttl(w, self.now())
+        if w.end is not None and ttl <= 0:
+            return RestoreOutcome(existed=False)
+        args: list[Any] = [
+            ttl,
+            _amount(spent, "spent"),
+            _amount(tokens, "tokens"),
+            _amount(requests, "requests"),
+        ]
+        for key, floor in (key_spend or {}).items():
+            args += [check_component(key, "key"), _amount(floor, f"spend of key {key}")]
+        k = alloc.keys
+        raw = await self._run("restore", [k.period(period_id), k.key_spend(period_id)], args)
+        pairs = raw[4:]
+        return RestoreOutcome(
+            existed=bool(int(raw[0])),
+            spent=int(raw[1]),
+            tokens=int(raw[2]),
+            requests=int(raw[3]),
+            key_spend={str(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)},
+        )
+
     # --- reading (operator status, usage reports) -----------------------------------------------
 
     async def period_state(self, alloc: Allocation, at: dt.datetime | None = None) -> PeriodState:
         w = window(alloc.period, at or self.now())
         raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.period(w.id)))  # type: ignore[arg-type]
         values = {k: int(v) for k, v in raw.items()}
-        return PeriodState(**{f: values.get(f, 0) for f in PeriodState.__dataclass_fields__})
+        return PeriodState(**{f: values.get(f, 0) for f in _COUNTERS}, exists=bool(raw))
 
     async def usage(self, alloc: Allocation, days: list[str]) -> list[UsageRow]:
         """Usage records of the given UTC days (yyyymmdd), one row per day × key × model."""
@@ -370,8 +445,8 @@ class Ledger:
         results: list[dict[str, str]] = await _guarded(pipe.execute())
         for day, raw in zip(days, results, strict=True):
             merged: dict[tuple[str, str], dict[str, int]] = {}
-            for field, value in raw.items():
-                key, model, what = field.rsplit("|", 2)
+            for name, value in raw.items():
+                key, model, what = name.rsplit("|", 2)
                 merged.setdefault((key, model), {})[what] = int(value)
             for (key, model), v in sorted(merged.items()):
                 rows.append(

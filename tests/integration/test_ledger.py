@@ -17,6 +17,7 @@ from aikeys.ledger.store import (
     Ledger,
     PeriodState,
     ReserveStatus,
+    RestoreOutcome,
     SettleStatus,
     connect,
 )
@@ -74,7 +75,7 @@ async def test_reserve_then_settle_charges_actual_and_frees_the_reservation(ledg
     assert settled.status is SettleStatus.CHARGED
     assert (settled.spent, settled.reserved) == (120, 0)
     assert await ledger.period_state(a) == PeriodState(
-        spent=120, reserved=0, tokens=15, reserved_tokens=0, requests=1
+        spent=120, reserved=0, tokens=15, reserved_tokens=0, requests=1, exists=True
     )
     [row] = await ledger.usage(a, ["20261127"])
     assert (row.key, row.model, row.requests, row.input_tokens, row.output_tokens, row.cost) == (
@@ -334,3 +335,57 @@ async def test_a_reserve_that_can_never_meet_its_deadline_is_expired(client: aio
     assert outcome.status is ReserveStatus.EXPIRED  # retried once with a fresh deadline, then given up
     assert ledger.clock_syncs == 0  # late here too: nothing wrong with the clocks
     assert await ledger.period_state(a) == PeriodState()
+
+
+async def test_restore_raises_a_lost_period_to_its_floors(ledger: Ledger, client: aioredis.Redis) -> None:
+    a = alloc(1000)
+    assert not (await ledger.period_state(a)).exists  # no traffic yet, or lost: the same to Redis
+    restored = await ledger.restore(a, "m202611", 900, 40, 3, {"alice": 600, "bob": 300})
+    assert restored == RestoreOutcome(
+        existed=False, spent=900, tokens=40, requests=3, key_spend={"alice": 600, "bob": 300}
+    )
+    assert restored.restored
+    assert await ledger.period_state(a) == PeriodState(spent=900, tokens=40, requests=3, exists=True)
+    assert await ledger.key_spend(a) == {"alice": 600, "bob": 300}
+    for key in (a.keys.period("m202611"), a.keys.key_spend("m202611")):
+        assert 0 < await client.ttl(key) <= (4 + 100) * 86400  # as reserve and settle set them
+    # idempotent
+    again = await ledger.restore(a, "m202611", 900, 40, 3, {"alice": 600, "bob": 300})
+    assert again == RestoreOutcome(existed=True)
+    assert not again.restored
+    # the budget holds against what was restored
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(101, 1, 1))).status is ReserveStatus.OVER_BUDGET
+    assert (await ledger.reserve(a, rid(), "k", "m", Estimate(100, 1, 1))).accepted
+
+
+async def test_restore_never_lowers_anything(ledger: Ledger) -> None:
+    a = alloc(10_000)
+    for key, cost in (("alice", 700), ("bob", 100)):
+        r = rid()
+        await ledger.reserve(a, r, key, "m", Estimate(cost, 10, 10))
+        await ledger.settle(a, r, key, "m", 10, 10, cost)  # spent 800, tokens 40, requests 2
+    held = await ledger.reserve(a, rid(), "k", "m", Estimate(50, 1, 1))
+    assert held.accepted
+    outcome = await ledger.restore(a, "m202611", 500, 60, 1, {"alice": 300, "bob": 250, "carol": 5})
+    assert outcome == RestoreOutcome(existed=True, tokens=20, key_spend={"bob": 150, "carol": 5})
+    state = await ledger.period_state(a)
+    assert (state.spent, state.tokens, state.requests, state.reserved) == (800, 60, 2, 50)
+    assert await ledger.key_spend(a) == {"alice": 700, "bob": 250, "carol": 5}
+
+
+async def test_restore_refuses_what_it_cannot_place(ledger: Ledger) -> None:
+    a = alloc(1000)
+    for bad in ("d20261127", "m2026xx", "all", "m202613"):
+        with pytest.raises(ValueError, match="is not the id of a Monthly period"):
+            await ledger.restore(a, bad, 1, 1, 1)
+    with pytest.raises(ValueError, match="spent"):
+        await ledger.restore(a, "m202611", -1, 0, 0)
+    with pytest.raises(ValueError, match="must be non-empty"):
+        await ledger.restore(a, "m202611", 1, 0, 0, {"a|b": 1})
+    # a period long past its retention is left alone
+    assert await ledger.restore(a, "m202501", 1, 1, 1) == RestoreOutcome(existed=False)
+    assert not (await ledger.period_state(a, dt.datetime(2025, 1, 15, tzinfo=dt.UTC))).exists
+    # other period kinds
+    assert (await ledger.restore(alloc(1, Period.NONE), "all", 1, 0, 0)).spent == 1
+    assert (await ledger.restore(alloc(1, Period.WEEKLY), "w20261123", 1, 0, 0)).spent == 1
+    assert (await ledger.restore(alloc(1, Period.DAILY), "d20261127", 1, 0, 0)).spent == 1

@@ -132,7 +132,7 @@ async def test_the_same_scripts_run_on_redis_cluster(cluster: RedisCluster) -> N
     client = connect(cluster.url)
     ledger = Ledger(client)
     # allocations whose hash tags land on different masters
-    allocs = [Allocation("team-a", f"c-{uuid.uuid4().hex[:6]}", 1000) for _ in range(12)]
+    allocs = [Allocation("team-a", f"c-{uuid.uuid4().hex[:6]}", 1000, Period.MONTHLY) for _ in range(12)]
     for a in allocs:
         r = uuid.uuid4().hex
         assert (await ledger.reserve(a, r, "k", "m", Estimate(600, 1, 1))).status is ReserveStatus.RESERVED
@@ -149,6 +149,10 @@ async def test_the_same_scripts_run_on_redis_cluster(cluster: RedisCluster) -> N
     slots = {client.keyslot(a.keys.leases) for a in allocs}
     assert len(slots) > 1
     assert abs(await ledger.sync_clock()) < 0.5
+    period = ledger.now().strftime("m%Y%m")
+    restored = await ledger.restore(allocs[1], period, 800, 10, 5, {"k": 700, "lost": 100})
+    assert (restored.existed, restored.spent, restored.key_spend) == (True, 300, {"k": 200, "lost": 100})
+    assert (await ledger.period_state(allocs[1])).spent == 800
     expired = await ledger.reserve(allocs[0], uuid.uuid4().hex, "k", "m", Estimate(1, 1, 1), time.time() - 1)
     assert expired.status is ReserveStatus.EXPIRED
     assert (await ledger.period_state(allocs[0])).reserved == 0
