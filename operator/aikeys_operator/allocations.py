@@ -1,18 +1,29 @@
 """An Allocation's status (and its keys' spend and last use), read from the ledger.
 
-`refresh` is pure apart from the ledger reads: it returns the status patch for the Allocation,
-patches for the AIKeys whose spend or last use changed, and events for thresholds crossed.
-Nothing is returned for what did not change, so an idle cluster costs no API writes.
+`refresh` returns the status patch for the Allocation, patches for the AIKeys whose spend or
+last use changed, and events for thresholds crossed. Nothing is returned for what did not
+change, so an idle cluster costs no API writes.
+
+It only reads the ledger, with one exception: a lost ledger. Within one period the ledger's
+`requests` never go down, and `spent` only when a late settle corrects a reaped lease. So when
+the period the status was written for is still the current one and the ledger shows fewer
+requests, or less spent without any reaped lease, Redis lost data (a restart without
+persistence, a failover to a lagging replica, FLUSHALL). Then the status is the better record:
+its spent, tokens and requests and the keys' spend are written back into the ledger as floors
+(`Ledger.restore`, which never lowers anything), a Warning event `LedgerRestored` says so, and
+the status never shows the lost value. What was spent between the last status refresh and the
+loss cannot be known; it is at most one status interval of traffic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from aikeys.ledger.store import Allocation, Ledger
-from aikeys.money import format_usd, parse_usd
+from aikeys.ledger.store import Allocation, Ledger, PeriodState, RestoreOutcome
+from aikeys.money import MoneyError, format_usd, parse_usd
 from aikeys.periods import window
 from aikeys.resources import AllocationSpec, AllocationStatus
 from aikeys_operator.conditions import set_condition, stamp
@@ -34,6 +45,76 @@ class Refresh:
     status: dict[str, Any]
     key_patches: dict[str, dict[str, Any]] = field(default_factory=dict)  # AIKey name → status patch
     events: list[Event] = field(default_factory=list)
+    restored: bool = False  # the ledger had lost data and was restored from the last status
+
+
+@dataclass(frozen=True)
+class Floors:
+    """What the last status says the current period has used at least."""
+
+    spent: int
+    tokens: int
+    requests: int
+    key_spend: dict[str, int]
+
+
+def floors(raw_old: dict[str, Any], keys: list[KeyView], period_start: str | None) -> Floors | None:
+    """The last status as floors, when it was written for the period that is current now."""
+    if raw_old.get("spent") is None or raw_old.get("periodStart") != period_start:
+        return None  # no status yet, or a new period (which legitimately starts at 0)
+    try:
+        spent = parse_usd(str(raw_old["spent"]))
+        key_spend = {k.name: parse_usd(k.spend) for k in keys if k.spend}
+    except MoneyError:
+        return None
+    if sum(key_spend.values()) > spent:  # key statuses from an earlier period: do not trust them
+        key_spend = {}
+    return Floors(
+        spent,
+        int(raw_old.get("tokens") or 0),
+        int(raw_old.get("requests") or 0),
+        {k: v for k, v in key_spend.items() if v > 0},
+    )
+
+
+def lost(state: PeriodState, floor: Floors) -> bool:
+    """Whether the ledger has less than the status showed for the same period."""
+    if not state.exists and (floor.requests or floor.spent or floor.tokens):
+        return True  # the period's hash is gone altogether
+    if state.requests < floor.requests:
+        return True  # requests only ever grow within a period
+    # a late settle of a reaped lease charges actual minus estimate: spent may then go down
+    return state.spent < floor.spent and state.reaped == 0
+
+
+def restored_message(before: PeriodState, floor: Floors, added: RestoreOutcome) -> str:
+    return (
+        f"The ledger (Redis) had lost data of this period: it showed {format_usd(before.spent)} USD "
+        f"spent in {before.requests} requests, the last status {format_usd(floor.spent)} USD in "
+        f"{floor.requests}. Restored spent {format_usd(floor.spent)} USD, {floor.tokens} tokens, "
+        f"{floor.requests} requests and the spend of {len(floor.key_spend)} keys as lower bounds "
+        f"(added {format_usd(added.spent)} USD, {added.tokens} tokens, {added.requests} requests). "
+        "Spend after the last status refresh and per-day usage records before the loss are not "
+        "recoverable; enable Redis persistence (AOF) to keep them."
+    )
+
+
+async def restore(
+    ledger: Ledger, alloc: Allocation, period_id: str, floor: Floors, now: dt.datetime
+) -> tuple[RestoreOutcome, PeriodState, dict[str, int]]:
+    """Raise the ledger to the floors; returns what was added, and the period state and key spend
+    to show (never below the floors, even if the ledger lost data again since)."""
+    added = await ledger.restore(alloc, period_id, floor.spent, floor.tokens, floor.requests, floor.key_spend)
+    state = await ledger.period_state(alloc, now)
+    per_key = await ledger.key_spend(alloc, now)
+    state = dataclasses.replace(
+        state,
+        spent=max(state.spent, floor.spent),
+        tokens=max(state.tokens, floor.tokens),
+        requests=max(state.requests, floor.requests),
+    )
+    keys = per_key.keys() | floor.key_spend.keys()
+    return added, state, {k: max(per_key.get(k, 0), floor.key_spend.get(k, 0)) for k in keys}
 
 
 def ledger_allocation(namespace: str, name: str, spec: AllocationSpec) -> Allocation:
@@ -46,10 +127,19 @@ async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now
     old = AllocationStatus.model_validate(body.get("status") or {})
     raw_old = body.get("status") or {}
     alloc = ledger_allocation(meta["namespace"], meta["name"], spec)
+    w = window(spec.period, now)
     state = await ledger.period_state(alloc, now)
     per_key = await ledger.key_spend(alloc, now)
     last_used = await ledger.last_used(alloc)
-    w = window(spec.period, now)
+    events: list[Event] = []
+    floor = floors(raw_old, keys, stamp(w.start) if w.start else None)
+    restored = False
+    if floor is not None and lost(state, floor):
+        before = state
+        added, state, per_key = await restore(ledger, alloc, w.id, floor, now)
+        restored = added.restored  # False: another refresh got there first
+        if restored:
+            events.append(Event("Warning", "LedgerRestored", restored_message(before, floor, added)))
 
     exhausted_budget = state.spent >= alloc.budget
     exhausted_tokens = alloc.token_limit is not None and state.tokens >= alloc.token_limit
@@ -64,7 +154,6 @@ async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now
         "keys": len(keys),
         "observedGeneration": meta.get("generation"),
     }
-    events: list[Event] = []
 
     percent = 100 if alloc.budget == 0 else state.spent * 100 // alloc.budget
     crossed = [t for t in sorted(spec.alert_thresholds) if percent >= t]
@@ -125,7 +214,7 @@ async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now
             patch["lastUsedAt"] = stamp(used)
         if patch:
             key_patches[key.name] = patch
-    return Refresh(status_patch, key_patches, events)
+    return Refresh(status_patch, key_patches, events, restored)
 
 
 def unavailable(body: dict[str, Any], reason: str, now: dt.datetime) -> dict[str, Any]:

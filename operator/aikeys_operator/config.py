@@ -13,6 +13,8 @@ class Settings:
     status_interval: float  # seconds between Allocation status refreshes
     watch_server_timeout: int
     watch_client_timeout: int
+    metrics_port: int  # Prometheus /metrics; 0: not served
+    metrics_addr: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -22,4 +24,6 @@ class Settings:
             status_interval=float(os.environ.get("AIKEYS_STATUS_INTERVAL", "5")),
             watch_server_timeout=int(os.environ.get("AIKEYS_WATCH_SERVER_TIMEOUT", "600")),
             watch_client_timeout=int(os.environ.get("AIKEYS_WATCH_CLIENT_TIMEOUT", "660")),
+            metrics_port=int(os.environ.get("AIKEYS_OPERATOR_METRICS_PORT", "9090")),
+            metrics_addr=os.environ.get("AIKEYS_OPERATOR_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
         )

@@ -18,7 +18,7 @@ from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import ApiError, KubeClient, path
 from aikeys.ledger.store import Ledger, LedgerUnavailable, connect
 from aikeys.resources import GROUP, VERSION
-from aikeys_operator import allocations, keys, providers
+from aikeys_operator import allocations, keys, metrics, providers
 from aikeys_operator.config import Settings
 
 log = logging.getLogger("aikeys.operator")
@@ -74,6 +74,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = KubeClient(cfg, user_agent="aikeys-operator")
     memo.credentials = credentials.location(os.environ.get("POD_NAMESPACE") or cfg.namespace)
     memo.ledger = Ledger(connect(SETTINGS.redis_url)) if SETTINGS.redis_url else None
+    metrics.serve(SETTINGS.metrics_port, SETTINGS.metrics_addr)
     if memo.ledger is None:
         log.warning("AIKEYS_REDIS_URL is not set: Allocation status will not be updated")
 
@@ -191,6 +192,9 @@ async def allocation_status(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> 
         except ApiError as err:
             if err.status != 404:
                 raise
+    if result.restored:
+        metrics.LEDGER_RESTORES.labels(meta["namespace"], meta["name"]).inc()
+        log.warning("ledger of allocation %s/%s restored from its status", meta["namespace"], meta["name"])
     post(body, result.events)
 
 
@@ -219,4 +223,5 @@ async def aiprovider_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         return
     event = providers.overrun_event(overruns)
     if event is not None:
+        metrics.UPSTREAM_OVERRUNS.labels(meta["namespace"], meta["name"]).inc(len(overruns))
         post(body, [event])

@@ -44,7 +44,9 @@ def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: 
     Configuration comes from the environment: AIKEYS_REDIS_URL (the ledger), AIKEYS_GATEWAY_URL
     (public base URL written to key Secrets as OPENAI_BASE_URL), AIKEYS_STATUS_INTERVAL
     (seconds between status refreshes, default 5), AIKEYS_WATCH_SERVER_TIMEOUT and
-    AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds).
+    AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds), AIKEYS_OPERATOR_METRICS_PORT
+    (Prometheus /metrics, default 9090; 0 disables) and AIKEYS_OPERATOR_METRICS_ADDR (default
+    0.0.0.0).
     """
     import aikeys_operator.handlers  # noqa: F401 - registers the handlers
 

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import subprocess
+import threading
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -14,14 +17,17 @@ import pytest
 from aikeys import keys as keyformat
 from aikeys import notices
 from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.processes import free_port
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import OperatorProcess
-from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
+from aikeys.ledger.store import Allocation, Estimate, Ledger, PeriodState, connect
 from aikeys.periods import Period
 from tests.conftest import CREDENTIALS
 from tests.integration.kube import (
     apply,
+    apply_allocation,
     apply_provider,
+    create_key,
     create_provider_secret,
     events,
     get,
@@ -271,6 +277,148 @@ def test_allocation_status_follows_the_ledger(
     assert alloc["status"]["remaining"] == "0.00"
     reasons = [e["reason"] for e in events(control_plane, NS, "team")]
     assert "Exhausted" in reasons
+
+
+METRICS_ENV = "AIKEYS_OPERATOR_METRICS_PORT"
+
+
+@pytest.fixture(scope="module")
+def operator_metrics(operator: OperatorProcess) -> str:
+    """URL of the session operator's /metrics: it gets a free loopback port (the default, 9090,
+    may be taken on a shared machine), which takes one restart."""
+    if METRICS_ENV not in operator.extra_env:
+        operator.extra_env[METRICS_ENV] = str(free_port())
+        operator.extra_env["AIKEYS_OPERATOR_METRICS_ADDR"] = "127.0.0.1"
+        operator.restart()
+    return f"http://127.0.0.1:{operator.extra_env[METRICS_ENV]}/metrics"
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        return str(resp.read().decode())
+
+
+JSONPATH = 'jsonpath={.status.spent}{"\\n"}'
+
+
+class SpentWatch:
+    """Every status.spent of an Allocation the API server hands out, from a kubectl watch."""
+
+    def __init__(self, cp: ControlPlane, name: str):
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [str(cp.binaries.kubectl), "get", "allocation", name, "-n", NS, "--watch", "-o", JSONPATH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=cp.env(),
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.seen.append(line.strip())
+
+    def stop(self) -> list[str]:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.thread.join(timeout=10)
+        return self.seen
+
+
+def test_a_lost_ledger_is_restored_from_the_status(
+    control_plane: ControlPlane,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    operator_metrics: str,
+) -> None:
+    """Redis loses everything (a restart without persistence, FLUSHALL): the operator notices
+    that the ledger shows less than the status it wrote for the same period and writes the
+    status back as floors, so the budget is not handed out twice."""
+    apply_allocation(control_plane, NS, "fragile", "100.00")
+    create_key(control_plane, NS, "fragile-a", "fragile")
+    create_key(control_plane, NS, "fragile-b", "fragile")
+    alloc = Allocation(NS, "fragile", 100 * 10**9, Period.MONTHLY)
+
+    async def charge(key: str, nano: int, rid: str) -> None:
+        client = connect(redis_server.url)
+        ledger = Ledger(client)
+        await ledger.reserve(alloc, rid, key, f"{NS}:p/m", Estimate(nano, 100, 50))
+        await ledger.settle(alloc, rid, key, f"{NS}:p/m", 100, 50, nano)
+        await client.aclose()
+
+    async def ledger_now() -> tuple[PeriodState, dict[str, int]]:
+        client = connect(redis_server.url)
+        ledger = Ledger(client)
+        state, keys = await ledger.period_state(alloc), await ledger.key_spend(alloc)
+        await client.aclose()
+        return state, keys
+
+    async def flushall() -> None:
+        client = connect(redis_server.url)
+        await client.flushall()
+        await client.aclose()
+
+    def spent(name: str) -> str | None:
+        return ((get(control_plane, "alloc", name, NS) or {}).get("status") or {}).get("spent")
+
+    asyncio.run(charge("fragile-a", 4_000_000_000, "fragile-1"))
+    asyncio.run(charge("fragile-b", 2_500_000_000, "fragile-2"))
+    wait_for(lambda: spent("fragile") == "6.50", 15, "status.spent 6.50")
+    wait_for(
+        lambda: (
+            status(control_plane, "fragile-a").get("spend") == "4.00"
+            and status(control_plane, "fragile-b").get("spend") == "2.50"
+        ),
+        15,
+        "the keys' spend",
+    )
+    time.sleep(1.5)  # the keys' status reaches the operator's index
+    before = get(control_plane, "alloc", "fragile", NS)["status"]  # type: ignore[index]
+    assert (before["tokens"], before["requests"]) == (300, 2)
+
+    watch = SpentWatch(control_plane, "fragile")
+    wait_for(lambda: watch.seen, 10, "the watch to start")
+    lost_at = time.monotonic()
+    asyncio.run(flushall())
+    assert asyncio.run(ledger_now())[0].spent == 0
+
+    def restored() -> tuple[PeriodState, dict[str, int]] | None:
+        state, keys = asyncio.run(ledger_now())
+        return (state, keys) if state.spent >= 6_500_000_000 else None
+
+    state, keys = wait_for(restored, 15, "the ledger to be restored", interval=0.1)
+    print(f"\nledger restored {time.monotonic() - lost_at:.2f}s after FLUSHALL")
+    assert (state.spent, state.tokens, state.requests) == (6_500_000_000, 300, 2)
+    assert keys == {"fragile-a": 4_000_000_000, "fragile-b": 2_500_000_000}
+    [event] = wait_for(
+        lambda: [e for e in events(control_plane, NS, "fragile") if e["reason"] == "LedgerRestored"],
+        15,
+        "the LedgerRestored event",
+    )
+    assert event["type"] == "Warning"
+    assert "it showed 0.00 USD spent in 0 requests, the last status 6.50 USD in 2" in event["message"]
+    assert "Restored spent 6.50 USD, 300 tokens, 2 requests and the spend of 2 keys" in event["message"]
+    assert "(added 6.50 USD, 300 tokens, 2 requests)" in event["message"]
+
+    # spending goes on from the restored ledger
+    asyncio.run(charge("fragile-a", 1_000_000_000, "fragile-3"))
+    wait_for(lambda: spent("fragile") == "7.50", 15, "status.spent 7.50")
+    wait_for(lambda: status(control_plane, "fragile-a").get("spend") == "5.00", 15, "key spend 5.00")
+    seen = [v for v in watch.stop() if v]
+    assert seen[0] == "6.50"
+    assert seen[-1] == "7.50"
+    assert set(seen) <= {"6.50", "7.50"}, seen  # never the lost value
+    assert [e["reason"] for e in events(control_plane, NS, "fragile")].count("LedgerRestored") == 1
+
+    restores = [
+        line
+        for line in scrape(operator_metrics).splitlines()
+        if line.startswith("aikeys_ledger_restores_total{") and 'allocation="fragile"' in line
+    ]
+    assert restores == [f'aikeys_ledger_restores_total{{allocation="fragile",namespace="{NS}"}} 1.0']
 
 
 def test_idle_cluster_writes_nothing(control_plane: ControlPlane, operator: OperatorProcess) -> None:
