@@ -109,7 +109,7 @@ class Estimate:
 class ReserveStatus(enum.IntEnum):
     RESERVED = 1
     ALREADY_RESERVED = 2  # a retry of the same request id: still held
-    OVER_BUDGET = 0
+    OVER_BUDGET = 0  # also: an estimate beyond MAX_AMOUNT, which no budget can cover
     OVER_TOKEN_LIMIT = -1
     ALREADY_SETTLED = -2  # the request id was settled (or reaped) already
     EXPIRED = -3  # Redis ran the reserve after its deadline: nothing was held (counters are 0)
@@ -180,6 +180,22 @@ class UsageRow:
     input_tokens: int
     output_tokens: int
     cost: int
+
+
+def _estimate_args(e: Estimate) -> tuple[int, int, int]:
+    """cost, input and output tokens for the reserve script. An estimate beyond what the ledger
+    can count exactly (2^53) cannot be covered by any budget: it is sent as cost -1, which the
+    script refuses as over budget (with the allocation's current counters)."""
+    for value, what in (
+        (e.cost, "estimated cost"),
+        (e.input_tokens, "input tokens"),
+        (e.output_tokens, "output tokens"),
+    ):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what} must be a non-negative integer: {value!r}")
+    if max(e.cost, e.input_tokens + e.output_tokens) > MAX_AMOUNT:
+        return (-1, 0, 0)
+    return (e.cost, e.input_tokens, e.output_tokens)
 
 
 def _period_window(period: Period, period_id: str) -> Window:
@@ -307,9 +323,7 @@ class Ledger:
             request_id,
             int(now.timestamp() * 1000),
             self.lease_ms,
-            _amount(estimate.cost, "estimated cost"),
-            _amount(estimate.input_tokens, "input tokens"),
-            _amount(estimate.output_tokens, "output tokens"),
+            *_estimate_args(estimate),
             _amount(alloc.budget, "budget"),
             -1 if alloc.token_limit is None else _amount(alloc.token_limit, "token limit"),
             self._period_ttl(w, now),

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from aikeys.devstack.redis import RedisServer
 from aikeys.ledger.store import (
+    MAX_AMOUNT,
     Allocation,
     Estimate,
     Ledger,
@@ -389,3 +390,25 @@ async def test_restore_refuses_what_it_cannot_place(ledger: Ledger) -> None:
     assert (await ledger.restore(alloc(1, Period.NONE), "all", 1, 0, 0)).spent == 1
     assert (await ledger.restore(alloc(1, Period.WEEKLY), "w20261123", 1, 0, 0)).spent == 1
     assert (await ledger.restore(alloc(1, Period.DAILY), "d20261127", 1, 0, 0)).spent == 1
+
+
+async def test_an_estimate_beyond_what_the_ledger_can_count_is_over_budget(ledger: Ledger) -> None:
+    a = alloc(MAX_AMOUNT)  # even the largest budget cannot cover it
+    held = await ledger.reserve(a, rid(), "k", "m", Estimate(10, 1, 1))
+    for huge in (
+        Estimate(MAX_AMOUNT + 1, 1, 1),
+        Estimate(1, MAX_AMOUNT + 1, 0),
+        Estimate(1, 0, 2**64),
+        Estimate(1, MAX_AMOUNT, 1),  # the tokens together
+    ):
+        refused = await ledger.reserve(a, rid(), "k", "m", huge)
+        assert refused.status is ReserveStatus.OVER_BUDGET
+        assert (refused.spent, refused.reserved, refused.reserved_tokens) == (0, 10, 2)  # the real counters
+    assert (await ledger.period_state(a)).reserved == held.reserved
+    assert (
+        await ledger.reserve(a, rid(), "k", "m", Estimate(MAX_AMOUNT - 10, 0, 0))
+    ).accepted  # fits exactly
+    with pytest.raises(ValueError, match="non-negative"):
+        await ledger.reserve(a, rid(), "k", "m", Estimate(-1, 0, 0))
+    with pytest.raises(ValueError, match="2\\^53"):
+        await ledger.settle(a, rid(), "k", "m", 1, 1, MAX_AMOUNT + 1)

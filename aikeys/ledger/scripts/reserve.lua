@@ -5,9 +5,10 @@
 --          usage_ttl_s, day, deadline_ms (Redis clock; -1: none)
 --          (one argument: packing many is the client's main cost)
 -- Returns {status, spent, reserved, tokens, reserved_tokens}; status: 1 reserved, 2 already
--- reserved (retry of the same rid), 0 over budget, -1 over the token limit, -2 rid already
--- settled, -3 expired: Redis ran the script after the client's deadline (the client has given up
--- on it), so it wrote nothing and returns zeros.
+-- reserved (retry of the same rid), 0 over budget (also for cost -1: an estimate beyond 2^53),
+-- -1 over the token limit, -2 rid already settled or released, -3 expired: Redis ran the script
+-- after the client's deadline (the client has given up on it), so it wrote nothing and returns
+-- zeros.
 local period_key, leases_key, res_key, done_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ARGS = split(ARGV[1])
 
@@ -31,6 +32,7 @@ local function result(status) return {status, spent, reserved, tokens, reserved_
 
 if redis.call('EXISTS', done_key) == 1 then return result(-2) end
 if redis.call('HEXISTS', res_key, rid) == 1 then return result(2) end
+if cost < 0 then return result(0) end  -- an estimate too large to count: no budget covers it
 if spent + reserved + cost > budget then return result(0) end
 if token_limit >= 0 and tokens + reserved_tokens + tin + tout > token_limit then return result(-1) end
 
