@@ -6,7 +6,7 @@ touches live in one Redis Cluster slot:
     aikeys:{team-a/research}:period:<period id>   HASH spent, reserved, tokens, reserved_tokens, requests
     aikeys:{team-a/research}:leases               ZSET request id → lease expiry (ms)
     aikeys:{team-a/research}:res                  HASH request id → reservation
-    aikeys:{team-a/research}:done:<request id>    STRING settled marker (idempotency), expires
+    aikeys:{team-a/research}:done:<request id>    STRING settled/reaped/released marker, expires
     aikeys:{team-a/research}:usage:<yyyymmdd>     HASH "<key>|<model>|req|in|out|cost" → integer
     aikeys:{team-a/research}:keyspend:<period id> HASH key name → nano-USD spent in the period
     aikeys:{team-a/research}:lastused             HASH key name → epoch ms
