@@ -111,7 +111,7 @@ class ReserveStatus(enum.IntEnum):
     ALREADY_RESERVED = 2  # a retry of the same request id: still held
     OVER_BUDGET = 0  # also: an estimate beyond MAX_AMOUNT, which no budget can cover
     OVER_TOKEN_LIMIT = -1
-    ALREADY_SETTLED = -2  # the request id was settled (or reaped) already
+    ALREADY_SETTLED = -2  # the request id was settled, reaped or released already
     EXPIRED = -3  # Redis ran the reserve after its deadline: nothing was held (counters are 0)
 
 
