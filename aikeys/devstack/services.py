@@ -28,13 +28,21 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     child: Child | None = None
     port: int = 0
+    metrics_port: int = 0
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.port = free_port()
+        self.metrics_port = self.metrics_port or free_port()  # never the default 9090 of a shared box
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "AIKEYS_STATUS_INTERVAL": str(self.status_interval),
+            "AIKEYS_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "AIKEYS_OPERATOR_METRICS_ADDR": "127.0.0.1",
             **({"AIKEYS_REDIS_URL": self.redis_url} if self.redis_url else {}),
             **({"AIKEYS_GATEWAY_URL": self.gateway_url} if self.gateway_url else {}),
             **self.extra_env,

@@ -70,6 +70,7 @@ ALLOCATIONS = {
     "odd": "100.00",
     "over": "100.00",
     "fuzz": "1000.00",
+    "wiped": "0.001",
 }
 
 
@@ -691,3 +692,68 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation(
         )
     finally:
         gw.stop()
+
+
+# --- a lost ledger is noticed and repaired --------------------------------------------------------------
+
+
+def every_allocation_restored(cp: ControlPlane, redis_server: RedisServer) -> bool:
+    """No allocation's ledger shows less than the status the operator wrote for it."""
+    listed = json.loads(cp.kubectl("get", "allocations", "-A", "-o", "json").stdout)["items"]
+    for item in listed:
+        spent = (item.get("status") or {}).get("spent")
+        if not spent:
+            continue
+        meta, spec = item["metadata"], item["spec"]
+        alloc = Allocation(meta["namespace"], meta["name"], 0, Period(spec.get("period", "Monthly")))
+
+        async def read(a: Allocation = alloc) -> PeriodState:
+            c = connect(redis_server.url)
+            try:
+                return await Ledger(c).period_state(a)
+            finally:
+                await c.aclose()
+
+        if asyncio.run(read()).spent < parse_usd(spent):
+            return False
+    return True
+
+
+def test_redis_restarted_empty_is_noticed_and_the_budget_holds_again(
+    control_plane: ControlPlane,
+    gateway: GatewayProcess,
+    keys: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    body = {"model": f"{NS}:mock/free", "messages": HI, "max_tokens": 20}
+    codes = until_refused(lambda: post(gateway, keys["wiped"], "chat/completions", body).status_code, 60)
+    assert codes[-1] == 402
+    exhausted = quiet(redis_server, "wiped")
+
+    def status_spent() -> int:
+        obj = json.loads(control_plane.kubectl("get", "allocation", "wiped", "-n", NS, "-o", "json").stdout)
+        return parse_usd((obj.get("status") or {}).get("spent") or "0")
+
+    wait_for(lambda: status_spent() == exhausted.spent or None, 15, "the status to show the spend")
+    redis_server.stop()
+    redis_server.start()  # a Redis without persistence: it comes back empty
+    wiped_at = time.monotonic()
+    admitted_after: list[int] = []
+    seen_status: list[int] = []
+    while time.monotonic() - wiped_at < 15:
+        reply = post(gateway, keys["wiped"], "chat/completions", body)
+        seen_status.append(status_spent())
+        if reply.status_code == 402:
+            break
+        if reply.status_code == 200:
+            usage = reply.json()["usage"]
+            admitted_after.append(PRICE.cost(usage["prompt_tokens"], usage["completion_tokens"]))
+        time.sleep(0.1)
+    assert reply.status_code == 402, "the restored ledger refuses again"
+    after = quiet(redis_server, "wiped")
+    assert after.spent >= exhausted.spent  # nothing the status knew was lost
+    # the documented bound: what was admitted between the loss and the restore, at most one status interval
+    assert after.spent <= budget("wiped") + sum(admitted_after)
+    assert min(seen_status) >= exhausted.spent  # the status never showed the lost value
+    wait_for(lambda: every_allocation_restored(control_plane, redis_server) or None, 15, "every allocation")

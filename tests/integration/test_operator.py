@@ -17,7 +17,6 @@ import pytest
 from aikeys import keys as keyformat
 from aikeys import notices
 from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.processes import free_port
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import OperatorProcess
 from aikeys.ledger.store import Allocation, Estimate, Ledger, PeriodState, connect
@@ -279,20 +278,6 @@ def test_allocation_status_follows_the_ledger(
     assert "Exhausted" in reasons
 
 
-METRICS_ENV = "AIKEYS_OPERATOR_METRICS_PORT"
-
-
-@pytest.fixture(scope="module")
-def operator_metrics(operator: OperatorProcess) -> str:
-    """URL of the session operator's /metrics: it gets a free loopback port (the default, 9090,
-    may be taken on a shared machine), which takes one restart."""
-    if METRICS_ENV not in operator.extra_env:
-        operator.extra_env[METRICS_ENV] = str(free_port())
-        operator.extra_env["AIKEYS_OPERATOR_METRICS_ADDR"] = "127.0.0.1"
-        operator.restart()
-    return f"http://127.0.0.1:{operator.extra_env[METRICS_ENV]}/metrics"
-
-
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
         return str(resp.read().decode())
@@ -332,7 +317,6 @@ def test_a_lost_ledger_is_restored_from_the_status(
     control_plane: ControlPlane,
     operator: OperatorProcess,
     redis_server: RedisServer,
-    operator_metrics: str,
 ) -> None:
     """Redis loses everything (a restart without persistence, FLUSHALL): the operator notices
     that the ledger shows less than the status it wrote for the same period and writes the
@@ -415,7 +399,7 @@ def test_a_lost_ledger_is_restored_from_the_status(
 
     restores = [
         line
-        for line in scrape(operator_metrics).splitlines()
+        for line in scrape(operator.metrics_url).splitlines()
         if line.startswith("aikeys_ledger_restores_total{") and 'allocation="fragile"' in line
     ]
     assert restores == [f'aikeys_ledger_restores_total{{allocation="fragile",namespace="{NS}"}} 1.0']
