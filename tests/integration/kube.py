@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aikeys import credentials
 from aikeys.crds import REPO_CRDS
 from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.services import GatewayProcess
 from aikeys.resources import KINDS
 
 
@@ -162,3 +165,22 @@ def apply_allocation(
         "spec": {"budget": budget, "period": period},
     }
     cp.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+@contextlib.contextmanager
+def another_gateway(
+    cp: ControlPlane, redis_url: str, log_dir: Path, key: str, **env: str
+) -> Iterator[GatewayProcess]:
+    """A second gateway process with its own settings (`env`), serving `key` once it knows it."""
+    gw = GatewayProcess(
+        cp.kubeconfig,
+        redis_url,
+        log_dir / "gateway.log",
+        "aikeys-system/aikeys-provider-credentials",
+        extra_env=env,
+    ).start()
+    try:
+        gateway_knows(gw.openai_url, key)
+        yield gw
+    finally:
+        gw.stop()

@@ -26,8 +26,9 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price, parse_usd
 from aikeys.periods import Period
-from tests.conftest import BODY_TIMEOUT, CREDENTIALS, DRAIN_SECONDS
+from tests.conftest import BODY_TIMEOUT, DRAIN_SECONDS
 from tests.integration.kube import (
+    another_gateway,
     apply,
     apply_allocation,
     create_key,
@@ -538,20 +539,13 @@ def test_upstream_hosts_outside_the_allow_list_are_never_called(
     mock_upstream: MockUpstreamProcess,
     tmp_path: Any,
 ) -> None:
-    gw = GatewayProcess(
-        control_plane.kubeconfig,
-        redis_server.url,
-        tmp_path / "gw.log",
-        CREDENTIALS,
-        extra_env={"AIKEYS_UPSTREAM_HOSTS": "api.openai.com,*.openai.azure.com"},
-    ).start()
-    try:
-        gateway_knows(gw.openai_url, keys["odd"])
+    hosts = "api.openai.com,*.openai.azure.com"
+    with another_gateway(
+        control_plane, redis_server.url, tmp_path, keys["odd"], AIKEYS_UPSTREAM_HOSTS=hosts
+    ) as gw:
         reply = post(gw, keys["odd"], "chat/completions", {"model": f"{NS}:mock/free", "messages": HI})
         assert reply.status_code == 403 and reply.json()["error"]["code"] == "upstream_not_allowed"
         assert not mock_upstream.requests()
-    finally:
-        gw.stop()
 
 
 # --- fuzz: any body, any headers: never a 5xx, never an unmetered upstream call ----------------------------
@@ -671,15 +665,9 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation(
     mock_upstream: MockUpstreamProcess,
     tmp_path: Any,
 ) -> None:
-    gw = GatewayProcess(
-        control_plane.kubeconfig,
-        redis_server.url,
-        tmp_path / "gw.log",
-        CREDENTIALS,
-        extra_env={"AIKEYS_LEASE_SECONDS": "2"},
-    ).start()
-    try:
-        gateway_knows(gw.openai_url, keys["wire"])
+    with another_gateway(
+        control_plane, redis_server.url, tmp_path, keys["wire"], AIKEYS_LEASE_SECONDS="2"
+    ) as gw:
         mock_upstream.configure(reply_tokens=50, chunk_delay_ms=100)  # a 5 s stream, 2.5 leases
         before = quiet(redis_server, "wire")
         raw = stream(gw, keys["wire"], {"model": f"{NS}:mock/free", "messages": HI, "max_tokens": 50})
@@ -690,8 +678,6 @@ def test_a_stream_longer_than_the_lease_keeps_its_reservation(
             MOCK_HI + 50,
             PRICE.cost(MOCK_HI, 50),
         )
-    finally:
-        gw.stop()
 
 
 # --- a lost ledger is noticed and repaired --------------------------------------------------------------
