@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from aikeys_gateway import kubeauth
 from aikeys_gateway.kubeauth import TTLCache
 
 
@@ -18,7 +17,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(kubeauth.time, "monotonic", c)
+    monkeypatch.setattr("aikeys_gateway.kubeauth.time.monotonic", c)
     return c
 
 
