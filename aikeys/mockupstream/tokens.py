@@ -9,6 +9,7 @@ holds for reasoning text (`reasoning_words`) and tool-call arguments (`tool_argu
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -78,3 +79,55 @@ def tool_argument_pieces(n: int) -> list[str]:
     """
     pieces = [*_ARGS_OPEN, *reply_words(max(n - len(_ARGS_OPEN) - len(_ARGS_CLOSE), 0)), *_ARGS_CLOSE]
     return pieces[:n]
+
+
+# hidden reasoning tokens a reasoning model "thinks" per effort (chat `reasoning_effort`,
+# responses `reasoning.effort`; a `reasoning` object without an effort means "medium")
+EFFORT_TOKENS = {"none": 0, "minimal": 4, "low": 8, "medium": 16, "high": 32, "xhigh": 64}
+
+
+def split_pieces(text: str) -> list[str]:
+    """`text` as one-token stream pieces that join back to it: each piece is one token with the
+    whitespace before it (the first also takes leading whitespace, the last trailing whitespace)."""
+    ends = [m.end() for m in _TOKEN.finditer(text)]
+    if not ends:
+        return []
+    bounds = [0, *ends[:-1], len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the `text` of its parts, joined by spaces."""
+    return " ".join(_content_text(content))
+
+
+def _item_tokens(item: Any) -> int:
+    """Prompt tokens of one Responses input (or earlier output) item."""
+    if isinstance(item, str):
+        return PER_MESSAGE + count_text(item)
+    if not isinstance(item, dict):
+        return 0
+    kind = item.get("type")
+    if kind == "function_call":
+        name, arguments = item.get("name"), item.get("arguments")
+        return (
+            PER_MESSAGE
+            + (count_text(name) if isinstance(name, str) else 0)
+            + (count_text(arguments) if isinstance(arguments, str) else 0)
+        )
+    if kind == "function_call_output":
+        return PER_MESSAGE + sum(count_text(t) for t in _content_text(item.get("output")))
+    if kind in (None, "message") and "role" in item:
+        return PER_MESSAGE + sum(count_text(t) for t in _content_text(item.get("content")))
+    return 0  # reasoning items (the model's own, dropped), hosted tool calls, ...
+
+
+def count_items(items: list[Any], instructions: Any = None) -> int:
+    """Input tokens of a Responses request: its items framed like chat messages (3 each, 3 to
+    prime the reply) and the instructions as one more (system) message."""
+    total = REPLY_PRIMING + sum(_item_tokens(item) for item in items)
+    if isinstance(instructions, str):
+        total += PER_MESSAGE + count_text(instructions)
+    elif isinstance(instructions, list):
+        total += sum(_item_tokens(item) for item in instructions)
+    return total
