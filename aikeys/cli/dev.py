@@ -7,13 +7,27 @@ import signal
 import subprocess
 import sys
 import time
+from types import ModuleType
 
 import click
 
-from aikeys.devstack import stack
+DEV_EXTRA_HINT = (
+    "the dev stack needs aikeys' dev extra: pip install 'aikeys[dev]' "
+    "(in a checkout of the repository: make setup, or pip install -e '.[dev]')"
+)
+
+
+def _stack() -> ModuleType:
+    """The dev stack, imported only when used: its dependencies come with the `dev` extra."""
+    try:
+        from aikeys.devstack import stack
+    except ModuleNotFoundError as err:
+        raise click.ClickException(f"{DEV_EXTRA_HINT}; missing: {err.name}") from err
+    return stack
 
 
 def _print_summary(env: dict[str, str]) -> None:
+    stack = _stack()
     click.echo("\naikeys dev stack is up.\n")
     labels = {
         "KUBECONFIG": "kubeconfig",
@@ -61,6 +75,7 @@ def dev() -> None:
 )
 def up(timeout: float) -> None:
     """Start the stack in the background and print how to use it."""
+    stack = _stack()
     if stack.running_pid() and stack.ENV_FILE.exists():
         click.echo("aikeys dev stack is already running.")
         _print_summary(stack.read_env())
@@ -97,6 +112,7 @@ def up(timeout: float) -> None:
 @dev.command()
 def down() -> None:
     """Stop the stack started by `dev up`."""
+    stack = _stack()
     pid = stack.running_pid()
     if pid is None:
         click.echo("aikeys dev stack is not running.")
@@ -114,6 +130,7 @@ def down() -> None:
 @dev.command()
 def status() -> None:
     """Say whether the stack runs, and its endpoints."""
+    stack = _stack()
     if stack.running_pid() and stack.ENV_FILE.exists():
         _print_summary(stack.read_env())
     else:
