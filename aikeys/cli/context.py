@@ -23,10 +23,15 @@ class Context:
     kubeconfig: Path | None
     context: str | None
     namespace: str | None
+    _config: kube_config.KubeConfig | None = None
 
     def config(self) -> kube_config.KubeConfig:
+        """The cluster and credentials, found as kubectl finds them (read once per command)."""
+        if self._config is not None:
+            return self._config
         try:
-            return kube_config.load(self.kubeconfig, self.context)
+            self._config = kube_config.load(self.kubeconfig, self.context)
+            return self._config
         except kube_config.ConfigError as err:
             raise click.ClickException(
                 f"{err}\nPoint KUBECONFIG (or --kubeconfig) at your cluster's kubeconfig, "
@@ -51,6 +56,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except ApiError as err:
         raise click.ClickException(explain(err)) from err
+    except kube_config.ConfigError as err:
+        raise click.ClickException(str(err)) from err
     except OSError as err:
         raise click.ClickException(f"cannot reach the cluster: {err}. Is the API server up?") from err
 

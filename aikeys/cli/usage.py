@@ -141,8 +141,9 @@ def usage(
     read its usage.
     """
     root = gateway_root(gateway)
-    bearer = token or ctx.config().bearer()
-    if not bearer:
+    authorization = run(ctx.config().authorization()) if token is None else f"Bearer {token}"
+    scheme, _, bearer = (authorization or "").partition(" ")
+    if scheme != "Bearer" or not bearer:
         raise click.ClickException(
             "your kubeconfig has no bearer token (client certificates or exec plugins "
             "cannot be forwarded): pass --token $(kubectl create token <serviceaccount>)"

@@ -3,9 +3,13 @@
     with start_control_plane(tmp_path) as cp:
         cp.kubectl("get", "--raw", "/version")
 
-The apiserver authenticates an admin user by bearer token (system:masters), authorises with
-RBAC, serves TLS from our own CA and signs service-account tokens, so TokenRequest, RBAC and
-ownerReference garbage collection behave as on a real cluster. Everything binds to 127.0.0.1
+The apiserver authenticates an admin user by bearer token (system:masters), other users by
+client certificates from our own CA (`client_certificate`), authorises with RBAC, serves TLS from
+that CA and signs service-account tokens, so TokenRequest, RBAC and ownerReference garbage
+collection behave as on a real cluster. Its front proxy is configured as kubeadm does it (a
+front-proxy CA, the `front-proxy-client` certificate, X-Remote-* headers), so aggregated APIs
+(APIService) work; an APIService whose Service is of type ExternalName `localhost` reaches a
+server on this machine. Everything binds to 127.0.0.1
 on free ports and is torn down on exit (see `processes.Child`).
 """
 
@@ -26,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from aikeys.devstack.binaries import Binaries, ensure_built
-from aikeys.devstack.pki import Pki, write_pki
+from aikeys.devstack.pki import FRONT_PROXY_CLIENT, Pair, Pki, client_certificate, write_pki
 from aikeys.devstack.processes import Child, free_port
 
 ADMIN_USER = "aikeys-admin"
@@ -136,6 +140,15 @@ class ControlPlane:
                 f"--tls-cert-file={self.pki.serving_cert}",
                 f"--tls-private-key-file={self.pki.serving_key}",
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                f"--client-ca-file={self.pki.ca_cert}",
+                # the front proxy: how the apiserver vouches for users towards aggregated APIs
+                f"--requestheader-client-ca-file={self.pki.front_proxy_ca}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={self.pki.proxy_client_cert}",
+                f"--proxy-client-key-file={self.pki.proxy_client_key}",
                 "--authorization-mode=RBAC",
                 "--anonymous-auth=false",
                 f"--service-account-issuer={SA_ISSUER}",
@@ -208,15 +221,9 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
         self.kubeconfig.chmod(0o600)
 
-    def wait_for_default_service_account(self, namespace: str = "default", timeout: float = 30) -> None:
-        """Block until the service-account controller has made `default` in `namespace`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, _ = self.api_get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
-            if status == 200:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"no default service account in {namespace} after {timeout}s")
+    def client_certificate(self, user: str, groups: tuple[str, ...] = ()) -> Pair:
+        """A client certificate (and key) for `user` in `groups`, signed by the cluster's CA."""
+        return client_certificate(self.pki, self.workdir / "users", user, groups)
 
     def version(self) -> dict[str, str]:
         status, body = self.api_get("/version")

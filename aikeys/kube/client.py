@@ -12,8 +12,6 @@ from aikeys.kube.config import KubeConfig
 
 JSON = dict[str, Any]
 MERGE = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-APPLY = "application/apply-patch+yaml"
 
 
 class ApiError(Exception):
@@ -25,6 +23,30 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.body = body or {}
+
+
+class Unauthorized(ApiError):
+    """401: the credential was not accepted."""
+
+
+class Forbidden(ApiError):
+    """403: RBAC (or an admission rule) said no."""
+
+
+class NotFound(ApiError):
+    """404: no such object (or, without a Status body, no such resource type)."""
+
+
+class Conflict(ApiError):
+    """409: it exists already, or the resourceVersion moved on."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
+
+
+def api_error(status: int, reason: str, message: str, body: JSON | None = None) -> ApiError:
+    """The ApiError subclass for `status` (ApiError itself for the others)."""
+    return _BY_STATUS.get(status, ApiError)(status, reason, message, body)
 
 
 def path(
@@ -54,14 +76,23 @@ class KubeClient:
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    async def _headers(self, content_type: str | None = None, renew: bool = False) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        token = self.config.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        authorization = await self.config.authorization(renew=renew)
+        if authorization:
+            headers["Authorization"] = authorization
         if content_type:
             headers["Content-Type"] = content_type
         return headers
+
+    def _options(self) -> dict[str, Any]:
+        """What every request carries besides headers: the kubeconfig's proxy-url and tls-server-name."""
+        options: dict[str, Any] = {}
+        if self.config.proxy:
+            options["proxy"] = self.config.proxy
+        if self.config.tls_server_name:
+            options["server_hostname"] = self.config.tls_server_name
+        return options
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -90,7 +121,9 @@ class KubeClient:
             body = json.loads(text)
         except ValueError:
             body = {}
-        raise ApiError(
+        if not isinstance(body, dict):
+            body = {}
+        raise api_error(
             resp.status, body.get("reason") or resp.reason or "", body.get("message") or text, body
         )
 
@@ -104,17 +137,23 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> JSON:
         data = None if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
-        async with self.session.request(
-            method,
-            self.config.server + url_path,
-            data=data,
-            params=params,
-            headers=self._headers(content_type if body is not None else None),
-            timeout=self.timeout,
-        ) as resp:
-            await self._raise_for(resp)
-            result: JSON = await resp.json(content_type=None)
-            return result
+        for attempt in (1, 2):  # a 401 renews the credential (exec plugin, token file) once
+            headers = await self._headers(content_type if body is not None else None, renew=attempt == 2)
+            async with self.session.request(
+                method,
+                self.config.server + url_path,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+                **self._options(),
+            ) as resp:
+                if resp.status == 401 and attempt == 1 and self.config.renewable:
+                    continue
+                await self._raise_for(resp)
+                result: JSON = await resp.json(content_type=None)
+                return result
+        raise AssertionError("unreachable")
 
     async def get(self, url_path: str, params: Mapping[str, str] | None = None) -> JSON:
         return await self.request("GET", url_path, params=params)
@@ -122,10 +161,8 @@ class KubeClient:
     async def get_or_none(self, url_path: str) -> JSON | None:
         try:
             return await self.get(url_path)
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def create(self, url_path: str, obj: JSON) -> JSON:
         return await self.request("POST", url_path, body=obj)
@@ -141,10 +178,8 @@ class KubeClient:
     async def delete(self, url_path: str) -> JSON | None:
         try:
             return await self.request("DELETE", url_path)
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def watch(
         self,
@@ -168,8 +203,9 @@ class KubeClient:
             **(params or {}),
         }
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        headers = await self._headers()
         async with self.session.get(
-            self.config.server + url_path, params=query, headers=self._headers(), timeout=timeout
+            self.config.server + url_path, params=query, headers=headers, timeout=timeout, **self._options()
         ) as resp:
             await self._raise_for(resp)
             async for line in resp.content:

@@ -45,15 +45,17 @@ def post(body: kopf.Body, events: list[keys.Event]) -> None:
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    """The same credentials the rest of aikeys uses (kubeconfig or in-cluster service account)."""
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials the rest of aikeys uses: kubeconfig (exec plugins, certificates, tokens,
+    as kubectl) or the in-cluster service account. kopf logs in again when the API server says 401."""
     cfg = kubeconfig.load()
+    scheme, _sep, token = (await cfg.authorization() or "").partition(" ")
     return kopf.ConnectionInfo(
         server=cfg.server,
         ca_path=str(cfg.ca_file) if cfg.ca_file else None,
         insecure=cfg.insecure,
-        scheme="Bearer" if cfg.bearer() else None,
-        token=cfg.bearer(),
+        scheme=scheme or None,
+        token=token or None,
         certificate_path=str(cfg.cert_file) if cfg.cert_file else None,
         private_key_path=str(cfg.key_file) if cfg.key_file else None,
         default_namespace=cfg.namespace,
