@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -130,12 +128,3 @@ def launch_redis_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
             node.stop()
         raise
     return RedisCluster(nodes)
-
-
-@contextmanager
-def start_redis(workdir: Path) -> Iterator[RedisServer]:
-    server = launch_redis(workdir)
-    try:
-        yield server
-    finally:
-        server.stop()
