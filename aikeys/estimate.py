@@ -45,9 +45,11 @@ class Endpoint(StrEnum):
     CHAT = "chat/completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
 
 
 CAP_FIELDS = ("max_completion_tokens", "max_tokens")
+RESPONSES_CAP = "max_output_tokens"
 
 
 def _dump(value: Any) -> str:
@@ -113,12 +115,43 @@ def _collect(endpoint: Endpoint, body: dict[str, Any]) -> _Texts:
         for extra in ("tools", "functions", "response_format"):
             if body.get(extra) is not None:
                 texts.append(_dump(body[extra]))
+    elif endpoint is Endpoint.RESPONSES:
+        return _collect_responses(body)
     else:
         key = "prompt" if endpoint is Endpoint.COMPLETIONS else "input"
         ids = _prompt_texts(body.get(key), texts)
         if isinstance(body.get("suffix"), str):
             texts.append(body["suffix"])
     return _Texts(texts, messages, names, images, ids)
+
+
+def _collect_responses(body: dict[str, Any]) -> _Texts:
+    """Texts of a Responses request: instructions, every input item, tools and the text format."""
+    texts: list[str] = []
+    messages = images = 0
+    if isinstance(body.get("instructions"), str):
+        texts.append(body["instructions"])
+        messages += 1
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages += 1
+            images += _content(item.get("content"), texts)
+        elif kind == "function_call":
+            texts += [v for v in (item.get("name"), item.get("arguments")) if isinstance(v, str)]
+        elif kind == "function_call_output":
+            images += _content(item.get("output"), texts)
+        else:  # reasoning (with its encrypted content), hosted tool calls, …: bounded by their size
+            texts.append(_dump(item))
+    for extra in ("tools", "text"):
+        if body.get(extra) is not None:
+            texts.append(_dump(body[extra]))
+    return _Texts(texts, messages, 0, images, 0)
 
 
 def _iter_nonempty(texts: list[str]) -> Iterator[str]:
@@ -168,10 +201,11 @@ def output_cap(endpoint: Endpoint, body: dict[str, Any], model_max_output: int |
     """The cap the gateway sends upstream and reserves for (zero for embeddings)."""
     if endpoint is Endpoint.EMBEDDINGS:
         return OutputCap(0, 0)
-    asked = [v for v in (_count(body.get(f)) for f in CAP_FIELDS) if v is not None]
+    fields = (RESPONSES_CAP,) if endpoint is Endpoint.RESPONSES else CAP_FIELDS
+    asked = [v for v in (_count(body.get(f)) for f in fields) if v is not None]
     ceiling = model_max_output or limits.MAX_OUTPUT_TOKENS
     per_choice = min(*asked, ceiling) if asked else (model_max_output or DEFAULT_MAX_OUTPUT)
-    n = _count(body.get("n")) or 1
+    n = 1 if endpoint is Endpoint.RESPONSES else _count(body.get("n")) or 1
     if endpoint is Endpoint.COMPLETIONS:
         n = max(n, _count(body.get("best_of")) or 1) * prompt_count(body.get("prompt"))
     return OutputCap(per_choice, n)
@@ -181,6 +215,9 @@ def apply_cap(endpoint: Endpoint, body: dict[str, Any], cap: OutputCap, paramete
     """Write the cap into the upstream request: into the fields the client used, else into
     `parameter` (chat: the provider's max-tokens parameter; completions: always max_tokens)."""
     if endpoint is Endpoint.EMBEDDINGS:
+        return
+    if endpoint is Endpoint.RESPONSES:
+        body[RESPONSES_CAP] = cap.per_choice
         return
     present = [f for f in CAP_FIELDS if body.get(f) is not None]
     if not present:

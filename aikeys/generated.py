@@ -1,5 +1,5 @@
 """What an upstream generated, for the charge: its reported usage when valid, else a count of
-every generated part.
+every generated part (chat completions, text completions, and Responses API objects and events).
 
 `reported_usage` reads an OpenAI `usage` object by value, whatever its JSON spacing: token counts
 must be non-negative integers (not bools, not strings) or the usage counts as missing. `Output`
@@ -29,12 +29,18 @@ def _tokens(value: Any) -> int | None:
 
 
 def reported_usage(usage: Any, with_output: bool = True) -> Usage | None:
-    """(prompt, completion) tokens of an OpenAI usage object, or None when missing or invalid.
-    Embeddings (`with_output=False`) report no completion tokens."""
+    """(input, output) tokens of an OpenAI usage object — chat's `prompt_tokens`/`completion_tokens`
+    or the Responses API's `input_tokens`/`output_tokens` —, or None when missing or invalid.
+    Embeddings (`with_output=False`) report no output tokens."""
     if not isinstance(usage, dict):
         return None
-    tin = _tokens(usage.get("prompt_tokens"))
-    tout = _tokens(usage.get("completion_tokens")) if with_output else 0
+    names = (
+        ("input_tokens", "output_tokens")
+        if "input_tokens" in usage
+        else ("prompt_tokens", "completion_tokens")
+    )
+    tin = _tokens(usage.get(names[0]))
+    tout = _tokens(usage.get(names[1])) if with_output else 0
     if tout is None and not with_output:
         tout = 0
     if tin is None or tout is None:
@@ -85,6 +91,34 @@ class Output:
             self._message(choice.get("message"))
             self._message(choice.get("delta"))
             self._add(choice.get("text"))
+
+    def add_response(self, body: Any) -> None:
+        """The generated parts of a Responses API `response` object."""
+        items = body.get("output") if isinstance(body, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            for name in ("name", "arguments", "input"):  # function and custom tool calls
+                self._add(item.get(name))
+            for part_list in (item.get("content"), item.get("summary")):
+                for part in part_list if isinstance(part_list, list) else []:
+                    if isinstance(part, dict):
+                        self._add(part.get("text"))
+                        self._add(part.get("refusal"))
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """The generated part of one Responses API stream event: every `*.delta` carries text
+        (output text, refusals, reasoning, tool-call arguments); a function call's name comes
+        with its item."""
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            return
+        if kind.endswith(".delta"):
+            self._add(event.get("delta"))
+        elif kind == "response.output_item.added":
+            item = event.get("item")
+            if isinstance(item, dict):
+                self._add(item.get("name"))
 
     def tokens(self, encoding_name: str | None) -> int:
         """Tokens of everything generated: counted in the model's vocabulary (or bytes), and never

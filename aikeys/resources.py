@@ -264,6 +264,11 @@ class Tokenizer(StrEnum):
     BYTES = "bytes"
 
 
+class ResponsesAPI(StrEnum):
+    NATIVE = "native"
+    CHAT = "chat"
+
+
 class MaxTokensParameter(StrEnum):
     MAX_TOKENS = "max_tokens"
     MAX_COMPLETION_TOKENS = "max_completion_tokens"
@@ -310,6 +315,15 @@ class ProviderModel(Schema):
         "one token per UTF-8 byte, an upper bound for every byte-level BPE (Llama, Qwen, Mistral, …). "
         "auto: the OpenAI vocabulary of the model's family when the provider is OpenAI itself "
         "(type azure-openai, or baseURL on api.openai.com), else bytes.",
+    )
+    responses_api: ResponsesAPI | None = Field(
+        None,
+        alias="responsesAPI",
+        description="How the gateway serves POST /responses for this model. native: the upstream "
+        "speaks the Responses API itself (stored responses, hosted tools, previous_response_id). chat: "
+        "the gateway translates to chat completions and back (function tools, JSON schemas, images; "
+        "hosted tools and previous_response_id get a 400). Default: native on api.openai.com, chat "
+        "elsewhere.",
     )
 
 

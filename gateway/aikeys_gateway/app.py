@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,18 +23,19 @@ from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Ledger, connect
-from aikeys_gateway import errors, reports
-from aikeys_gateway.auth import authenticate
+from aikeys_gateway import errors, openai_routes, reports
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.config import Settings
 from aikeys_gateway.intake import request_id
 from aikeys_gateway.kubeauth import KubeAuth
 from aikeys_gateway.logs import configure_logging
 from aikeys_gateway.metrics import Metrics
+from aikeys_gateway.openai_routes import PREFIX
 from aikeys_gateway.proxy import Gateway
+from aikeys_gateway.stored import StoredResponses
 
 log = logging.getLogger("aikeys.gateway")
-PREFIX = "/api/openai/v1"
+UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: not traffic
 T = TypeVar("T")
 
 
@@ -58,7 +59,8 @@ class State:
         self.http = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
-        self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http)
+        self.stored = StoredResponses(self.redis, s.responses_ttl)
+        self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http, self.stored)
         self.kubeauth = KubeAuth(self.kube)
         self.catalog.start()
         with contextlib.suppress(Exception):  # open the pool now, not on the first requests
@@ -100,11 +102,38 @@ class FastPath:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         endpoint = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            if scope["type"] != "http" or scope.get("path") in UNLOGGED:
+                await self.app(scope, receive, send)
+            else:
+                await self._observed(scope, receive, send)
             return
         request = Request(scope, receive)
         response = await self.state.gateway.handle(request, endpoint)  # never raises
         await response(scope, receive, send)
+
+    async def _observed(self, scope: Any, receive: Any, send: Any) -> None:
+        """Every other request — known or unknown URL, any status — in the access log and in
+        aikeys_requests_total, under its route's template (or "unmatched"), with its request id."""
+        started = time.perf_counter()
+        rid = request_id(Request(scope))
+        if not any(name == b"x-request-id" for name, _ in scope["headers"]):
+            scope["headers"] = [*scope["headers"], (b"x-request-id", rid.encode())]
+        status = 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.state.gateway.observe(
+                scope["method"], label.removeprefix(PREFIX + "/"), status, started, rid
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastPath:
@@ -155,20 +184,7 @@ def create_app(settings: Settings | None = None) -> FastPath:
     for endpoint in Endpoint:
         app.add_api_route(f"{PREFIX}/{endpoint.value}", proxy(endpoint), methods=["POST"], tags=["openai"])
 
-    @app.get(f"{PREFIX}/models", tags=["openai"])
-    async def models(request: Request) -> Response:
-        """The models this key may use, in OpenAI's list format."""
-        rid = request_id(request)
-        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
-        data = [
-            {"id": mid, "object": "model", "created": 0, "owned_by": f"{p.namespace}:{p.name}"}
-            for mid, p in state.catalog.models_for(key)
-        ]
-        return Response(
-            orjson.dumps({"object": "list", "data": data}),
-            media_type="application/json",
-            headers={"x-request-id": rid},
-        )
+    app.include_router(openai_routes.router(state))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_query(request: Request, exc: RequestValidationError) -> Response:

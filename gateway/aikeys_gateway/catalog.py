@@ -25,6 +25,7 @@ from aikeys.resources import (
     AllocationSpec,
     MaxTokensParameter,
     ProviderType,
+    ResponsesAPI,
 )
 from aikeys_gateway.informers import Informer, Key
 
@@ -75,6 +76,7 @@ class ModelEntry:
     price: Price
     max_output_tokens: int | None
     encoding: str | None  # the OpenAI vocabulary that bounds its input, None: the byte bound
+    responses_native: bool  # serves POST /responses itself (else: translated to chat completions)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
                 Price.parse(m.input_price_per_million, m.output_price_per_million),
                 m.max_output_tokens,
                 tokenizers.resolve(m.tokenizer.value, m.upstream_name or m.name, native),
+                (m.responses_api or (ResponsesAPI.NATIVE if host == OPENAI_HOST else ResponsesAPI.CHAT))
+                is ResponsesAPI.NATIVE,
             )
             for m in spec.models
         },

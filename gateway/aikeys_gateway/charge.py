@@ -21,6 +21,7 @@ from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate
 from aikeys.money import NANO_PER_USD, format_usd
 from aikeys_gateway.catalog import KeyEntry
 from aikeys_gateway.routing import Route
+from aikeys_gateway.stored import Owner
 
 if TYPE_CHECKING:
     from aikeys_gateway.proxy import Gateway
@@ -37,6 +38,7 @@ class Charge:
     route: Route
     est: Estimate
     ctx: dict[str, Any]
+    stored: Owner | None = None  # a natively stored response: remember who owns its id
 
     async def usage(self, usage: Usage | None, output: Output) -> None:
         if usage is None:

@@ -29,6 +29,7 @@ class Settings:
     body_timeout: float = 60.0  # a request body not complete by then gets 408
     drain_seconds: float = 60.0  # how long to keep reading a stream the client left, for its usage
     upstream_hosts: tuple[str, ...] = ()  # if set, the only upstream hosts the gateway calls
+    responses_ttl: int = 30 * 86_400  # how long the owner of a stored response id is remembered
 
     @classmethod
     def from_env(cls, default_namespace: str = "aikeys-system") -> Settings:
@@ -48,6 +49,7 @@ class Settings:
             access_log=_flag("AIKEYS_ACCESS_LOG", True),
             body_timeout=float(os.environ.get("AIKEYS_BODY_TIMEOUT", "60")),
             drain_seconds=float(os.environ.get("AIKEYS_STREAM_DRAIN_SECONDS", "60")),
+            responses_ttl=int(os.environ.get("AIKEYS_RESPONSES_TTL", str(30 * 86_400))),
             upstream_hosts=tuple(
                 h.strip().lower() for h in os.environ.get("AIKEYS_UPSTREAM_HOSTS", "").split(",") if h.strip()
             ),

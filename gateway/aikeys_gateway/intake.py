@@ -17,7 +17,12 @@ from aikeys.estimate import Endpoint
 from aikeys_gateway import errors
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
+_REQUIRED = {
+    Endpoint.CHAT: "messages",
+    Endpoint.COMPLETIONS: "prompt",
+    Endpoint.EMBEDDINGS: "input",
+    Endpoint.RESPONSES: "input",
+}
 DISCARD_FACTOR = 4  # an oversized body is read and dropped up to this many times the limit
 
 
@@ -98,8 +103,15 @@ def validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
         )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise errors.invalid_request("'stream' must be a boolean.", param="stream", code="invalid_type")
-    for name in ("max_tokens", "max_completion_tokens"):
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         _positive(body, name)
+    if endpoint is Endpoint.RESPONSES and body.get("background"):
+        raise errors.invalid_request(
+            "Background responses are not available through this gateway: their cost is only known "
+            "after the request returns, so they cannot be held to a budget.",
+            param="background",
+            code="unsupported_parameter",
+        )
     _positive(body, "n", limits.MAX_CHOICES)
     if endpoint is Endpoint.COMPLETIONS:
         _positive(body, "best_of", limits.MAX_CHOICES)

@@ -30,7 +30,7 @@ from aikeys.estimate import Endpoint, apply_cap, estimate, output_cap
 from aikeys.ledger.meter import UNMETERED, Meter
 from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate, LedgerUnavailable, ReserveStatus
 from aikeys.money import NANO_PER_USD, format_usd
-from aikeys_gateway import errors
+from aikeys_gateway import errors, translate
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
@@ -38,7 +38,8 @@ from aikeys_gateway.config import Settings
 from aikeys_gateway.intake import parse_json_object, read_body, request_id, serialize, validate
 from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.routing import Route, resolve
-from aikeys_gateway.streaming import SSEFilter, json_output
+from aikeys_gateway.stored import Owner, StoredResponses
+from aikeys_gateway.streaming import ChatReader, Reader, ResponsesReader, SSEFilter, json_output
 
 log = logging.getLogger("aikeys.gateway.access")
 
@@ -62,8 +63,10 @@ class Gateway:
         meter: Meter,
         metrics: Metrics,
         http: aiohttp.ClientSession,
+        stored: StoredResponses,
         clock: Callable[[], float] = time.time,
     ):
+        self.stored = stored
         self.settings = settings
         self.catalog = catalog
         self.meter = meter
@@ -126,12 +129,19 @@ class Gateway:
             ctx["ms"] = round(elapsed * 1000, 2)
             log.info("request", extra={"access": ctx})
 
+    def observe(self, method: str, route: str, status: int, started: float, rid: str) -> None:
+        """A request outside the metered routes (models, usage, stored responses, unknown URLs)."""
+        ex = Exchange(
+            rid, Endpoint.CHAT, started, {"rid": rid, "method": method, "endpoint": route, "status": status}
+        )
+        self._finish(ex)
+
     async def _handle(self, request: Request, ex: Exchange) -> Response:
         s, endpoint, ctx = self.settings, ex.endpoint, ex.ctx
         raw = await read_body(request, s.max_body_bytes, s.body_timeout)
         key = authenticate(request.headers, self.catalog, self.now())
         ctx.update(namespace=key.namespace, key=key.name)
-        body = parse_json_object(raw)
+        body = request_body = parse_json_object(raw)
         route = resolve(body.get("model"), key, self.catalog, s.upstream_hosts)
         ctx["model"] = route.model_id
         validate(endpoint, body)
@@ -143,11 +153,17 @@ class Gateway:
             )
         stream = bool(body.get("stream")) and endpoint is not Endpoint.EMBEDDINGS
         ctx["stream"] = stream
+        translated = endpoint is Endpoint.RESPONSES and not route.model.responses_native
+        if translated:  # a chat-only backend: the request goes as a chat completion
+            ctx["translated"] = True
+            body, endpoint = translate.chat_request(body), Endpoint.CHAT
+        elif endpoint is Endpoint.RESPONSES and body.get("previous_response_id"):
+            await self._check_previous(str(body["previous_response_id"]), key, route)
         cap = output_cap(endpoint, body, route.model.max_output_tokens)
         upstream_body = dict(body)
         upstream_body["model"] = route.model.upstream_name
         apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
-        if stream and route.provider.stream_usage:
+        if stream and endpoint is not Endpoint.RESPONSES and route.provider.stream_usage:
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         payload = serialize(upstream_body)
         est = estimate(endpoint, body, route.model.price, route.model.encoding, cap)
@@ -170,10 +186,24 @@ class Gateway:
             return await self._upstream_error(resp, route, ex.rid)
         ex.held = None  # from here on the Charge settles it, whatever happens
         charge = Charge(self, alloc, ledger_rid, key, route, est, ctx)
+        if ex.endpoint is Endpoint.RESPONSES and not translated and request_body.get("store") is not False:
+            charge.stored = Owner(key.namespace, route.provider.namespace, route.provider.name)
         if not stream:
-            return await self._json(resp, charge, ex)
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return self._stream(resp, charge, SSEFilter(wants_usage), ex)
+            return await self._json(resp, charge, ex, request_body if translated else None)
+        return self._stream(
+            resp, charge, SSEFilter(_reader(ex.endpoint, translated, request_body, route)), ex
+        )
+
+    async def _check_previous(self, response_id: str, key: KeyEntry, route: Route) -> None:
+        """previous_response_id must be a response of this namespace, held by the same provider."""
+        provider = await self.stored.provider_for(response_id, key, self.catalog)
+        if provider is not route.provider:
+            raise errors.invalid_request(
+                f"Previous response with id '{response_id[:80]}' was created through another provider; "
+                "continue it with a model of that provider.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
 
     async def _reserve(
         self, alloc: Allocation, ledger_rid: str, key: KeyEntry, route: Route, est: Estimate
@@ -217,6 +247,7 @@ class Gateway:
         )
 
     async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> aiohttp.ClientResponse:
+        """POST the request upstream; transport failures are 502/504 (nothing was generated)."""
         headers = {"Content-Type": "application/json", **route.auth_headers()}
         timeout = aiohttp.ClientTimeout(
             total=route.provider.timeout_seconds, sock_connect=self.settings.upstream_connect_timeout
@@ -265,7 +296,14 @@ class Gateway:
         message = f"The upstream {provider} answered HTTP {resp.status}."
         return errors.GatewayError(status, message, "upstream_error", "upstream_error").response(rid)
 
-    async def _json(self, resp: aiohttp.ClientResponse, charge: Charge, ex: Exchange) -> Response:
+    async def _json(
+        self,
+        resp: aiohttp.ClientResponse,
+        charge: Charge,
+        ex: Exchange,
+        responses_request: dict[str, Any] | None,
+    ) -> Response:
+        """A whole answer: charge it, and hand it on (as a Responses object when translated)."""
         try:
             raw = await resp.read()
         except (TimeoutError, aiohttp.ClientError) as err:
@@ -279,12 +317,19 @@ class Gateway:
             parsed = None
         usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
         await charge.usage(usage, output)
-        return Response(
-            raw,
-            status_code=resp.status,
-            media_type=resp.headers.get("Content-Type", "application/json"),
-            headers={"x-request-id": ex.rid},
-        )
+        media_type = resp.headers.get("Content-Type", "application/json")
+        if responses_request is not None:
+            raw = orjson.dumps(translate.response_from_chat(parsed, responses_request, charge.route.model_id))
+            media_type = "application/json"
+        elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
+            await self.remember(parsed["id"], charge.stored)
+        return Response(raw, status_code=resp.status, media_type=media_type, headers={"x-request-id": ex.rid})
+
+    async def remember(self, response_id: str, owner: Owner) -> None:
+        try:
+            await self.stored.remember(response_id, owner)
+        except Exception:  # the answer stands; only a later GET of it will not find it
+            log.warning("stored response not remembered", extra={"access": {"response_id": response_id}})
 
     def _stream(
         self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
@@ -320,6 +365,9 @@ class Gateway:
 
     async def _after_stream(self, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
         await charge.usage(sse.usage, sse.output)
+        response_id = getattr(sse.reader, "response_id", None)
+        if charge.stored is not None and response_id:
+            await self.remember(response_id, charge.stored)
         self._finish(ex)
 
     async def _read_on(
@@ -350,3 +398,12 @@ class Gateway:
             self.metrics.streams_abandoned.labels("reservation").inc()
             await charge.reservation()
         self._finish(ex)
+
+
+def _reader(endpoint: Endpoint, translated: bool, request: dict[str, Any], route: Route) -> Reader:
+    """How a stream is read (and, for a translated one, rewritten) for this request."""
+    if translated:
+        return translate.ChatToResponses(request, route.model_id)
+    if endpoint is Endpoint.RESPONSES:
+        return ResponsesReader()
+    return ChatReader(bool((request.get("stream_options") or {}).get("include_usage")))

@@ -10,6 +10,24 @@ from aikeys_gateway.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
 from aikeys_gateway.errors import forbidden, invalid_request, not_found
 
 
+def provider_url(provider: ProviderEntry, path: str, deployment: str = "") -> str:
+    """Upstream URL of `path` ("chat/completions", "embeddings", "responses/<id>", …)."""
+    if provider.type is ProviderType.AZURE_OPENAI and path.startswith("responses"):
+        return f"{provider.base_url}/openai/v1/{path}"  # Azure's v1 API: no deployment in the path
+    if provider.type is ProviderType.AZURE_OPENAI:
+        base = f"{provider.base_url}/openai/deployments/{deployment}"
+        return f"{base}/{path}?api-version={provider.azure_api_version}"
+    return f"{provider.base_url}/{path}"
+
+
+def auth_headers(provider: ProviderEntry, credential: str | None) -> dict[str, str]:
+    if credential is None:
+        return {}
+    if provider.type is ProviderType.AZURE_OPENAI:
+        return {"api-key": credential}
+    return {"Authorization": f"Bearer {credential}"}
+
+
 @dataclass(frozen=True)
 class Route:
     model_id: str
@@ -18,20 +36,10 @@ class Route:
     credential: str | None
 
     def url(self, endpoint: str) -> str:
-        """Upstream URL for `endpoint` ("chat/completions", "completions", "embeddings")."""
-        if self.provider.type is ProviderType.AZURE_OPENAI:
-            return (
-                f"{self.provider.base_url}/openai/deployments/{self.model.upstream_name}/{endpoint}"
-                f"?api-version={self.provider.azure_api_version}"
-            )
-        return f"{self.provider.base_url}/{endpoint}"
+        return provider_url(self.provider, endpoint, self.model.upstream_name)
 
     def auth_headers(self) -> dict[str, str]:
-        if self.credential is None:
-            return {}
-        if self.provider.type is ProviderType.AZURE_OPENAI:
-            return {"api-key": self.credential}
-        return {"Authorization": f"Bearer {self.credential}"}
+        return auth_headers(self.provider, self.credential)
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

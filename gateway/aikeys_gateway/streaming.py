@@ -1,30 +1,127 @@
 """Server-sent events between upstream and client: forward as they come, read each one.
 
-`SSEFilter.feed` takes raw upstream bytes and returns the bytes to send on: every complete event,
-except the usage-only chunk when the client did not ask for it (we may have asked the upstream
-for it on our own). Events are parsed as the SSE specification says, not pattern-matched: lines
-end in LF, CRLF or CR; `data:` with or without one space; several `data:` lines join with LF;
-comments and other fields pass through. Each data payload is read as JSON, so usage is found
-whatever its spacing, and every generated part is counted for a stream that ends without usage.
+`SSEFilter.feed` takes raw upstream bytes and returns the bytes to send on. Events are parsed as
+the SSE specification says, not pattern-matched: lines end in LF, CRLF or CR; `data:` with or
+without one space; several `data:` lines join with LF; comments and other fields pass through.
+Each data payload is read as JSON by a *reader* that knows the API's events:
+
+* `ChatReader` (chat and text completions): usage from the usage chunk — hidden from a client
+  that did not ask for it (we may have asked the upstream on our own) —, generated parts from
+  the choices, `[DONE]` as the end.
+* `ResponsesReader` (the Responses API): generated parts from the `*.delta` events, usage and
+  the end from `response.completed` / `response.incomplete` / `response.failed`.
+
+A reader may also rewrite what is forwarded (`translate.ChatToResponses` turns a chat stream
+into Responses events), so the usage found and the parts counted are the same whatever the client sees.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from aikeys.generated import Output, Usage, reported_usage
 
+DONE = b"[DONE]"
+_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
-class SSEFilter:
+
+class Reader(Protocol):
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def output(self) -> Output: ...
+
+    @property
+    def done(self) -> bool:
+        """The stream said it is complete."""
+        ...
+
+    def read(self, raw: bytes, data: Any) -> bytes:
+        """One event (`data`: its parsed JSON, or DONE); returns the bytes to forward."""
+        ...
+
+    def close(self) -> bytes:
+        """The upstream closed the stream; returns any last bytes to forward."""
+        ...
+
+
+class ChatReader:
     def __init__(self, client_wants_usage: bool):
         self.client_wants_usage = client_wants_usage
-        self.buffer = b""
         self.usage: Usage | None = None
         self.output = Output()
-        self.done = False  # [DONE] seen
-        self.finished = False  # a chunk carried a finish_reason (the model stopped generating)
+        self.done = False
+        self.finished = False  # a choice carried a finish_reason
+
+    def read(self, raw: bytes, data: Any) -> bytes:
+        if data is DONE:
+            self.done = True
+            return raw
+        if not isinstance(data, dict):
+            return raw
+        self.output.add_choices(data)
+        choices = data.get("choices")
+        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            self.finished = True
+        usage = data.get("usage")
+        if usage is not None:
+            found = reported_usage(usage)
+            if found is not None:
+                self.usage = found
+            if not choices and not self.client_wants_usage:
+                return b""  # the extra usage chunk we asked for: the client never sees it
+        return raw
+
+    def close(self) -> bytes:
+        return b""
+
+
+class ResponsesReader:
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.output = Output()
+        self.done = False
+        self.response_id: str | None = None
+
+    def read(self, raw: bytes, data: Any) -> bytes:
+        if not isinstance(data, dict):
+            return raw
+        self.output.add_event(data)
+        kind = data.get("type")
+        if kind == "response.created":
+            response = data.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
+        elif kind in _ENDS:
+            self.done = True
+            response = data.get("response")
+            if isinstance(response, dict):
+                self.usage = reported_usage(response.get("usage"))
+        return raw
+
+    def close(self) -> bytes:
+        return b""
+
+
+class SSEFilter:
+    def __init__(self, reader: Reader):
+        self.reader = reader
+        self.buffer = b""
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.reader.usage
+
+    @property
+    def output(self) -> Output:
+        return self.reader.output
+
+    @property
+    def done(self) -> bool:
+        return self.reader.done
 
     def feed(self, chunk: bytes) -> bytes:
         buffer = self.buffer + chunk
@@ -43,44 +140,30 @@ class SSEFilter:
                 break
             event = buffer[start : end + 2]
             start = end + 2
-            if self._keep(event):
-                out.append(event)
+            out.append(self._event(event))
         self.buffer = buffer[start:]
         return b"".join(out)
 
     def end(self) -> bytes:
         """The upstream closed the stream: a CR held back for a possible LF ends its line."""
+        out = b""
         if self.buffer.endswith(b"\r"):
             self.buffer = self.buffer[:-1]
-            return self.feed(b"\n")
-        return b""
+            out = self.feed(b"\n")
+        return out + self.reader.close()
 
-    def _keep(self, event: bytes) -> bool:
+    def _event(self, event: bytes) -> bytes:
         one_line = event.startswith(b"data: ") and event.count(b"\n") == 2  # the common form
-        data = event[6:-2] if one_line else _data(event)
-        if data is None:
-            return True  # comments, keep-alives, other fields: pass through
-        if data == b"[DONE]":
-            self.done = True
-            return True
+        raw = event[6:-2] if one_line else _data(event)
+        if raw is None:
+            return event  # comments, keep-alives, other fields: pass through
+        if raw == DONE:
+            return self.reader.read(event, DONE)
         try:
-            parsed = orjson.loads(data)
+            parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return True
-        if not isinstance(parsed, dict):
-            return True
-        self.output.add_choices(parsed)
-        choices = parsed.get("choices")
-        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
-            self.finished = True
-        usage = parsed.get("usage")
-        if usage is not None:
-            found = reported_usage(usage)
-            if found is not None:
-                self.usage = found
-            if not choices and not self.client_wants_usage:
-                return False  # the extra usage chunk we asked for: the client never sees it
-        return True
+            return event
+        return self.reader.read(event, parsed)
 
 
 def _data(event: bytes) -> bytes | None:
@@ -96,5 +179,6 @@ def json_output(body: Any, with_output: bool = True) -> tuple[Usage | None, Outp
     """Usage and generated parts of a non-streamed response (embeddings report no output)."""
     output = Output()
     output.add_choices(body)
+    output.add_response(body)
     usage = body.get("usage") if isinstance(body, dict) else None
     return reported_usage(usage, with_output), output

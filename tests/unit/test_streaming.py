@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aikeys_gateway.streaming import SSEFilter, json_output
+from aikeys_gateway.streaming import ChatReader, SSEFilter, json_output
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +60,7 @@ def test_any_valid_framing_and_any_chunking_reads_the_same(
             parts.append(": keep-alive" + eol + eol)
         parts.append(frame(event, space, eol, spaced_json, multiline))
     raw = "".join(parts).encode()
-    sse = SSEFilter(client_wants_usage=False)
+    sse = SSEFilter(ChatReader(client_wants_usage=False))
     forwarded = b""
     last = 0
     for cut in sorted(c % (len(raw) + 1) for c in cuts):
@@ -68,7 +68,7 @@ def test_any_valid_framing_and_any_chunking_reads_the_same(
         last = max(last, cut)
     forwarded += sse.feed(raw[last:]) + sse.end()
     assert sse.usage == Usage(11, 7)
-    assert sse.done and sse.finished
+    assert sse.done and isinstance(sse.reader, ChatReader) and sse.reader.finished
     assert sse.output.texts == ["Hello", "thinking", "get_weather", '{"city":', "no"]
     # the usage-only chunk we asked for on our own is not forwarded; everything else is
     assert b"prompt_tokens" not in forwarded
@@ -77,7 +77,7 @@ def test_any_valid_framing_and_any_chunking_reads_the_same(
 
 
 def test_the_client_that_asked_for_usage_gets_it() -> None:
-    sse = SSEFilter(client_wants_usage=True)
+    sse = SSEFilter(ChatReader(client_wants_usage=True))
     out = sse.feed(("data: " + json.dumps(USAGE) + "\n\n").encode())
     assert b"prompt_tokens" in out
 

@@ -1,0 +1,113 @@
+"""Stored responses: `GET/DELETE /responses/{id}`, `POST /responses/{id}/cancel`,
+`GET /responses/{id}/input_items`, and `previous_response_id`, each sent to the provider that
+created the response and only for keys of the namespace that created it.
+
+When a natively served response is stored (`store` not false), the gateway remembers in Redis
+which namespace and AIProvider it belongs to, for `AIKEYS_RESPONSES_TTL` (30 days, as long as
+OpenAI keeps them). Any other id — unknown, expired, or another namespace's — answers exactly
+like an id that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aikeys_gateway import errors
+from aikeys_gateway.catalog import Catalog, KeyEntry, ProviderEntry
+from aikeys_gateway.routing import auth_headers, provider_url
+
+TTL_SECONDS = 30 * 86_400
+
+
+def _key(response_id: str) -> str:
+    return f"aikeys:response:{response_id}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    namespace: str  # of the key that created it
+    provider_namespace: str
+    provider: str
+
+
+def not_found(response_id: str) -> errors.GatewayError:
+    return errors.not_found(
+        f"Response with id '{response_id[:80]}' not found.", code="response_not_found", param=None
+    )
+
+
+class StoredResponses:
+    def __init__(self, redis: Any, ttl: int = TTL_SECONDS):
+        self.redis = redis
+        self.ttl = ttl
+
+    async def remember(self, response_id: str, owner: Owner) -> None:
+        value = f"{owner.namespace}|{owner.provider_namespace}|{owner.provider}"
+        await self.redis.set(_key(response_id), value, ex=self.ttl)
+
+    async def owner(self, response_id: str) -> Owner | None:
+        raw = await self.redis.get(_key(response_id))
+        if not raw:
+            return None
+        namespace, provider_namespace, provider = str(raw).split("|", 2)
+        return Owner(namespace, provider_namespace, provider)
+
+    async def forget(self, response_id: str) -> None:
+        await self.redis.delete(_key(response_id))
+
+    async def provider_for(self, response_id: str, key: KeyEntry, catalog: Catalog) -> ProviderEntry:
+        """The provider that holds `response_id`, if this key's namespace created it; else 404."""
+        if not response_id.startswith("resp_") or len(response_id) > 200:
+            raise not_found(response_id)
+        owner = await self.owner(response_id)
+        provider = None if owner is None else catalog.provider(owner.provider_namespace, owner.provider)
+        if owner is None or owner.namespace != key.namespace or provider is None:
+            raise not_found(response_id)
+        return provider
+
+    async def forward(
+        self,
+        request: Request,
+        http: aiohttp.ClientSession,
+        catalog: Catalog,
+        key: KeyEntry,
+        response_id: str,
+        suffix: str = "",
+    ) -> Response:
+        """Send this request on to the provider that holds the response, and its answer back."""
+        provider = await self.provider_for(response_id, key, catalog)
+        url = provider_url(provider, f"responses/{response_id}{suffix}")
+        if request.url.query:
+            url += ("&" if "?" in url else "?") + request.url.query
+        headers = auth_headers(provider, catalog.credential(provider))
+        try:
+            async with http.request(
+                request.method,
+                url,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=provider.timeout_seconds),
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                media_type = resp.headers.get("Content-Type", "application/json")
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise errors.bad_gateway(
+                f"The upstream {provider.namespace}:{provider.name} could not be reached."
+            ) from err
+        if status in (401, 403):
+            raise errors.GatewayError(
+                502,
+                f"The upstream {provider.namespace}:{provider.name} refused the gateway's credentials.",
+                "upstream_error",
+                "upstream_auth_failed",
+            )
+        if status == 404:
+            raise not_found(response_id)
+        if request.method == "DELETE" and status < 300:
+            await self.forget(response_id)
+        return Response(body, status_code=status, media_type=media_type)
