@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from aiohttp import web
 
-from aikeys.mockupstream import tokens, wire
+from aikeys.mockupstream import replies, responses, tokens, wire
+from aikeys.mockupstream.replies import Reply
 
 _JSON = "application/json"
 _FAILURES = {
@@ -67,18 +68,19 @@ class Behaviour:
             setattr(self, key, value)
 
 
+Event = dict[str, Any] | str | tuple[str, dict[str, Any]]  # a stream event; a tuple has an event type
+STORED_RESPONSES = 10_000  # the newest stored responses kept for retrieval and previous_response_id
+
+
 @dataclass
-class Reply:
-    """One generated answer (every choice of a request gets the same one)."""
+class Stored:
+    """A response kept (`store` not false) for GET/DELETE/cancel/input_items and continuations."""
 
-    kind: str
-    reasoning: list[str]  # one-token pieces of reasoning_content
-    content: list[str]  # one-token pieces of the text, or of the tool call's arguments
-    finish_reason: str
-
-    @property
-    def generated(self) -> int:
-        return len(self.reasoning) + len(self.content)
+    response: dict[str, Any]  # the finished response object
+    input_items: list[dict[str, Any]]  # this request's input, as input_items lists it
+    context: list[Any]  # the conversation so far: earlier turns, this input, this output
+    background: bool = False
+    status: str = "completed"  # a background response is "queued" until first retrieved
 
 
 class MockUpstream:
@@ -88,6 +90,7 @@ class MockUpstream:
         self.behaviour = behaviour or Behaviour()
         self.requests: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.started = int(time.time())
+        self.stored: OrderedDict[str, Stored] = OrderedDict()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -97,9 +100,17 @@ class MockUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.chat)
         app.router.add_post("/openai/deployments/{deployment}/completions", self.completions)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
+        app.router.add_post("/openai/deployments/{deployment}/responses", self.create_response)
+        for base in ("/v1/responses", "/openai/v1/responses", "/openai/responses"):
+            app.router.add_post(base, self.create_response)
+            app.router.add_get(base + "/{id}", self.get_response)
+            app.router.add_delete(base + "/{id}", self.delete_response)
+            app.router.add_post(base + "/{id}/cancel", self.cancel_response)
+            app.router.add_get(base + "/{id}/input_items", self.list_input_items)
         app.router.add_get("/_mock/config", self.get_config)
         app.router.add_put("/_mock/config", self.put_config)
         app.router.add_get("/_mock/requests", self.get_requests)
@@ -126,16 +137,8 @@ class MockUpstream:
             401, f"Incorrect API key provided: {shown}.", "invalid_request_error", code="invalid_api_key"
         )
 
-    async def _begin(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
-        """Log the request, apply auth/failure/latency switches, parse the JSON object body."""
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-            parse_error = True
-        else:
-            parse_error = not isinstance(body, dict)
+    async def _admit(self, request: web.Request, body: Any) -> web.Response | None:
+        """Log the request and apply the auth, failure and latency switches to it."""
         self.requests.append(
             {
                 "method": request.method,
@@ -149,7 +152,7 @@ class MockUpstream:
         b = self.behaviour
         denied = self._check_auth(request)
         if denied is not None:
-            return None, denied
+            return denied
         status = b.fail_status
         if status is not None:
             if b.fail_count is not None:
@@ -158,9 +161,25 @@ class MockUpstream:
                     b.fail_status = b.fail_count = None
             type_, code = _FAILURES.get(status, ("server_error", None))
             message = f"Injected failure: HTTP {status} from the mock upstream."
-            return None, self._error(status, message, type_, code=code)
+            return self._error(status, message, type_, code=code)
         if b.latency_ms:
             await asyncio.sleep(b.latency_ms / 1000)
+        return None
+
+    async def _begin(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+        """Log the request, apply auth/failure/latency switches, parse the JSON object body."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+            parse_error = True
+        else:
+            parse_error = not isinstance(body, dict)
+        failed = await self._admit(request, body)
+        if failed is not None:
+            return None, failed
+        b = self.behaviour
         if parse_error:
             return None, self._error(
                 400, "The request body is not valid JSON: send a JSON object.", "invalid_request_error"
@@ -188,26 +207,10 @@ class MockUpstream:
             code="missing_required_parameter",
         )
 
-    def _reply(self, body: dict[str, Any], kind: str) -> Reply:
-        """What to generate: `reply_tokens` per part (reasoning, then the answer), cut to
-        max_completion_tokens / max_tokens in total unless the mock ignores the cap."""
+    def _plan(self, ask: replies.Ask, kind: str | None = None) -> Reply:
+        """The reply to `ask` under the reply_kind (or `kind`), reply_tokens and cap switches."""
         b = self.behaviour
-        natural = max(b.reply_tokens, 0)
-        n_reasoning = natural if kind == "reasoning" else 0
-        n_content = natural
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        cut = not b.ignore_max_tokens and isinstance(limit, int) and 0 < limit < n_reasoning + n_content
-        if cut:
-            assert isinstance(limit, int)
-            n_reasoning = min(n_reasoning, limit)
-            n_content = limit - n_reasoning
-        if kind == "tool_call":
-            content = tokens.tool_argument_pieces(natural)[:n_content]
-            finish = "length" if cut else "tool_calls"
-        else:
-            content = tokens.reply_words(n_content)
-            finish = "length" if cut else "stop"
-        return Reply(kind, tokens.reasoning_words(n_reasoning), content, finish)
+        return replies.plan(ask, kind or b.reply_kind, b.reply_tokens, b.ignore_max_tokens)
 
     def _usage(
         self, prompt: int, completion: int, reasoning: int = 0, *, chat: bool = True
@@ -222,7 +225,7 @@ class MockUpstream:
         return wire.stringify_ints(reported) if b.usage_as_strings else reported
 
     async def _stream(
-        self, request: web.Request, pieces: list[dict[str, Any]], tail: list[dict[str, Any] | str]
+        self, request: web.Request, pieces: list[Event], tail: list[Event]
     ) -> web.StreamResponse:
         """Send `pieces` (the content chunks), then `tail` (finish, usage, [DONE]) as SSE."""
         resp = web.StreamResponse(
@@ -244,13 +247,13 @@ class MockUpstream:
                     if request.transport is not None:
                         request.transport.abort()  # the upstream "breaks": no finish, no usage, no [DONE]
                     return resp
-                await resp.write(framer.event(piece))
+                await resp.write(_frame(framer, piece))
                 if delay:
                     await asyncio.sleep(delay)
             if stall:
                 await asyncio.sleep(stall)
             for event in tail:
-                await resp.write(framer.event(event))
+                await resp.write(_frame(framer, event))
             await resp.write_eof()
         except ConnectionResetError:  # the client left mid-stream
             pass
@@ -270,45 +273,76 @@ class MockUpstream:
         if failed is not None:
             return failed
         assert body is not None
+        problem = self._check_chat_request(body)
+        if problem is not None:
+            return problem
+        n = _count_param(body, "n")
+        if n is None:
+            return self._invalid_count("n")
+        stream_options = body.get("stream_options")
+        prompt = tokens.count_messages(body["messages"])
+        reply = self._plan(replies.from_chat(body))
+        call_ids = [[wire.new_id("call_", 24) for _ in reply.calls] for _ in range(n)]
+        model = body["model"]
+        with_usage = self.behaviour.usage
+        usage = self._usage(prompt, reply.generated * n, reply.reasoning_tokens * n) if with_usage else None
+        if not body.get("stream"):
+            answers = [_message(reply, ids) for ids in call_ids]
+            return self._json(wire.chat_completion(model, answers, reply.finish_reason, usage))
+        include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+        chunks = wire.ChunkStream(model, with_usage_field=include_usage and with_usage)
+        pieces: list[Event] = []
+        for i, ids in enumerate(call_ids):
+            pieces.extend(_chat_deltas(chunks, i, reply, ids))
+        tail: list[Event] = [chunks.finish(i, reply.finish_reason) for i in range(n)]
+        if usage is not None and include_usage:
+            tail.append(chunks.usage(usage))
+        tail.append(wire.DONE)
+        return await self._stream(request, pieces, tail)
+
+    def _check_chat_request(self, body: dict[str, Any]) -> web.Response | None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self._missing("messages")
-        stream_options = body.get("stream_options")
-        if stream_options is not None and self.behaviour.reject_stream_options:
+        if body.get("stream_options") is not None and self.behaviour.reject_stream_options:
             return self._error(
                 400,
                 "Unrecognized request argument supplied: stream_options",
                 "invalid_request_error",
                 param="stream_options",
             )
-        n = _count_param(body, "n")
-        if n is None:
-            return self._invalid_count("n")
-        prompt = tokens.count_messages(messages)
-        reply = self._reply(body, self.behaviour.reply_kind)
-        call_ids = [wire.new_id("call_", 24) for _ in range(n)]
-        model = body["model"]
-        with_usage = self.behaviour.usage
-        if not body.get("stream"):
-            answers = [_message(reply, call_id) for call_id in call_ids]
-            usage = self._usage(prompt, reply.generated * n, len(reply.reasoning) * n) if with_usage else None
-            return self._json(wire.chat_completion(model, answers, reply.finish_reason, usage))
-        include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
-        chunks = wire.ChunkStream(model, with_usage_field=include_usage and with_usage)
-        pieces: list[dict[str, Any]] = []
-        for i, call_id in enumerate(call_ids):
-            if reply.kind == "tool_call":
-                pieces.append(chunks.tool_call_start(i, call_id))
-                pieces.extend(chunks.tool_call_arguments(i, p) for p in reply.content)
-            else:
-                pieces.append(chunks.role(i))
-                pieces.extend(chunks.reasoning(i, p) for p in reply.reasoning)
-                pieces.extend(chunks.content(i, p) for p in reply.content)
-        tail: list[dict[str, Any] | str] = [chunks.finish(i, reply.finish_reason) for i in range(n)]
-        if include_usage and with_usage:
-            tail.append(chunks.usage(self._usage(prompt, reply.generated * n, len(reply.reasoning) * n)))
-        tail.append(wire.DONE)
-        return await self._stream(request, pieces, tail)
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_object" and not _says_json(messages):
+            return self._error(
+                400,
+                "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+                "'json_object'.",
+                "invalid_request_error",
+                param="messages",
+            )
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            return self._unknown_function(body, choice["function"].get("name"), chat=True)
+        return None
+
+    def _unknown_function(self, body: dict[str, Any], name: Any, chat: bool) -> web.Response | None:
+        """The 400 for a tool_choice that forces a function the request does not offer."""
+        tools = body.get("tools")
+        names = set()
+        for tool in tools if isinstance(tools, list) else []:
+            if isinstance(tool, dict) and tool.get("type") == "function":
+                fn = tool.get("function") if chat else tool
+                if isinstance(fn, dict):
+                    names.add(fn.get("name"))
+        if name in names:
+            return None
+        return self._error(
+            400,
+            f"Invalid value for 'tool_choice': no function named '{name}' was specified in the 'tools' "
+            "parameter.",
+            "invalid_request_error",
+            param="tool_choice",
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body, failed = await self._begin(request)
@@ -323,7 +357,8 @@ class MockUpstream:
         prompts, n, best_of = batch
         stream = bool(body.get("stream"))
         prompt = sum(tokens.count_prompt(p) for p in prompts)
-        reply = self._reply(body, "text")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        reply = self._plan(replies.Ask(limit=limit), kind="text")
         generated = reply.generated * best_of * len(prompts)  # every candidate is billed
         choices = n * len(prompts)
         model = body["model"]
@@ -335,8 +370,8 @@ class MockUpstream:
         stream_options = body.get("stream_options")
         include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
         chunks = wire.CompletionChunks(model, with_usage_field=include_usage and with_usage)
-        pieces = [chunks.text(i, p) for i in range(choices) for p in reply.content]
-        tail: list[dict[str, Any] | str] = [chunks.text(i, "", reply.finish_reason) for i in range(choices)]
+        pieces: list[Event] = [chunks.text(i, p) for i in range(choices) for p in reply.content]
+        tail: list[Event] = [chunks.text(i, "", reply.finish_reason) for i in range(choices)]
         if include_usage and with_usage:
             tail.append(chunks.usage(self._usage(prompt, generated, chat=False)))
         tail.append(wire.DONE)
@@ -416,6 +451,237 @@ class MockUpstream:
         known = self.behaviour.models or ["mock-gpt", "mock-embedding"]
         return self._json(wire.model_list(known, self.started))
 
+    async def model(self, request: web.Request) -> web.Response:
+        denied = self._check_auth(request)
+        if denied is not None:
+            return denied
+        model = request.match_info["model"]
+        if self.behaviour.models and model not in self.behaviour.models:
+            return self._error(
+                404,
+                f"The model '{model}' does not exist",
+                "invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+        return self._json(wire.model_object(model, self.started))
+
+    # --- the Responses API -------------------------------------------------------------------------
+
+    def _invalid(self, param: str, message: str, code: str | None = None) -> web.Response:
+        return self._error(400, message, "invalid_request_error", param=param, code=code)
+
+    def _check_response_request(self, body: dict[str, Any]) -> web.Response | None:
+        """The 400s OpenAI answers to a malformed create request (the ones the mock checks)."""
+        problem = self._check_response_input(body)
+        if problem is not None:
+            return problem
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            for key in ("name", "schema"):
+                if key not in fmt:
+                    return self._missing(f"text.format.{key}")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+            given = body.get("input")
+            if not _says_json([given, body.get("instructions")]):
+                return self._invalid(
+                    "input",
+                    "Response input messages must contain the word 'json' in some form to use "
+                    "'text.format' of type 'json_object'.",
+                )
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            return self._unknown_function(body, choice.get("name"), chat=False)
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.stored:
+            return self._invalid(
+                "previous_response_id",
+                f"Previous response with id '{previous}' not found.",
+                "previous_response_not_found",
+            )
+        return None
+
+    def _check_response_input(self, body: dict[str, Any]) -> web.Response | None:
+        given = body.get("input")
+        if given is None and body.get("previous_response_id") is None:
+            return self._missing("input")
+        if given is not None and not isinstance(given, str | list):
+            return self._invalid(
+                "input",
+                "Invalid type for 'input': expected one of a string or array of input items, but got "
+                f"{_json_type(given)} instead.",
+                "invalid_type",
+            )
+        cap = body.get("max_output_tokens")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)):
+            return self._invalid(
+                "max_output_tokens",
+                "Invalid type for 'max_output_tokens': expected an integer, but got "
+                f"{_json_type(cap)} instead.",
+                "invalid_type",
+            )
+        if isinstance(cap, int) and cap < responses.MIN_OUTPUT_TOKENS:
+            return self._invalid(
+                "max_output_tokens",
+                "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
+                f"{responses.MIN_OUTPUT_TOKENS}, but got {cap} instead.",
+                "integer_below_min_value",
+            )
+        return None
+
+    def _response_usage(self, prompt: int, output: int, reasoning: int) -> dict[str, Any]:
+        b = self.behaviour
+        if b.usage_prompt_tokens is not None:
+            prompt = b.usage_prompt_tokens
+        if b.usage_completion_tokens is not None:
+            output = b.usage_completion_tokens
+        reported = responses.usage(prompt, output, reasoning)
+        return wire.stringify_ints(reported) if b.usage_as_strings else reported
+
+    async def create_response(self, request: web.Request) -> web.StreamResponse:
+        body, failed = await self._begin(request)
+        if failed is not None:
+            return failed
+        assert body is not None
+        problem = self._check_response_request(body)
+        if problem is not None:
+            return problem
+        b = self.behaviour
+        previous = self.stored.get(body.get("previous_response_id") or "")
+        given = body.get("input")
+        items: list[Any] = [given] if isinstance(given, str) else list(given or [])
+        context = (previous.context if previous else []) + items
+        ask = replies.from_responses(body, context)
+        reply = self._plan(ask)
+        include = body.get("include")
+        include = include if isinstance(include, list) else []
+        options = body.get("stream_options")
+        obfuscate = not (isinstance(options, dict) and options.get("include_obfuscation") is False)
+        generation = responses.generate(
+            reply,
+            reasoning_item=ask.effort is not None and ask.effort != "none",
+            encrypted="reasoning.encrypted_content" in include,
+            obfuscate=obfuscate,
+        )
+        prompt = tokens.count_items(context, body.get("instructions"))
+        usage = self._response_usage(prompt, reply.generated, reply.reasoning_tokens) if b.usage else None
+        resp_id, created = responses.hex_id("resp_"), int(time.time())
+        status = "incomplete" if reply.cut else "completed"
+        final = responses.response_object(
+            body, resp_id, created, status, generation.output, usage, with_usage=b.usage
+        )
+        background = bool(body.get("background")) and not body.get("stream")
+        if body.get("store") is not False:
+            self._store(
+                resp_id,
+                Stored(
+                    final,
+                    [responses.input_item(item) for item in items],
+                    context + generation.output,
+                    background=background,
+                    status="queued" if background else status,
+                ),
+            )
+        if not body.get("stream"):
+            if background:
+                return self._json(responses.response_object(body, resp_id, created, "queued", [], None))
+            return self._json(final)
+        start = responses.response_object(
+            body, resp_id, created, "in_progress", [], None, service_tier="auto"
+        )
+        events = responses.number(
+            [
+                responses.lifecycle("response.created", start),
+                responses.lifecycle("response.in_progress", start),
+                *generation.events,
+                responses.lifecycle(f"response.{status}", final),
+            ]
+        )
+        framed: list[Event] = [(e["type"], e) for e in events]
+        deltas = [i for i, e in enumerate(events) if e["type"].endswith(".delta")]
+        split = deltas[-1] + 1 if deltas else len(events) - 1
+        return await self._stream(request, framed[:split], framed[split:])
+
+    def _store(self, resp_id: str, stored: Stored) -> None:
+        self.stored[resp_id] = stored
+        while len(self.stored) > STORED_RESPONSES:
+            self.stored.popitem(last=False)
+
+    async def _stored(self, request: web.Request) -> tuple[Stored | None, web.Response | None]:
+        """Log a request about a stored response and find it (or the 404 to answer)."""
+        failed = await self._admit(request, None)
+        if failed is not None:
+            return None, failed
+        resp_id = request.match_info["id"]
+        stored = self.stored.get(resp_id)
+        if stored is None:
+            return None, self._error(404, f"Response with id '{resp_id}' not found.", "invalid_request_error")
+        if stored.status == "queued":  # a background response is done once it is looked at
+            stored.status = stored.response["status"]
+        return stored, None
+
+    async def get_response(self, request: web.Request) -> web.Response:
+        stored, failed = await self._stored(request)
+        if failed is not None:
+            return failed
+        assert stored is not None
+        return self._json(stored.response)
+
+    async def delete_response(self, request: web.Request) -> web.Response:
+        stored, failed = await self._stored(request)
+        if failed is not None:
+            return failed
+        assert stored is not None
+        resp_id = stored.response["id"]
+        del self.stored[resp_id]
+        return self._json({"id": resp_id, "object": "response.deleted", "deleted": True})
+
+    async def cancel_response(self, request: web.Request) -> web.Response:
+        failed = await self._admit(request, None)
+        if failed is not None:
+            return failed
+        resp_id = request.match_info["id"]
+        stored = self.stored.get(resp_id)
+        if stored is None:
+            return self._error(404, f"Response with id '{resp_id}' not found.", "invalid_request_error")
+        if not stored.background:
+            return self._error(
+                400, "Only responses created with background=true can be cancelled.", "invalid_request_error"
+            )
+        if stored.status == "queued":
+            stored.status = "cancelled"
+            stored.response = {**stored.response, "status": "cancelled", "completed_at": None, "output": []}
+            stored.response["usage"] = None
+        return self._json(stored.response)
+
+    async def list_input_items(self, request: web.Request) -> web.Response:
+        stored, failed = await self._stored(request)
+        if failed is not None:
+            return failed
+        assert stored is not None
+        items = list(stored.input_items)
+        if request.query.get("order", "desc") != "asc":
+            items.reverse()
+        after = request.query.get("after")
+        if after:
+            ids = [item["id"] for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        try:
+            limit = min(max(int(request.query.get("limit", "20")), 1), 100)
+        except ValueError:
+            return self._invalid("limit", "Invalid value for 'limit': expected an integer.", "invalid_type")
+        page = items[:limit]
+        return self._json(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit,
+            }
+        )
+
     # --- control routes ----------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -437,6 +703,26 @@ class MockUpstream:
     async def clear_requests(self, request: web.Request) -> web.Response:
         self.requests.clear()
         return web.Response(status=204)
+
+
+def _says_json(messages: Any) -> bool:
+    """Whether the word "json" appears (in any case) in the texts of messages or input items."""
+    return "json" in json.dumps(messages, ensure_ascii=False).lower()
+
+
+def _json_type(value: Any) -> str:
+    """How OpenAI's errors name a JSON value's type ("an object", "a string", ...)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
 
 
 def _count_param(body: dict[str, Any], name: str, default: int = 1) -> int | None:
@@ -467,13 +753,48 @@ def _prompts(prompt: Any) -> list[Any] | None:
     return None
 
 
-def _message(reply: Reply, call_id: str) -> dict[str, Any]:
+def _message(reply: Reply, call_ids: list[str]) -> dict[str, Any]:
     """The non-streamed `message` of one choice."""
-    if reply.kind == "tool_call":
-        return wire.tool_call_message(call_id, "".join(reply.content))
+    if reply.calls:
+        calls = [(cid, call.name, call.arguments) for cid, call in zip(call_ids, reply.calls, strict=True)]
+        message = wire.tool_calls_message(calls)
+        if reply.kind == "reasoning":
+            message = {
+                "role": "assistant",
+                "content": None,
+                "reasoning_content": "".join(reply.reasoning),
+            } | message
+        return message
     if reply.kind == "reasoning":
-        return wire.reasoning_message("".join(reply.reasoning), "".join(reply.content) or None)
-    return wire.text_message("".join(reply.content))
+        return wire.reasoning_message("".join(reply.reasoning), reply.text or None)
+    return wire.text_message(reply.text)
+
+
+def _chat_deltas(chunks: wire.ChunkStream, index: int, reply: Reply, call_ids: list[str]) -> list[Event]:
+    """The content chunks of one choice, as OpenAI streams them: a single tool call's header
+    rides on the first delta; several calls follow a bare role delta, one after the other."""
+    deltas: list[Event] = []
+    shown = reply.kind == "reasoning"
+    if reply.calls and not shown and len(reply.calls) == 1:
+        deltas.append(chunks.tool_call_start(index, call_ids[0], reply.calls[0].name))
+        deltas.extend(chunks.tool_call_arguments(index, p) for p in reply.calls[0].pieces)
+        return deltas
+    if reply.calls and not shown:
+        deltas.append(chunks.calls_role(index))
+    else:
+        deltas.append(chunks.role(index))
+    deltas.extend(chunks.reasoning(index, p) for p in reply.reasoning)
+    deltas.extend(chunks.content(index, p) for p in reply.content)
+    for j, (cid, call) in enumerate(zip(call_ids, reply.calls, strict=True)):
+        deltas.append(chunks.tool_call_start(index, cid, call.name, call=j, first=False))
+        deltas.extend(chunks.tool_call_arguments(index, p, call=j) for p in call.pieces)
+    return deltas
+
+
+def _frame(framer: wire.SSEFramer, event: Event) -> bytes:
+    if isinstance(event, tuple):
+        return framer.event(event[1], event=event[0])
+    return framer.event(event)
 
 
 def serve(host: str, port: int, behaviour: Behaviour) -> None:

@@ -48,7 +48,9 @@ class SSEFramer:
     `\\r\\n`; "multiline" the JSON pretty-printed over several `data:` lines of one event
     (joined with "\\n" by the spec); "comments" a `: keep-alive` comment event before each
     event and an `id:` line in each; "keepalive" the comment events without `id:` lines
-    (OpenRouter-like); "spaced" JSON with `", "` and `": "` separators.
+    (OpenRouter-like); "spaced" JSON with `", "` and `": "` separators. An event with a type
+    (Responses streams) has its `event: <type>` line before the data, framed the same way
+    (`event:<type>` for "nospace", ending in `\\r\\n` for "crlf").
 
     The openai Python SDK (3.57 at least) cannot read "comments": once an `id:` was seen, its
     decoder dispatches comment-only events as empty events and fails to parse them as JSON
@@ -61,7 +63,8 @@ class SSEFramer:
         self.style = style
         self.sent = 0
 
-    def event(self, payload: dict[str, Any] | str) -> bytes:
+    def event(self, payload: dict[str, Any] | str, event: str | None = None) -> bytes:
+        """One framed event; `event` adds an `event:` line before the data (Responses streams)."""
         self.sent += 1
         style = self.style
         if isinstance(payload, str):
@@ -70,17 +73,21 @@ class SSEFramer:
             data = json.dumps(payload, indent=2, ensure_ascii=False).encode()
         else:
             data = dumps(payload, spaced=style == "spaced")
+        name = b"" if event is None else event.encode()
         if style == "nospace":
-            return b"data:" + data + b"\n\n"
+            head = b"event:" + name + b"\n" if event is not None else b""
+            return head + b"data:" + data + b"\n\n"
         if style == "crlf":
-            return b"data: " + data + b"\r\n\r\n"
+            head = b"event: " + name + b"\r\n" if event is not None else b""
+            return head + b"data: " + data + b"\r\n\r\n"
+        head = b"event: " + name + b"\n" if event is not None else b""
         if style == "multiline":
-            return b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
+            return head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
         if style == "comments":
-            return KEEP_ALIVE + b"id: %d\ndata: " % self.sent + data + b"\n\n"
+            return KEEP_ALIVE + b"id: %d\n" % self.sent + head + b"data: " + data + b"\n\n"
         if style == "keepalive":
-            return KEEP_ALIVE + b"data: " + data + b"\n\n"
-        return b"data: " + data + b"\n\n"
+            return KEEP_ALIVE + head + b"data: " + data + b"\n\n"
+        return head + b"data: " + data + b"\n\n"
 
 
 def error(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -123,9 +130,23 @@ def text_message(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text, "refusal": None, "annotations": []}
 
 
-def tool_call_message(call_id: str, arguments: str) -> dict[str, Any]:
-    call = {"id": call_id, "type": "function", "function": {"name": TOOL_NAME, "arguments": arguments}}
-    return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None, "annotations": []}
+def tool_calls_message(calls: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """An assistant message that calls functions: `calls` are (call id, name, arguments)."""
+    tool_calls = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        for call_id, name, arguments in calls
+    ]
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": tool_calls,
+        "refusal": None,
+        "annotations": [],
+    }
+
+
+def tool_call_message(call_id: str, arguments: str, name: str = TOOL_NAME) -> dict[str, Any]:
+    return tool_calls_message([(call_id, name, arguments)])
 
 
 def reasoning_message(reasoning: str, content: str | None) -> dict[str, Any]:
@@ -189,20 +210,29 @@ class ChunkStream:
     def reasoning(self, index: int, text: str) -> dict[str, Any]:
         return self._chunk(index, {"reasoning_content": text})
 
-    def tool_call_start(self, index: int, call_id: str) -> dict[str, Any]:
-        """The first delta of a tool-call answer: role, null content and the call's header."""
-        call = {
-            "index": 0,
+    def tool_call_start(
+        self, index: int, call_id: str, name: str = TOOL_NAME, call: int = 0, first: bool = True
+    ) -> dict[str, Any]:
+        """The header of tool call `call` of choice `index`: in the choice's first delta (with the
+        role, null content and null refusal) when `first`, else alone, as OpenAI streams them."""
+        header = {
+            "index": call,
             "id": call_id,
             "type": "function",
-            "function": {"name": TOOL_NAME, "arguments": ""},
+            "function": {"name": name, "arguments": ""},
         }
+        if not first:
+            return self._chunk(index, {"tool_calls": [header]})
         return self._chunk(
-            index, {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+            index, {"role": "assistant", "content": None, "tool_calls": [header], "refusal": None}
         )
 
-    def tool_call_arguments(self, index: int, text: str) -> dict[str, Any]:
-        return self._chunk(index, {"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+    def calls_role(self, index: int) -> dict[str, Any]:
+        """The first delta of an answer with several tool calls: the role and null content only."""
+        return self._chunk(index, {"role": "assistant", "content": None})
+
+    def tool_call_arguments(self, index: int, text: str, call: int = 0) -> dict[str, Any]:
+        return self._chunk(index, {"tool_calls": [{"index": call, "function": {"arguments": text}}]})
 
     def finish(self, index: int, reason: str) -> dict[str, Any]:
         return self._chunk(index, {}, reason)
@@ -286,8 +316,9 @@ def embeddings(
     }
 
 
+def model_object(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": "aikeys-mock"}
+
+
 def model_list(models: list[str], created: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": m, "object": "model", "created": created, "owned_by": "aikeys-mock"} for m in models],
-    }
+    return {"object": "list", "data": [model_object(m, created) for m in models]}
