@@ -169,3 +169,32 @@ def test_estimate_covers_what_the_mock_charges(contents: list[str], max_tokens: 
     actual = price.cost(mock_tokens.count_messages(body["messages"]), actual_out)
     assert est.cost >= actual
     assert est.output_tokens == max_tokens
+
+
+def test_responses_requests_bound_every_input_item_and_their_own_cap() -> None:
+    responses = Endpoint.RESPONSES
+    body: dict[str, Any] = {
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+            {
+                "type": "function_call",
+                "call_id": "c",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "c", "output": "sunny " * 100},
+            {"type": "reasoning", "id": "rs", "summary": [], "encrypted_content": "x" * 400},
+            {"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]},
+        ],
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+    }
+    bound = input_tokens(responses, body, None)
+    texts = ["Be brief.", "weather?", "get_weather", '{"city": "Paris"}', "sunny " * 100, "x" * 400]
+    assert bound >= sum(len(t.encode()) for t in texts) + IMAGE_TOKENS
+    assert input_tokens(responses, {"input": "hi"}, None) < bound
+    assert output_cap(responses, {"input": "hi", "max_output_tokens": 100, "n": 5}, 50) == OutputCap(50, 1)
+    assert output_cap(responses, {"input": "hi"}, None) == OutputCap(DEFAULT_MAX_OUTPUT, 1)
+    sent = {"input": "hi", "max_tokens": 3}
+    apply_cap(responses, sent, OutputCap(77, 1), "max_tokens")
+    assert sent == {"input": "hi", "max_tokens": 3, "max_output_tokens": 77}
