@@ -199,7 +199,8 @@ def _choice(ask: Ask, choice: Any, forced_name: Any) -> None:
 
 
 def from_chat(body: dict[str, Any]) -> Ask:
-    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    given = body.get("messages")
+    messages = [m for m in given if isinstance(m, dict)] if isinstance(given, list) else []
     ask = Ask(limit=body.get("max_completion_tokens") or body.get("max_tokens"))
     trailing = []
     for message in reversed(messages):

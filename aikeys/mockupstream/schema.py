@@ -7,8 +7,9 @@ never others, so `additionalProperties: false` holds; a string is `WORD` (or fit
 `minimum`/`maximum`), a boolean true, an array one item (or `minItems`), an enum its first
 value, a `const` itself; `$ref` (to `#/...`), `anyOf`/`oneOf` (the first non-null choice),
 `allOf` (merged) and type lists are followed. Nesting is cut at `MAX_DEPTH` (nullable values
-become null there, objects `{}`, arrays `[]`), so recursive or hostile schemas terminate.
-Anything that is not a schema yields `WORD`.
+become null there, objects `{}`, arrays `[]`), and sizes at `MAX_NODES`, `MAX_ITEMS` and
+`MAX_LENGTH`, so recursive or hostile schemas terminate quickly. Anything that is not a
+schema yields `WORD`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 WORD = "mock"
 MAX_DEPTH = 12
 OPTIONAL_DEPTH = 4  # below this depth, an object without `required` gets no properties
+MAX_NODES = 10_000  # values built per instance; past it every value is its shallowest form
+MAX_ITEMS = 64  # the most items an array gets, whatever its minItems
+MAX_LENGTH = 4096  # the longest string, whatever its minLength
 _FORMATS = {
     "date-time": "2024-01-01T00:00:00Z",
     "date": "2024-01-01",
@@ -46,6 +50,7 @@ def instance(schema: Any) -> Any:
 class _Builder:
     def __init__(self, root: Any):
         self.root = root
+        self.nodes = 0
 
     def resolve(self, ref: str) -> Any:
         if not ref.startswith("#"):
@@ -64,7 +69,8 @@ class _Builder:
         return node
 
     def build(self, schema: Any, depth: int) -> Any:
-        if not isinstance(schema, dict) or depth > MAX_DEPTH:
+        self.nodes += 1
+        if not isinstance(schema, dict) or depth > MAX_DEPTH or self.nodes > MAX_NODES:
             return _shallow(schema)
         target = self.redirect(schema, depth)
         if target is not None:
@@ -121,7 +127,7 @@ class _Builder:
         return {name: self.build(properties.get(name, True), depth + 1) for name in names}
 
     def array(self, schema: dict[str, Any], depth: int) -> list[Any]:
-        count = max(_int(schema.get("minItems"), 1), 1)
+        count = min(max(_int(schema.get("minItems"), 1), 1), MAX_ITEMS)
         most = _int(schema.get("maxItems"), count)
         count = min(count, max(most, 0))
         prefix = schema.get("prefixItems")
@@ -129,7 +135,7 @@ class _Builder:
         items = schema.get("items", True)
         if depth >= MAX_DEPTH - 1 and not prefix:
             count = min(count, _int(schema.get("minItems"), 0))
-        count = max(count, len(prefix))
+        count = min(max(count, len(prefix)), MAX_ITEMS)
         return [self.build(prefix[i] if i < len(prefix) else items, depth + 1) for i in range(count)]
 
 
@@ -239,7 +245,7 @@ def _number(schema: dict[str, Any]) -> float:
 def _string(schema: dict[str, Any]) -> str:
     fmt = schema.get("format")
     text = _FORMATS.get(fmt, WORD) if isinstance(fmt, str) else WORD
-    shortest = _int(schema.get("minLength"), 0)
+    shortest = min(_int(schema.get("minLength"), 0), MAX_LENGTH)
     if len(text) < shortest:
         text = (text * (shortest // len(text) + 1))[:shortest]
     longest = _int(schema.get("maxLength"), -1)

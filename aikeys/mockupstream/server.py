@@ -304,6 +304,14 @@ class MockUpstream:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self._missing("messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                return self._invalid(
+                    f"messages[{i}]",
+                    f"Invalid type for 'messages[{i}]': expected an object, but got {_json_type(message)} "
+                    "instead.",
+                    "invalid_type",
+                )
         if body.get("stream_options") is not None and self.behaviour.reject_stream_options:
             return self._error(
                 400,
@@ -332,9 +340,9 @@ class MockUpstream:
         for tool in tools if isinstance(tools, list) else []:
             if isinstance(tool, dict) and tool.get("type") == "function":
                 fn = tool.get("function") if chat else tool
-                if isinstance(fn, dict):
-                    names.add(fn.get("name"))
-        if name in names:
+                if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                    names.add(fn["name"])
+        if isinstance(name, str) and name in names:
             return None
         return self._error(
             400,
@@ -491,9 +499,18 @@ class MockUpstream:
                     "'text.format' of type 'json_object'.",
                 )
         choice = body.get("tool_choice")
-        if isinstance(choice, dict) and choice.get("type") == "function":
-            return self._unknown_function(body, choice.get("name"), chat=False)
-        previous = body.get("previous_response_id")
+        forced = choice.get("name") if isinstance(choice, dict) and choice.get("type") == "function" else None
+        unknown = self._unknown_function(body, forced, chat=False) if forced is not None else None
+        return self._check_previous(body.get("previous_response_id")) if unknown is None else unknown
+
+    def _check_previous(self, previous: Any) -> web.Response | None:
+        if previous is not None and not isinstance(previous, str):
+            return self._invalid(
+                "previous_response_id",
+                "Invalid type for 'previous_response_id': expected a string, but got "
+                f"{_json_type(previous)} instead.",
+                "invalid_type",
+            )
         if previous is not None and previous not in self.stored:
             return self._invalid(
                 "previous_response_id",

@@ -1344,3 +1344,29 @@ def test_model_retrieve(client: openai.OpenAI, mock_upstream: MockUpstreamProces
     with pytest.raises(openai.NotFoundError) as unknown:
         client.models.retrieve("b")
     assert isinstance(unknown.value.body, dict) and unknown.value.body["code"] == "model_not_found"
+
+
+def test_malformed_requests_are_400s(client: openai.OpenAI, mock_upstream: MockUpstreamProcess) -> None:
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("/chat/completions", {"model": "m", "messages": [1]}),
+        ("/responses", {"model": "m", "input": "x", "previous_response_id": ["x"]}),
+        ("/responses", {"model": "m", "input": "x", "max_output_tokens": "20"}),
+        (
+            "/responses",
+            {"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}},
+        ),
+    ]
+    for path, body in bodies:
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            post_raw(mock_upstream, path, body)
+        assert bad.value.code == 400
+        assert json.loads(bad.value.read())["error"]["type"] == "invalid_request_error"
+    # a forced function that exists does not skip the previous_response_id check
+    with pytest.raises(openai.BadRequestError, match="Previous response"):
+        client.responses.create(
+            model="m",
+            input="x",
+            tools=[cast(Any, TIME_FN)],
+            tool_choice={"type": "function", "name": "get_time"},
+            previous_response_id="resp_gone",
+        )

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from aikeys.mockupstream import schema, tokens
+from aikeys.mockupstream import replies, schema, tokens
 
 
 def _json_children(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -157,3 +157,42 @@ def test_schema_instances_terminate_on_hostile_schemas() -> None:
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5), _json_children))
 def test_schema_instance_never_raises(junk: Any) -> None:
     schema.instance(junk)
+
+
+def test_schema_instances_stay_small() -> None:
+    huge = {"type": "array", "minItems": 10**9, "items": {"type": "string", "minLength": 10**9}}
+    value = schema.instance(huge)
+    assert len(value) == schema.MAX_ITEMS and len(value[0]) == schema.MAX_LENGTH
+    wide = {f"p{i}": {"$ref": "#/$defs/n"} for i in range(10)}
+    fan_out = {
+        "$defs": {"n": {"type": "object", "properties": wide, "required": list(wide)}},
+        "$ref": "#/$defs/n",
+    }
+    assert isinstance(schema.instance(fan_out), dict)  # 10^12 values unless bounded
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8), _json_children, max_leaves=20
+)
+REQUEST_KEYS = [
+    "messages",
+    "input",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "text",
+    "reasoning",
+    "max_tokens",
+]
+
+
+@given(st.dictionaries(st.sampled_from(REQUEST_KEYS) | st.text(max_size=4), JSON, max_size=6), JSON)
+def test_reading_any_request_never_raises(body: dict[str, Any], context: Any) -> None:
+    for ask in (
+        replies.from_chat(body),
+        replies.from_responses(body, context if isinstance(context, list) else []),
+    ):
+        for kind in ("text", "tool_call", "reasoning"):
+            reply = replies.plan(ask, kind, 5, ignore_cap=False)
+            assert reply.generated >= 0
+    tokens.count_items(context if isinstance(context, list) else [context], body.get("instructions"))
