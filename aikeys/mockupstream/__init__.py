@@ -2,9 +2,13 @@
 
 Used by the tests, the dev stack and the benchmarks in place of a real provider. It speaks
 the OpenAI wire format (JSON bodies, SSE streams ending in `data: [DONE]`, error objects) on
-`/v1/...` and Azure OpenAI's `/openai/deployments/{name}/...`, counts tokens deterministically
-(`tokens`), and can be told to omit usage, add latency, fail or break streams, ignore
-max_tokens, misreport usage, answer with tool calls or reasoning, stall before the usage tail
-or frame SSE differently (`server.Behaviour`), through `PUT /_mock/config`.
-`GET /_mock/requests` shows what it received.
+`/v1/...` and Azure OpenAI's `/openai/deployments/{name}/...`: chat completions, completions,
+embeddings, models, and the Responses API (`responses`: typed `event:` streams, stored
+responses, `previous_response_id`). It counts tokens deterministically (`tokens`) and answers
+what the request asks for (`replies`): tool calls when tools are offered and the user says
+"tool" or "weather", results mentioned back, JSON that fits a requested schema (`schema`),
+reasoning tokens for a reasoning effort. It can be told to omit usage, add latency, fail or
+break streams, ignore max_tokens, misreport usage, force tool calls or reasoning, stall
+before the usage tail or frame SSE differently (`server.Behaviour`), through
+`PUT /_mock/config`. `GET /_mock/requests` shows what it received.
 """

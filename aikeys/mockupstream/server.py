@@ -40,7 +40,7 @@ class Behaviour:
     chunk_delay_ms: float = 0.0  # wait between stream chunks
     fail_status: int | None = None  # answer every request with this HTTP error ...
     fail_count: int | None = None  # ... for this many requests (None: until changed)
-    break_after_chunks: int | None = None  # cut streams after this many content chunks
+    break_after_chunks: int | None = None  # cut streams after this many content chunks (Responses: events)
     reject_stream_options: bool = False  # behave like a backend that refuses stream_options
     models: list[str] = field(default_factory=list)  # known models; empty accepts any
     api_key: str | None = None  # required bearer / api-key value; None accepts any
@@ -48,10 +48,10 @@ class Behaviour:
     sse_framing: str = "standard"  # one of wire.FRAMINGS, for every streamed response
     json_spacing: bool = False  # non-streamed JSON bodies with ", " and ": " separators
     usage_as_strings: bool = False  # every integer in usage sent as a JSON string
-    reply_kind: str = "text"  # chat answers: "text", "tool_call" or "reasoning"
-    usage_prompt_tokens: int | None = None  # report this prompt_tokens instead of the true count
-    usage_completion_tokens: int | None = None  # report this completion_tokens instead
-    stall_before_usage_ms: float = 0.0  # streams: pause after the content, before the finish tail
+    reply_kind: str = "text"  # "text" (see replies.plan), forced "tool_call" or "reasoning" answers
+    usage_prompt_tokens: int | None = None  # report this prompt_tokens (input_tokens) instead of the count
+    usage_completion_tokens: int | None = None  # report this completion_tokens (output_tokens) instead
+    stall_before_usage_ms: float = 0.0  # streams: pause after the last delta, before the finish tail
 
     def update(self, changes: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
