@@ -36,6 +36,7 @@ from aikeys.ledger.store import (
     Estimate,
     Ledger,
     LedgerUnavailable,
+    RateLimit,
     ReserveOutcome,
     ReserveStatus,
     SettleOutcome,
@@ -130,12 +131,20 @@ class Meter:
         return len(self.live)
 
     async def reserve(
-        self, alloc: Allocation, request_id: str, key: str, model: str, estimate: Estimate
+        self,
+        alloc: Allocation,
+        request_id: str,
+        key: str,
+        model: str,
+        estimate: Estimate,
+        key_limits: RateLimit | None = None,
     ) -> ReserveOutcome | Unmetered:
         """Reserve, or apply the failure policy when Redis is down or answered too late (an
         EXPIRED reserve counts as unavailable: the caller never sees that status)."""
         try:
-            outcome = await self.ledger.reserve(alloc, request_id, key, model, estimate)
+            outcome = await self.ledger.reserve(
+                alloc, request_id, key, model, estimate, key_limits=key_limits
+            )
             if outcome.status is ReserveStatus.EXPIRED:
                 raise LedgerUnavailable("redis ran the reserve after its deadline")
         except LedgerUnavailable:

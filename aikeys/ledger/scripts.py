@@ -6,7 +6,7 @@ from functools import cache
 from importlib.resources import files
 
 _PRELUDE = "_common.lua"
-NAMES = ("reserve", "settle", "release", "extend", "restore")
+NAMES = ("reserve", "settle", "release", "extend", "restore", "ratelimit")
 
 
 @cache

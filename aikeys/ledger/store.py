@@ -83,6 +83,26 @@ def connect(
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """Requests and tokens admitted per window (fixed windows in Redis's clock); None: unlimited."""
+
+    requests: int | None
+    tokens: int | None
+    window_ms: int = 60_000
+
+    def args(self) -> list[int]:
+        return [
+            -1 if self.requests is None else self.requests,
+            -1 if self.tokens is None else self.tokens,
+            self.window_ms,
+        ]
+
+
+UNLIMITED_ARGS = [-1, -1, 0]
+DEADLINE_ARG = 15  # position of the deadline in the reserve script's packed arguments
+
+
+@dataclass(frozen=True)
 class Allocation:
     """What the ledger needs of an Allocation CR."""
 
@@ -91,6 +111,7 @@ class Allocation:
     budget: int  # nano-USD per period
     period: Period = Period.NONE
     token_limit: int | None = None
+    limits: RateLimit | None = None
 
     @cached_property
     def keys(self) -> AllocationKeys:
@@ -113,6 +134,50 @@ class ReserveStatus(enum.IntEnum):
     OVER_TOKEN_LIMIT = -1
     ALREADY_SETTLED = -2  # the request id was settled, reaped or released already
     EXPIRED = -3  # Redis ran the reserve after its deadline: nothing was held (counters are 0)
+    RATE_LIMITED_REQUESTS = -4  # over a request rate limit (allocation's or key's): nothing held
+    RATE_LIMITED_TOKENS = -5  # over a token rate limit: nothing held
+
+
+@dataclass(frozen=True)
+class RateState:
+    """The tightest rate limits a request met, for the x-ratelimit-* headers (-1: no limit)."""
+
+    limit_requests: int = -1
+    remaining_requests: int = -1
+    limit_tokens: int = -1
+    remaining_tokens: int = -1
+    reset_ms: int = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_requests >= 0 or self.limit_tokens >= 0
+
+    def tighter(self, other: RateState) -> RateState:
+        """The tighter of two scopes' states, field by field."""
+
+        def pick(limit_a: int, rem_a: int, limit_b: int, rem_b: int) -> tuple[int, int]:
+            if limit_b < 0 or (limit_a >= 0 and rem_a <= rem_b):
+                return limit_a, rem_a
+            return limit_b, rem_b
+
+        lr, rr = pick(
+            self.limit_requests, self.remaining_requests, other.limit_requests, other.remaining_requests
+        )
+        lt, rt = pick(self.limit_tokens, self.remaining_tokens, other.limit_tokens, other.remaining_tokens)
+        return RateState(lr, rr, lt, rt, max(self.reset_ms, other.reset_ms))
+
+
+NO_RATE = RateState()
+
+
+@dataclass(frozen=True)
+class RateOutcome:
+    """A model's rate window: admitted (with the window to give back to), or not."""
+
+    admitted: bool
+    status: ReserveStatus
+    state: RateState
+    window_start: int
 
 
 @dataclass(frozen=True)
@@ -122,6 +187,7 @@ class ReserveOutcome:
     reserved: int
     tokens: int
     reserved_tokens: int
+    rate: RateState = NO_RATE
 
     @property
     def accepted(self) -> bool:
@@ -303,8 +369,10 @@ class Ledger:
         model: str,
         estimate: Estimate,
         deadline: float | None = None,
+        key_limits: RateLimit | None = None,
     ) -> ReserveOutcome:
-        """Hold `estimate` against the allocation's budget, or refuse.
+        """Hold `estimate` against the allocation's budget and the rate limits of the allocation
+        and of the key (`key_limits`), or refuse.
 
         `deadline` (local time.time(), default: now + reserve_timeout) is when the caller gives
         up: if Redis runs the reserve later, it takes no effect and the status is EXPIRED.
@@ -334,6 +402,8 @@ class Ledger:
             self.retention,
             day_id(now),
             self._redis_ms(deadline),
+            *(alloc.limits.args() if alloc.limits else UNLIMITED_ARGS),
+            *(key_limits.args() if key_limits else UNLIMITED_ARGS),
         ]
         keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id)]
         syncs = self.clock_syncs
@@ -347,9 +417,25 @@ class Ledger:
             if early or not explicit:
                 if not explicit:
                     deadline = time.time() + self.reserve_timeout
-                args[-1] = self._redis_ms(deadline)
+                args[DEADLINE_ARG] = self._redis_ms(deadline)
                 raw = await self._run_packed("reserve", keys, args)
-        return ReserveOutcome(ReserveStatus(int(raw[0])), *(int(x) for x in raw[1:]))
+        values = [int(x) for x in raw]
+        spent, reserved, tokens, reserved_tokens = values[1:5]
+        return ReserveOutcome(
+            ReserveStatus(values[0]), spent, reserved, tokens, reserved_tokens, RateState(*values[5:10])
+        )
+
+    async def admit_rate(self, scope: str, limit: RateLimit, tokens: int) -> RateOutcome:
+        """Admit one request of `tokens` into the rate window of `scope` (a model's limits, which
+        span allocations: its own key, its own call)."""
+        raw = await self._run("ratelimit", [scope], ["admit", *limit.args(), tokens])
+        values = [int(x) for x in raw]
+        status = ReserveStatus.RESERVED if values[0] == 1 else ReserveStatus(values[0])
+        return RateOutcome(values[0] == 1, status, RateState(*values[1:6]), values[6])
+
+    async def adjust_rate(self, scope: str, window_start: int, requests: int, tokens: int) -> None:
+        """Give back requests/tokens to `scope`'s window that started at `window_start`, if current."""
+        await self._run("ratelimit", [scope], ["adjust", window_start, requests, tokens])
 
     async def settle(
         self,

@@ -5,8 +5,15 @@
 -- 2^53 nano-USD (about 9 million USD per counter), which the callers check.
 --
 -- A reservation is stored in the `res` hash as
---   "<period id>|<estimated cost>|<estimated input tokens>|<estimated output tokens>|<key>|<model>"
+--   "<period id>|<estimated cost>|<estimated input tokens>|<estimated output tokens>|<key>|<model>
+--    |<allocation rate window start>|<key rate window start>"   (window starts: -1 when unlimited)
 -- and its lease expiry (ms) in the `leases` sorted set.
+--
+-- Rate limits: one HASH per scope {w = start of the current window (ms, Redis clock), r =
+-- requests, t = tokens} — `rl:alloc` and `rl:key:<key>` beside the allocation's other keys (same
+-- slot), `aikeys:{model/...}:rl` for a model (its own slot, its own call). Fixed windows: a
+-- request is admitted when r + 1 and t + its token bound stay within the limits; at settle the
+-- window's tokens are corrected to what was used, if the window is still the same.
 
 -- Lua 5.1 formats numbers with %.14g ("1e+14"), which HINCRBY refuses: every number handed to
 -- redis.call goes through int(), exact for |n| < 2^53.
@@ -70,4 +77,58 @@ local function reap(period_key, leases_key, res_key, now_ms, done_ttl, usage_ttl
     redis.call('ZREM', leases_key, rid)
   end
   return #expired
+end
+
+-- Redis's own clock, ms: every gateway replica sees the same rate windows.
+local function redis_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The current window of a rate scope: start, requests, tokens (zeros when a new window began).
+local function rl_state(key, window_ms, now)
+  local start = now - (now % window_ms)
+  local st = redis.call('HMGET', key, 'w', 'r', 't')
+  if tonumber(st[1] or -1) ~= start then return start, 0, 0 end
+  return start, tonumber(st[2] or 0), tonumber(st[3] or 0)
+end
+
+-- Check one scope's limits for one more request of `tokens`; nil when within them, else
+-- {status, limit requests, remaining requests, limit tokens, remaining tokens, reset ms}
+-- (status -4: requests, -5: tokens). `info` collects the tightest numbers for the headers.
+local function rl_check(key, req_limit, tok_limit, window_ms, tokens, now, info)
+  if window_ms <= 0 then return nil end
+  local start, r, t = rl_state(key, window_ms, now)
+  local reset = start + window_ms - now
+  local status = nil
+  if req_limit >= 0 and r + 1 > req_limit then status = -4
+  elseif tok_limit >= 0 and t + tokens > tok_limit then status = -5 end
+  local rem_r = req_limit >= 0 and req_limit - r - (status and 0 or 1) or -1
+  local rem_t = tok_limit >= 0 and tok_limit - t - (status and 0 or tokens) or -1
+  if req_limit >= 0 and (info[1] < 0 or rem_r < info[2]) then info[1], info[2] = req_limit, rem_r end
+  if tok_limit >= 0 and (info[3] < 0 or rem_t < info[4]) then info[3], info[4] = tok_limit, rem_t end
+  if reset > info[5] then info[5] = reset end
+  if status then return status end
+  return nil
+end
+
+local function rl_take(key, window_ms, tokens, now)
+  if window_ms <= 0 then return -1 end
+  local start = now - (now % window_ms)
+  if tonumber(redis.call('HGET', key, 'w') or -1) ~= start then
+    redis.call('HSET', key, 'w', int(start), 'r', 0, 't', 0)
+  end
+  redis.call('HINCRBY', key, 'r', 1)
+  redis.call('HINCRBY', key, 't', int(tokens))
+  redis.call('PEXPIRE', key, int(2 * window_ms))
+  return start
+end
+
+-- Give back (requests `dr`, tokens `dt`, both usually <= 0) in the window that started at
+-- `start`, if it is still the current one; never below zero.
+local function rl_adjust(key, start, dr, dt)
+  if not start or start < 0 then return end
+  if tonumber(redis.call('HGET', key, 'w') or -1) ~= start then return end
+  local st = redis.call('HMGET', key, 'r', 't')
+  redis.call('HSET', key, 'r', int(math.max(tonumber(st[1] or 0) + dr, 0)), 't', int(math.max(tonumber(st[2] or 0) + dt, 0)))
 end

@@ -16,4 +16,7 @@ redis.call('HINCRBY', pkey, 'reserved', int(-tonumber(r[2])))
 redis.call('HINCRBY', pkey, 'reserved_tokens', int(-(tonumber(r[3]) + tonumber(r[4]))))
 redis.call('HDEL', res_key, rid)
 redis.call('ZREM', leases_key, rid)
+local bound = tonumber(r[3]) + tonumber(r[4])  -- the request never ran: its rate share comes back
+rl_adjust(prefix_of(KEYS[1]) .. 'rl:alloc', tonumber(r[7]), -1, -bound)
+rl_adjust(prefix_of(KEYS[1]) .. 'rl:key:' .. r[5], tonumber(r[8]), -1, -bound)
 return 1

@@ -29,7 +29,8 @@ if done then
   local ecost, ein, eout = tonumber(d[3]), tonumber(d[4]), tonumber(d[5])
   redis.call('HINCRBY', target, 'spent', int(cost - ecost))
   redis.call('HINCRBY', target, 'tokens', int((tin + tout) - (ein + eout)))
-  usage_add(prefix, d[8], usage_ttl, key, model, 0, tin - ein, tout - eout, cost - ecost)
+  local reaped_day = d[#d] ~= '' and d[#d] or d[#d - 1]  -- the marker's last field (entries grew)
+  usage_add(prefix, reaped_day, usage_ttl, key, model, 0, tin - ein, tout - eout, cost - ecost)
   key_spend_add(prefix, d[2], key, cost - ecost, redis.call('TTL', target))
   status = 3
 else
@@ -41,6 +42,10 @@ else
     redis.call('HINCRBY', target, 'reserved_tokens', int(-(tonumber(r[3]) + tonumber(r[4]))))
     redis.call('HDEL', res_key, rid)
     redis.call('ZREM', leases_key, rid)
+    -- the rate windows counted the token bound at admission: correct them to what was used
+    local unused = (tin + tout) - (tonumber(r[3]) + tonumber(r[4]))
+    rl_adjust(prefix .. 'rl:alloc', tonumber(r[7]), 0, unused)
+    rl_adjust(prefix .. 'rl:key:' .. r[5], tonumber(r[8]), 0, unused)
   end
   redis.call('HINCRBY', target, 'spent', int(cost))
   redis.call('HINCRBY', target, 'tokens', int(tin + tout))
