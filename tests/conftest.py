@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aikeys.devstack import usageapi
 from aikeys.devstack.controlplane import ControlPlane, launch
 from aikeys.devstack.processes import free_port
 from aikeys.devstack.redis import RedisServer, launch_redis
@@ -107,12 +108,19 @@ def operator(
 
 
 @pytest.fixture(scope="session")
+def usage_api(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> usageapi.UsageAPI:
+    """The session gateway's usage API (usage.aikeys.dev), registered with the control plane."""
+    return usageapi.register(control_plane, tmp_path_factory.mktemp("usage-api"))
+
+
+@pytest.fixture(scope="session")
 def gateway(
     control_plane: ControlPlane,
     redis_server: RedisServer,
     operator: OperatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
     gateway_port: int,
+    usage_api: usageapi.UsageAPI,
 ) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(
         control_plane.kubeconfig,
@@ -123,10 +131,13 @@ def gateway(
             "AIKEYS_MAX_BODY_BYTES": str(1024 * 1024),
             "AIKEYS_STREAM_DRAIN_SECONDS": str(DRAIN_SECONDS),
             "AIKEYS_BODY_TIMEOUT": str(BODY_TIMEOUT),
+            **usage_api.env(),
         },
     )
     gw.start(port=gateway_port)
     try:
+        seconds = usageapi.wait_available(control_plane)
+        print(f"\nusage API available through the API server in {seconds:.1f}s")
         yield gw
     finally:
         gw.stop()

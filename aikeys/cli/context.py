@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,17 +85,3 @@ def explain(err: ApiError) -> str:
 
 def aikeys_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
     return path(API_VERSION, "aikeys", namespace, name, sub)
-
-
-def gateway_root(explicit: str | None) -> str:
-    url = explicit or os.environ.get("AIKEYS_GATEWAY_URL") or os.environ.get("OPENAI_BASE_URL")
-    if not url:
-        raise click.ClickException(
-            "where is the gateway? Pass --gateway URL or set AIKEYS_GATEWAY_URL "
-            "(e.g. http://localhost/api/openai/v1)."
-        )
-    url = url.rstrip("/")
-    for suffix in ("/api/openai/v1", "/openai/v1", "/v1"):
-        if url.endswith(suffix):
-            return url[: -len(suffix)]
-    return url

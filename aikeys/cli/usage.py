@@ -1,4 +1,9 @@
-"""`aikeys usage`: spend and tokens over 7/30/90 days, grouped, with a per-day chart."""
+"""`aikeys usage`: spend and tokens over 7/30/90 days, grouped, with a per-day chart.
+
+Read through the Kubernetes API server (the aggregated API usage.aikeys.dev, served by the
+gateway), so it works with whatever credential kubectl uses and RBAC decides who reads what:
+`list keyusages` in a namespace (cluster-wide for -A).
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,99 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import click
 
-from aikeys.cli.context import Context, gateway_root, run
+from aikeys.cli.context import Context
 from aikeys.cli.render import bar, table
+from aikeys.kube.client import KubeClient, NotFound
+from aikeys.money import format_usd, parse_usd
 
 pass_ctx = click.make_pass_decorator(Context)
+USAGE_API = "/apis/usage.aikeys.dev/v1alpha1"
+GROUPINGS = ("key", "model", "allocation", "namespace")
 
 
-async def fetch(root: str, token: str, params: dict[str, str]) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"{root}/api/usage",
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=30),
-        ) as resp,
-    ):
-        body = await resp.json(content_type=None)
-        if resp.status != 200:
-            message = (body.get("error") or {}).get("message") if isinstance(body, dict) else str(body)
-            raise click.ClickException(f"the gateway refused ({resp.status}): {message}")
-        result: dict[str, Any] = body
-        return result
+def keyusages_path(namespace: str | None) -> str:
+    return f"{USAGE_API}/namespaces/{namespace}/keyusages" if namespace else f"{USAGE_API}/keyusages"
+
+
+async def fetch(
+    client: KubeClient, namespace: str | None, days: int, until: dt.date | None
+) -> list[dict[str, Any]]:
+    params = {"days": str(days), **({"until": until.isoformat()} if until else {})}
+    try:
+        listing = await client.get(keyusages_path(namespace), params=params)
+    except NotFound as err:
+        if err.reason == "NotFound":  # a Status from our API: the namespace-scoped list is never 404
+            raise
+        raise click.ClickException(
+            "the usage API (APIService v1alpha1.usage.aikeys.dev) is not installed in this cluster: "
+            "install the aikeys chart, or check `kubectl get apiservice v1alpha1.usage.aikeys.dev`"
+        ) from err
+    items: list[dict[str, Any]] = listing.get("items", [])
+    return items
+
+
+def _amounts(cost: int, tin: int, tout: int, requests: int) -> dict[str, Any]:
+    return {"cost_usd": format_usd(cost), "input_tokens": tin, "output_tokens": tout, "requests": requests}
+
+
+def _add(into: list[int], usage: dict[str, Any]) -> None:
+    into[0] += parse_usd(usage["cost"])
+    into[1] += int(usage["inputTokens"])
+    into[2] += int(usage["outputTokens"])
+    into[3] += int(usage["requests"])
+
+
+def _parts(item: dict[str, Any], by: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    meta = item["metadata"]
+    if by == "model":
+        return [(m["model"], m) for m in item.get("models", [])]
+    name = {
+        "key": f"{meta['namespace']}/{meta['name']}",
+        "allocation": f"{meta['namespace']}/{item['allocation']}",
+        "namespace": meta["namespace"],
+    }[by]
+    return (
+        [(name, item["usage"])] if int(item["usage"]["requests"]) or parse_usd(item["usage"]["cost"]) else []
+    )
+
+
+def report(items: list[dict[str, Any]], by: str, until: dt.date, days: int) -> dict[str, Any]:
+    """KeyUsage objects → totals, groups (by spend, with their share) and every day of the window."""
+    total = [0, 0, 0, 0]
+    groups: dict[str, list[int]] = {}
+    window = [(until - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+    per_day: dict[str, list[int]] = {d: [0, 0, 0, 0] for d in window}
+    for item in items:
+        _add(total, item["usage"])
+        for name, usage in _parts(item, by):
+            _add(groups.setdefault(name, [0, 0, 0, 0]), usage)
+        for day in item.get("days", []):
+            if day["day"] in per_day:
+                _add(per_day[day["day"]], day)
+    ordered = sorted(groups.items(), key=lambda g: (-g[1][0], g[0]))
+    return {
+        "since": (until - dt.timedelta(days=days - 1)).isoformat(),
+        "until": until.isoformat(),
+        "group_by": by,
+        "totals": _amounts(*total),
+        "groups": [
+            {
+                "name": name,
+                **_amounts(*amounts),
+                "share": f"{amounts[0] / total[0]:.4f}"
+                if total[0] > 0
+                else "0",  # a display ratio, not money
+            }
+            for name, amounts in ordered
+        ],
+        "days": [{"day": d, **_amounts(*per_day[d])} for d in window],
+    }
 
 
 def render(report: dict[str, Any], scope: str) -> str:
@@ -105,7 +175,7 @@ def as_csv(report: dict[str, Any]) -> str:
 @click.option(
     "--by",
     "group_by",
-    type=click.Choice(["key", "model", "allocation", "namespace"]),
+    type=click.Choice(GROUPINGS),
     default="model",
     show_default=True,
     help="How to break the total down.",
@@ -114,7 +184,7 @@ def as_csv(report: dict[str, Any]) -> str:
     "-A",
     "--all-namespaces",
     is_flag=True,
-    help="The organisation: every namespace (needs the right to list aikeys cluster-wide).",
+    help="The organisation: every namespace (needs the right to list keyusages cluster-wide).",
 )
 @click.option(
     "--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC) of the report; default today."
@@ -122,8 +192,6 @@ def as_csv(report: dict[str, Any]) -> str:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
-@click.option("--gateway", help="Gateway URL (default: $AIKEYS_GATEWAY_URL).")
-@click.option("--token", help="Kubernetes bearer token (default: the one in your kubeconfig).")
 @pass_ctx
 def usage(
     ctx: Context,
@@ -132,30 +200,23 @@ def usage(
     all_namespaces: bool,
     until: dt.datetime | None,
     output: str,
-    gateway: str | None,
-    token: str | None,
 ) -> None:
     """Spend, tokens and requests of a namespace (or of all), grouped, with a per-day chart.
 
-    The gateway checks your Kubernetes identity: whoever may list AIKeys in a namespace may
-    read its usage.
+    Read through the Kubernetes API server (`kubectl get keyusages` shows the same per key):
+    whoever may list keyusages.usage.aikeys.dev in a namespace may read its usage.
     """
-    root = gateway_root(gateway)
-    authorization = run(ctx.config().authorization()) if token is None else f"Bearer {token}"
-    scheme, _, bearer = (authorization or "").partition(" ")
-    if scheme != "Bearer" or not bearer:
-        raise click.ClickException(
-            "your kubeconfig has no bearer token (client certificates or exec plugins "
-            "cannot be forwarded): pass --token $(kubectl create token <serviceaccount>)"
-        )
-    namespace = "*" if all_namespaces else ctx.ns()
-    params = {"days": str(days), "group_by": group_by, "namespace": namespace}
-    if until:
-        params["until"] = until.date().isoformat()
-    report = run(fetch(root, bearer, params))
+    namespace = None if all_namespaces else ctx.ns()
+    last = until.date() if until else dt.datetime.now(dt.UTC).date()
+
+    async def go(client: KubeClient) -> list[dict[str, Any]]:
+        return await fetch(client, namespace, days, until.date() if until else None)
+
+    items = ctx.run(go)
+    result = report(items, group_by, last, days)
     if output == "json":
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     elif output == "csv":
-        click.echo(as_csv(report), nl=False)
+        click.echo(as_csv(result), nl=False)
     else:
-        click.echo(render(report, "all namespaces" if all_namespaces else f"namespace {namespace}"))
+        click.echo(render(result, "all namespaces" if all_namespaces else f"namespace {namespace}"))

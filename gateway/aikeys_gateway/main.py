@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import uvicorn
 
 from aikeys import __version__
+
+
+def create_app() -> Any:
+    """The gateway app, with the usage API's listener beside it when AIKEYS_USAGE_API_PORT is set."""
+    from aikeys_gateway import aggregated, app
+
+    return aggregated.WithUsageAPI(app.create_app(), aggregated.Settings.from_env())
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,9 +37,13 @@ def main(host: str, port: int, workers: int) -> None:
     ("namespace/name" of the projected provider credentials), AIKEYS_MAX_BODY_BYTES,
     AIKEYS_METRICS_PER_KEY, AIKEYS_LEASE_SECONDS, AIKEYS_REDIS_TIMEOUT, AIKEYS_WATCH_TIMEOUT,
     AIKEYS_ACCESS_LOG. Kubernetes credentials: in-cluster service account, else KUBECONFIG.
+
+    The usage API for the Kubernetes API server (APIService v1alpha1.usage.aikeys.dev, `kubectl
+    get keyusages`): AIKEYS_USAGE_API_PORT (default 0: off), AIKEYS_USAGE_API_CERT and
+    AIKEYS_USAGE_API_KEY (serving certificate and key), AIKEYS_USAGE_API_HOST.
     """
     uvicorn.run(
-        "aikeys_gateway.app:create_app",
+        "aikeys_gateway.main:create_app",
         factory=True,
         host=host,
         port=port,

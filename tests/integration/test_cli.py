@@ -320,7 +320,13 @@ def test_rbac_on_one_namespace_cannot_read_another(
 ) -> None:
     control_plane.kubectl("create", "serviceaccount", "reader", "-n", NS)
     control_plane.kubectl(
-        "create", "role", "aikeys-reader", "-n", NS, "--verb=get,list,watch", "--resource=aikeys.aikeys.dev"
+        "create",
+        "role",
+        "aikeys-reader",
+        "-n",
+        NS,
+        "--verb=get,list,watch",
+        "--resource=aikeys.aikeys.dev,keyusages.usage.aikeys.dev",
     )
     control_plane.kubectl(
         "create", "rolebinding", "reader", "-n", NS, "--role=aikeys-reader", f"--serviceaccount={NS}:reader"
@@ -335,9 +341,12 @@ def test_rbac_on_one_namespace_cannot_read_another(
     assert f"Usage of namespace {NS}" in mine.stdout
     theirs = aikeys(control_plane, gateway, "-n", OTHER, "usage", kubeconfig=tmp_path / "reader")
     assert theirs.returncode != 0
-    assert "(403)" in theirs.stderr and f"may not list aikeys in namespace {OTHER}" in theirs.stderr
+    assert "not allowed" in theirs.stderr
+    assert f'cannot list resource "keyusages" in API group "usage.aikeys.dev" in the namespace "{OTHER}"' in (
+        theirs.stderr
+    )
     org = aikeys(control_plane, gateway, "usage", "-A", kubeconfig=tmp_path / "reader")
-    assert org.returncode != 0 and "all namespaces" in org.stderr
+    assert org.returncode != 0 and "at the cluster scope" in org.stderr
     listing = aikeys(control_plane, gateway, "-n", OTHER, "keys", "list", kubeconfig=tmp_path / "reader")
     assert (
         listing.returncode != 0

@@ -60,11 +60,13 @@ def world(control_plane: ControlPlane, operator: OperatorProcess) -> ControlPlan
     return cp
 
 
-def kubeconfig_with(cp: ControlPlane, path: Path, user: dict[str, Any], **cluster: Any) -> Path:
-    """The control plane's kubeconfig with another user (and cluster fields), namespace NS."""
+def kubeconfig_with(
+    cp: ControlPlane, path: Path, user: dict[str, Any], namespace: str = NS, **cluster: Any
+) -> Path:
+    """The control plane's kubeconfig with another user (and cluster fields) in `namespace`."""
     config = yaml.safe_load(cp.kubeconfig.read_text())
     config["users"] = [{"name": "someone", "user": user}]
-    config["contexts"][0]["context"].update(user="someone", namespace=NS)
+    config["contexts"][0]["context"].update(user="someone", namespace=namespace)
     config["clusters"][0]["cluster"].update(cluster)
     path.write_text(yaml.safe_dump(config))
     return path
@@ -101,7 +103,7 @@ def test_client_certificate_user(world: ControlPlane, tmp_path: Path) -> None:
     assert denied.returncode != 0 and "not allowed" in denied.stderr and "carol" in denied.stderr
 
 
-def _exec_plugin(tmp_path: Path, tokens: list[str], expires_in: dt.timedelta | None) -> tuple[Path, Path]:
+def exec_plugin(tmp_path: Path, tokens: list[str], expires_in: dt.timedelta | None) -> tuple[Path, Path]:
     """A kubectl exec credential plugin that prints tokens[n] on its n-th run (the last one after)."""
     counter = tmp_path / "runs"
     counter.write_text("0")
@@ -129,7 +131,7 @@ def _exec_plugin(tmp_path: Path, tokens: list[str], expires_in: dt.timedelta | N
     return plugin, counter
 
 
-def _exec_user(plugin: Path) -> dict[str, Any]:
+def exec_user(plugin: Path) -> dict[str, Any]:
     return {
         "exec": {
             "apiVersion": "client.authentication.k8s.io/v1",
@@ -141,8 +143,8 @@ def _exec_user(plugin: Path) -> dict[str, Any]:
 
 def test_exec_plugin_user(world: ControlPlane, tmp_path: Path) -> None:
     token = world.kubectl("create", "token", "plugin-user", "-n", NS).stdout.strip()
-    plugin, runs = _exec_plugin(tmp_path, [token], dt.timedelta(hours=1))
-    config = kubeconfig_with(world, tmp_path / "exec", _exec_user(plugin))
+    plugin, runs = exec_plugin(tmp_path, [token], dt.timedelta(hours=1))
+    config = kubeconfig_with(world, tmp_path / "exec", exec_user(plugin))
     assert listed(aikeys(config, "keys", "list", "-o", "json")) is not None
     assert runs.read_text() == "1"
     # kubectl itself accepts the same kubeconfig (the plugin speaks the real protocol)
@@ -164,13 +166,13 @@ def test_exec_plugin_user(world: ControlPlane, tmp_path: Path) -> None:
 def test_exec_plugin_credential_refused_is_renewed_once(world: ControlPlane, tmp_path: Path) -> None:
     """A token the API server refuses (401) makes the client run the plugin again, once."""
     token = world.kubectl("create", "token", "plugin-user", "-n", NS).stdout.strip()
-    plugin, runs = _exec_plugin(tmp_path, ["revoked-token", token], None)
-    config = kubeconfig_with(world, tmp_path / "exec", _exec_user(plugin))
+    plugin, runs = exec_plugin(tmp_path, ["revoked-token", token], None)
+    config = kubeconfig_with(world, tmp_path / "exec", exec_user(plugin))
     assert listed(aikeys(config, "keys", "list", "-o", "json")) is not None
     assert runs.read_text() == "2"
     (tmp_path / "bad").mkdir()
-    plugin2, runs2 = _exec_plugin(tmp_path / "bad", ["bad", "still-bad"], None)
-    bad = kubeconfig_with(world, tmp_path / "exec-bad", _exec_user(plugin2))
+    plugin2, runs2 = exec_plugin(tmp_path / "bad", ["bad", "still-bad"], None)
+    bad = kubeconfig_with(world, tmp_path / "exec-bad", exec_user(plugin2))
     refused = aikeys(bad, "keys", "list")
     assert refused.returncode != 0 and "did not accept your credentials" in refused.stderr
     assert runs2.read_text() == "2"

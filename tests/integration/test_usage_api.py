@@ -1,0 +1,242 @@
+"""usage.aikeys.dev through the real kube-apiserver: discovery, `kubectl get keyusages` (server-side
+table, -o json/yaml, --raw per-day series), RBAC per namespace, every kind of user, the front-proxy
+certificate required on the gateway's port, and numbers equal to the ledger and the mock's counts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.services import GatewayProcess
+from aikeys.devstack.upstream import MockUpstreamProcess
+from aikeys.devstack.usageapi import UsageAPI
+from aikeys.ledger.store import Ledger, connect
+from aikeys.money import Price, format_usd
+from aikeys.periods import Period
+from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows
+from tests.integration.test_credentials import exec_plugin, exec_user, kubeconfig_with
+
+pytestmark = pytest.mark.integration
+NS = "usage-a"
+OTHER = "usage-b"
+PRICE = Price.parse("1.00", "2.00")
+REFUSED = "(?i)certificate|alert|reset|eof|closed"  # how a TLS refusal reaches a client
+ALICE_COST = PRICE.cost(10, 3) + PRICE.cost(10, 5)  # two chats: "Hello , world !" + framing = 10 tokens in
+
+
+@pytest.fixture(scope="module")
+def world(
+    control_plane: ControlPlane, gateway: GatewayProcess, mock_upstream_process: MockUpstreamProcess
+) -> ControlPlane:
+    cp = control_plane
+    for ns in (NS, OTHER):
+        cp.kubectl("create", "namespace", ns)
+        apply_provider(cp, ns, mock_upstream_process.url, {"chat": ("1.00", "2.00")})
+        apply_allocation(cp, ns, "team", "10.00", "None")
+    alice = create_key(cp, NS, "alice", "team")
+    create_key(cp, NS, "bob", "team")
+    create_key(cp, OTHER, "carl", "team")
+    gateway_knows(gateway.openai_url, alice)
+    client = openai.OpenAI(base_url=gateway.openai_url, api_key=alice, max_retries=0)
+    for n in (3, 5):
+        client.chat.completions.create(
+            model=f"{NS}:mock/chat", messages=[{"role": "user", "content": "Hello, world!"}], max_tokens=n
+        )
+    cp.kubectl(
+        "create", "role", "usage-reader", "-n", NS, "--verb=get,list", "--resource=keyusages.usage.aikeys.dev"
+    )
+    cp.kubectl(
+        "create", "rolebinding", "usage-readers", "-n", NS, "--role=usage-reader", "--group=usage-readers"
+    )
+    for sa in ("reader", "plugin-user"):
+        cp.kubectl("create", "serviceaccount", sa, "-n", NS)
+        cp.kubectl(
+            "create",
+            "rolebinding",
+            f"{sa}-usage",
+            "-n",
+            NS,
+            "--role=usage-reader",
+            f"--serviceaccount={NS}:{sa}",
+        )
+    return cp
+
+
+def kubectl_json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl(*args, "-o", "json").stdout)
+
+
+def test_discovery_and_server_side_table(world: ControlPlane) -> None:
+    resources = world.kubectl("api-resources", "--api-group=usage.aikeys.dev").stdout.splitlines()
+    assert resources[1].split() == ["keyusages", "ku", "usage.aikeys.dev/v1alpha1", "true", "KeyUsage"]
+    lines = world.kubectl("get", "keyusages", "-n", NS).stdout.splitlines()
+    assert lines[0].split() == [
+        *("NAME", "ALLOCATION", "SPEND", "INPUT", "TOKENS", "OUTPUT", "TOKENS"),
+        *("REQUESTS", "LAST", "USED", "WINDOW"),
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {"alice", "bob"}  # carl lives in the other namespace
+    assert rows["alice"][1:6] == ["team", format_usd(ALICE_COST), "20", "8", "2"]
+    assert rows["alice"][7] == "30d" and rows["bob"][2:6] == ["0.00", "0", "0", "0"]
+    assert rows["bob"][6] == "<none>"  # never used
+    wide = world.kubectl("get", "ku", "-n", NS, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-1] == "PHASE" and wide[1].split()[-1] == "Active"
+    everywhere = world.kubectl("get", "keyusages", "-A").stdout.splitlines()
+    assert everywhere[0].split()[0] == "NAMESPACE"
+    assert {(line.split()[0], line.split()[1]) for line in everywhere[1:]} >= {(NS, "alice"), (OTHER, "carl")}
+
+
+def test_json_yaml_and_the_raw_per_day_series(world: ControlPlane) -> None:
+    one = kubectl_json(world, "get", "keyusage", "alice", "-n", NS)
+    assert (one["kind"], one["apiVersion"], one["metadata"]["name"]) == (
+        "KeyUsage",
+        "usage.aikeys.dev/v1alpha1",
+        "alice",
+    )
+    assert one["usage"] == {
+        "cost": format_usd(ALICE_COST),
+        "inputTokens": 20,
+        "outputTokens": 8,
+        "requests": 2,
+    }
+    assert one["models"] == [{"model": f"{NS}:mock/chat", **one["usage"]}]
+    assert one["keyPhase"] == "Active" and one["lastUsed"], json.dumps(one)
+    listing = yaml.safe_load(world.kubectl("get", "keyusages", "-n", NS, "-o", "yaml").stdout)
+    assert [i["metadata"]["name"] for i in listing["items"]] == ["alice", "bob"]
+    today = dt.datetime.now(dt.UTC).date()
+    raw = json.loads(
+        world.kubectl(
+            "get", "--raw", f"/apis/usage.aikeys.dev/v1alpha1/namespaces/{NS}/keyusages/alice?days=7"
+        ).stdout
+    )
+    assert raw["window"] == {
+        "since": (today - dt.timedelta(days=6)).isoformat(),
+        "until": today.isoformat(),
+        "days": 7,
+    }
+    assert [d["day"] for d in raw["days"]] == [
+        (today - dt.timedelta(days=6 - i)).isoformat() for i in range(7)
+    ]
+    assert raw["days"][-1] == {"day": today.isoformat(), **one["usage"]}
+    assert all(d["requests"] == 0 for d in raw["days"][:-1])
+    bad = world.kubectl(
+        "get", "--raw", f"/apis/usage.aikeys.dev/v1alpha1/namespaces/{NS}/keyusages?days=0", check=False
+    )
+    assert bad.returncode != 0 and "days must be a whole number from 1 to 100" in bad.stderr
+    missing = world.kubectl("get", "keyusage", "nobody", "-n", NS, check=False)
+    assert missing.returncode != 0 and 'keyusages.usage.aikeys.dev "nobody" not found' in missing.stderr
+
+
+def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer) -> None:
+    async def ledger_rows() -> list[Any]:
+        client = connect(redis_server.url)
+        from aikeys.ledger.store import Allocation
+
+        rows = await Ledger(client).usage(
+            Allocation(NS, "team", 1, Period.NONE), [dt.datetime.now(dt.UTC).strftime("%Y%m%d")]
+        )
+        await client.aclose()
+        return [r for r in rows if r.key == "alice"]
+
+    rows = asyncio.run(ledger_rows())
+    one = kubectl_json(world, "get", "keyusage", "alice", "-n", NS)
+    assert one["usage"] == {
+        "cost": format_usd(sum(r.cost for r in rows)),
+        "inputTokens": sum(r.input_tokens for r in rows),
+        "outputTokens": sum(r.output_tokens for r in rows),
+        "requests": sum(r.requests for r in rows),
+    }
+    assert sum(r.cost for r in rows) == ALICE_COST
+
+
+def aikeys(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aikeys.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_every_kind_of_user_reads_its_namespace_only(world: ControlPlane, tmp_path: Path) -> None:
+    cert = world.client_certificate("dora", ("usage-readers",))
+    token = world.kubectl("create", "token", "reader", "-n", NS).stdout.strip()
+    (tmp_path / "sa-token").write_text(token)
+    plugin_token = world.kubectl("create", "token", "plugin-user", "-n", NS).stdout.strip()
+    (tmp_path / "plugin").mkdir()
+    plugin, _ = exec_plugin(tmp_path / "plugin", [plugin_token], dt.timedelta(hours=1))
+    users: dict[str, tuple[dict[str, Any], str]] = {
+        "token": ({"token": token}, f"system:serviceaccount:{NS}:reader"),
+        "client-certificate": ({"client-certificate": str(cert.cert), "client-key": str(cert.key)}, "dora"),
+        "exec-plugin": (exec_user(plugin), f"system:serviceaccount:{NS}:plugin-user"),
+        "serviceaccount-token-file": (
+            {"tokenFile": str(tmp_path / "sa-token")},
+            f"system:serviceaccount:{NS}:reader",
+        ),
+    }
+    for kind, (user, name) in users.items():
+        config = kubeconfig_with(world, tmp_path / kind, user, namespace=NS)
+        table = world.kubectl("get", "keyusages", f"--kubeconfig={config}")
+        assert "alice" in table.stdout, kind
+        report = aikeys(config, "usage", "--by", "key", "-o", "json")
+        assert report.returncode == 0, (kind, report.stderr)
+        assert json.loads(report.stdout)["totals"]["requests"] == 2, kind
+        denied = world.kubectl("get", "keyusages", "-n", OTHER, f"--kubeconfig={config}", check=False)
+        assert denied.returncode != 0, kind
+        refusal = f'User "{name}" cannot list resource "keyusages" in API group "usage.aikeys.dev"'
+        assert f'{refusal} in the namespace "{OTHER}"' in denied.stderr, (kind, denied.stderr)
+        refused = aikeys(config, "-n", OTHER, "usage")
+        assert refused.returncode != 0 and "not allowed" in refused.stderr, kind
+    # the admin's static token reads every namespace
+    everything = aikeys(world.kubeconfig, "usage", "-A", "--by", "namespace", "-o", "json")
+    assert everything.returncode == 0, everything.stderr
+    assert NS in [g["name"] for g in json.loads(everything.stdout)["groups"]]
+
+
+def _call(
+    url: str, context: ssl.SSLContext, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=context) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_port_needs_the_front_proxy_certificate(world: ControlPlane, usage_api: UsageAPI) -> None:
+    url = f"https://127.0.0.1:{usage_api.port}/apis/usage.aikeys.dev/v1alpha1/namespaces/{NS}/keyusages"
+    admin = {"X-Remote-User": "aikeys-admin", "X-Remote-Group": "system:masters"}
+    no_cert = ssl.create_default_context(cafile=str(usage_api.ca_cert))
+    with pytest.raises(OSError, match=REFUSED):  # refused in the TLS handshake: no client certificate
+        _call(url, no_cert, admin)
+    other_ca = ssl.create_default_context(cafile=str(usage_api.ca_cert))
+    user = world.client_certificate("mallory", ("system:masters",))  # the cluster's CA, not the front proxy's
+    other_ca.load_cert_chain(str(user.cert), str(user.key))
+    with pytest.raises(OSError, match=REFUSED):
+        _call(url, other_ca, admin)
+    front_proxy = ssl.create_default_context(cafile=str(usage_api.ca_cert))
+    front_proxy.load_cert_chain(str(world.pki.proxy_client_cert), str(world.pki.proxy_client_key))
+    code, body = _call(url, front_proxy)  # the right certificate, but nobody vouched for
+    assert (code, body["reason"]) == (401, "Unauthorized")
+    code, body = _call(url, front_proxy, {"X-Remote-User": "nobody"})
+    assert (code, body["reason"]) == (403, "Forbidden")  # the identity is authorised like any other
+    code, body = _call(url, front_proxy, admin)
+    assert code == 200 and [i["metadata"]["name"] for i in body["items"]] == ["alice", "bob"]
