@@ -45,6 +45,7 @@ def _print_summary(env: dict[str, str]) -> None:
     )
     if "AIKEYS_GATEWAY_URL" in env:
         click.echo("                kubectl get ai -A")
+        click.echo("                kubectl get keyusages -A      (usage per key, through the API server)")
         click.echo(
             '                curl -s "$AIKEYS_GATEWAY_URL/chat/completions" -H "Authorization: Bearer '
             '$AIKEYS_DEMO_KEY" \\'

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aikeys.devstack import usageapi
 from aikeys.devstack.binaries import REPO_ROOT
 from aikeys.devstack.controlplane import ControlPlane, launch
 from aikeys.devstack.processes import Child, free_port, pid_alive
@@ -187,7 +188,14 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
             cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
         print("CRDs applied (kubectl get ai)", flush=True)
         cp.kubectl("create", "namespace", SYSTEM_NAMESPACE)
-        gateway = GatewayProcess(cp.kubeconfig, redis.url, state_dir / "logs" / "gateway.log", CREDENTIALS)
+        usage_api = usageapi.register(cp, state_dir / "usage-api")  # kubectl get keyusages
+        gateway = GatewayProcess(
+            cp.kubeconfig,
+            redis.url,
+            state_dir / "logs" / "gateway.log",
+            CREDENTIALS,
+            extra_env=usage_api.env(),
+        )
         gateway.port = free_port()
         operator = OperatorProcess(
             cp.kubeconfig,
@@ -199,6 +207,8 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         print(f"operator running (log {operator.log_path})", flush=True)
         gateway.start()
         print(f"gateway ready at {gateway.openai_url}", flush=True)
+        usageapi.wait_available(cp)
+        print("usage API registered with the API server (kubectl get keyusages -A)", flush=True)
         demo_key = seed_demo(cp, mock)
         print(
             "demo namespace seeded: AIProvider demo/mock, Allocation demo/demo (10 USD), AIKey demo/demo",

@@ -88,6 +88,21 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
         )
         assert minted.returncode == 0, minted.stderr
         assert "condition met" in minted.stdout
+        # usage through the API server: kubectl's own table, and the plugin on PATH
+        usage = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f". {state / 'env'} && kubectl get keyusages -n demo && kubectl aikeys -n demo usage",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+        assert usage.returncode == 0, usage.stderr
+        assert usage.stdout.splitlines()[1].split()[:2] == ["demo", "demo"]  # key demo, allocation demo
+        assert "Usage of namespace demo" in usage.stdout
         reply = openai.OpenAI(base_url=env["AIKEYS_MOCK_UPSTREAM_URL"], api_key="x").chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}]
         )
