@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from aikeys.kube import config as kube_config
-from aikeys.kube.client import ApiError, KubeClient, path
-from aikeys.resources import API_VERSION
+from aikeys.kube.client import ApiError, KubeClient, resource_path
 
 T = TypeVar("T")
 
@@ -84,4 +83,4 @@ def explain(err: ApiError) -> str:
 
 
 def aikeys_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-    return path(API_VERSION, "aikeys", namespace, name, sub)
+    return resource_path("aikeys", namespace, name, sub)

@@ -15,6 +15,7 @@ from aikeys.cli.context import Context, aikeys_path
 from aikeys.cli.render import table, when
 from aikeys.durations import DurationError, parse_duration
 from aikeys.kube.client import KubeClient, path
+from aikeys.resources import API_VERSION
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -107,7 +108,7 @@ def create(
         await client.create(
             aikeys_path(ns),
             {
-                "apiVersion": "aikeys.dev/v1alpha1",
+                "apiVersion": API_VERSION,
                 "kind": "AIKey",
                 "metadata": {"name": name, "namespace": ns},
                 "spec": spec,

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from aikeys.kube.config import KubeConfig
+from aikeys.resources import API_VERSION
 
 JSON = dict[str, Any]
 MERGE = "application/merge-patch+json"
@@ -67,6 +68,13 @@ def path(
     if subresource:
         parts.append(subresource)
     return "/".join(parts)
+
+
+def resource_path(
+    plural: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+) -> str:
+    """A path to one of aikeys' own resources (aikeys.dev/v1alpha1): aikeys, allocations, aiproviders."""
+    return path(API_VERSION, plural, namespace, name, subresource)
 
 
 class KubeClient:

@@ -15,7 +15,7 @@ import redis.exceptions
 
 from aikeys import credentials, notices
 from aikeys.kube import config as kubeconfig
-from aikeys.kube.client import ApiError, KubeClient, path
+from aikeys.kube.client import ApiError, Conflict, KubeClient, NotFound, resource_path
 from aikeys.ledger.store import Ledger, LedgerUnavailable, connect
 from aikeys.resources import GROUP, VERSION
 from aikeys_operator import allocations, keys, metrics, providers
@@ -114,10 +114,8 @@ async def aikey_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     except keys.SecretConflict as err:
         kopf.event(body, type="Warning", reason="SecretConflict", message=str(err))
         raise kopf.TemporaryError(str(err), delay=30) from err
-    except ApiError as err:
-        if err.status == 409:  # changed under us: recompute from the new version
-            raise kopf.TemporaryError("conflict, retrying", delay=0.2) from err
-        raise
+    except Conflict as err:  # changed under us: recompute from the new version
+        raise kopf.TemporaryError("conflict, retrying", delay=0.2) from err
     post(body, outcome.events)
     _wake(memo)
 
@@ -137,7 +135,7 @@ async def aikey_clock(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
     """
     wake = _wake(memo)
     meta = body["metadata"]
-    url = path(GROUP + "/" + VERSION, "aikeys", meta["namespace"], meta["name"])
+    url = resource_path("aikeys", meta["namespace"], meta["name"])
     while not stopped:
         wake.clear()
         fresh = await memo.kube.get_or_none(url)  # one read per change or deadline, never a poll
@@ -148,10 +146,11 @@ async def aikey_clock(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             try:
                 await keys.write_status(memo.kube, fresh, outcome.status)
                 post(body, outcome.events)
+            except (NotFound, Conflict):
+                pass  # deleted, or changed: the next round reads it again
             except ApiError as err:
-                if err.status not in (404, 409):
-                    log.warning("status update failed: %s", err)
-                    await asyncio.sleep(1.0)
+                log.warning("status update failed: %s", err)
+                await asyncio.sleep(1.0)
             continue
         wait = 3600.0
         if outcome.next_deadline is not None:
@@ -176,24 +175,21 @@ async def allocation_status(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> 
         patch = allocations.unavailable(plain(body), f"Redis: {err}", now())
         if patch:
             await memo.kube.patch(
-                path(GROUP + "/" + VERSION, "allocations", meta["namespace"], meta["name"], "status"),
+                resource_path("allocations", meta["namespace"], meta["name"], "status"),
                 {"status": patch},
             )
         return
     if result.status:
         await memo.kube.patch(
-            path(GROUP + "/" + VERSION, "allocations", meta["namespace"], meta["name"], "status"),
+            resource_path("allocations", meta["namespace"], meta["name"], "status"),
             {"status": result.status},
         )
     for key_name, patch in result.key_patches.items():
-        try:
+        with contextlib.suppress(NotFound):  # a key deleted since the index saw it
             await memo.kube.patch(
-                path(GROUP + "/" + VERSION, "aikeys", meta["namespace"], key_name, "status"),
+                resource_path("aikeys", meta["namespace"], key_name, "status"),
                 {"status": patch},
             )
-        except ApiError as err:
-            if err.status != 404:
-                raise
     if result.restored:
         metrics.LEDGER_RESTORES.labels(meta["namespace"], meta["name"]).inc()
         log.warning("ledger of allocation %s/%s restored from its status", meta["namespace"], meta["name"])
@@ -212,7 +208,7 @@ async def aiprovider_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     result = await providers.refresh(plain(body), memo.kube, now(), memo.credentials)
     if result.status:
         await memo.kube.patch(
-            path(GROUP + "/" + VERSION, "aiproviders", meta["namespace"], meta["name"], "status"),
+            resource_path("aiproviders", meta["namespace"], meta["name"], "status"),
             {"status": result.status},
         )
     post(body, result.events)

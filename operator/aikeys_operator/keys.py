@@ -15,7 +15,7 @@ from typing import Any
 
 from aikeys import keys as keyformat
 from aikeys.durations import parse_duration
-from aikeys.kube.client import ApiError, KubeClient, path
+from aikeys.kube.client import KubeClient, path, resource_path
 from aikeys.lifecycle import expiry, next_deadline, phase, previous_key_valid
 from aikeys.resources import AIKeySpec, AIKeyStatus, KeyPhase
 from aikeys_operator import secrets
@@ -202,10 +202,4 @@ async def write_status(
     """Merge-patch .status, conditional on the resourceVersion the patch was computed from."""
     meta = aikey["metadata"]
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status_patch}
-    return await kube.patch(
-        path("aikeys.dev/v1alpha1", "aikeys", meta["namespace"], meta["name"], "status"), body
-    )
-
-
-def is_conflict(err: ApiError) -> bool:
-    return err.status == 409
+    return await kube.patch(resource_path("aikeys", meta["namespace"], meta["name"], "status"), body)
