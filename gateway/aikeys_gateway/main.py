@@ -8,6 +8,7 @@ import click
 import uvicorn
 
 from aikeys import __version__
+from aikeys.settings import SettingsError
 
 
 def create_app() -> Any:
@@ -42,6 +43,12 @@ def main(host: str, port: int, workers: int) -> None:
     get keyusages`): AIKEYS_USAGE_API_PORT (default 0: off), AIKEYS_USAGE_API_CERT and
     AIKEYS_USAGE_API_KEY (serving certificate and key), AIKEYS_USAGE_API_HOST.
     """
+    from aikeys_gateway import aggregated
+
+    try:
+        aggregated.Settings.from_env()  # a bad value stops here, with the variable's name
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from err
     uvicorn.run(
         "aikeys_gateway.main:create_app",
         factory=True,

@@ -1,9 +1,16 @@
-"""Operator settings, from the environment (the Helm chart sets these)."""
+"""Operator settings, from the environment (the Helm chart sets these).
+
+Every variable is read here, and a value that does not parse stops the start with a message that
+names the variable (`aikeys.settings`).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from aikeys.settings import env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -17,13 +24,14 @@ class Settings:
     metrics_addr: str
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         return cls(
-            redis_url=os.environ.get("AIKEYS_REDIS_URL") or None,
-            gateway_url=(os.environ.get("AIKEYS_GATEWAY_URL") or "").rstrip("/") or None,
-            status_interval=float(os.environ.get("AIKEYS_STATUS_INTERVAL", "5")),
-            watch_server_timeout=int(os.environ.get("AIKEYS_WATCH_SERVER_TIMEOUT", "600")),
-            watch_client_timeout=int(os.environ.get("AIKEYS_WATCH_CLIENT_TIMEOUT", "660")),
-            metrics_port=int(os.environ.get("AIKEYS_OPERATOR_METRICS_PORT", "9090")),
-            metrics_addr=os.environ.get("AIKEYS_OPERATOR_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
+            redis_url=env_str(env, "AIKEYS_REDIS_URL"),
+            gateway_url=(env_str(env, "AIKEYS_GATEWAY_URL") or "").rstrip("/") or None,
+            status_interval=env_float(env, "AIKEYS_STATUS_INTERVAL", 5.0, minimum=0.05),
+            watch_server_timeout=env_int(env, "AIKEYS_WATCH_SERVER_TIMEOUT", 600, minimum=1),
+            watch_client_timeout=env_int(env, "AIKEYS_WATCH_CLIENT_TIMEOUT", 660, minimum=1),
+            metrics_port=env_int(env, "AIKEYS_OPERATOR_METRICS_PORT", 9090, minimum=0),
+            metrics_addr=env_str(env, "AIKEYS_OPERATOR_METRICS_ADDR", "0.0.0.0") or "0.0.0.0",  # noqa: S104
         )

@@ -6,6 +6,7 @@ import click
 import kopf
 
 from aikeys import __version__
+from aikeys.settings import SettingsError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +49,10 @@ def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: 
     (Prometheus /metrics, default 9090; 0 disables) and AIKEYS_OPERATOR_METRICS_ADDR (default
     0.0.0.0).
     """
-    import aikeys_operator.handlers  # noqa: F401 - registers the handlers
+    try:
+        import aikeys_operator.handlers  # noqa: F401 - registers the handlers (and reads the settings)
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from err
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
     kopf.run(
