@@ -126,7 +126,7 @@ class _LoaderAuth:
                 await self.loader.load_and_set(configuration)
             except (ConfigException, ValueError, OSError) as err:
                 raise ConfigError(f"{self.config.source}: could not get credentials: {err}") from err
-            self.header = configuration.api_key.get("BearerToken") or None
+            self.header = (configuration.api_key.get("BearerToken") or "").strip() or None  # files end in \n
             self.loaded_at = time.monotonic()
             if configuration.cert_file and configuration.key_file:  # an exec plugin's certificate
                 self.config.cert_file = Path(configuration.cert_file)
