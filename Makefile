@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bench crds help setup system-deps venv binaries lint format typecheck test unit integration dev dev-down dev-status clean
+.PHONY: bench crds help setup system-deps venv binaries node-clients lint format typecheck test unit integration dev dev-down dev-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: system-deps venv binaries ## Install everything the tests and dev stack need (idempotent)
+setup: system-deps venv binaries node-clients ## Install everything the tests and dev stack need (idempotent)
 
 system-deps: ## Debian packages: redis-server, prometheus, wrk (apt-get, only when missing)
 	@bash tools/setup-system.sh
@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
+
+node-clients: ## Node packages of the client tests (npm ci into ~/.cache/aikeys/node/, only when missing)
+	@bash tools/node-clients.sh >/dev/null
 
 binaries: ## Build the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) if missing
 	@bash tools/k8s/build.sh

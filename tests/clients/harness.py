@@ -1,0 +1,201 @@
+"""What the real-client tests share: the tenant they run as, running a client program, and the
+check that the gateway charged exactly what the mock upstream counted.
+
+"What the mock counted" is found by sending every request body the mock received (as the gateway
+forwarded it) to the mock again, unstreamed: its token counts are deterministic, so the usage of
+the replay is the usage of the original, streamed or not. Where the client shows the usage it
+received, the tests compare that too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.upstream import MockUpstreamProcess
+from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
+from aikeys.money import Price
+from aikeys.periods import Period
+from tests.integration.kube import wait_for
+
+NS = "clients"
+ALLOCATION = "main"
+PRICE = Price.parse("1.00", "2.00")  # both models, USD per million input / output tokens
+NATIVE = f"{NS}:native/m"  # the upstream speaks the Responses API itself
+CHAT_ONLY = f"{NS}:chatonly/m"  # the gateway translates Responses requests into chat completions
+METERED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The namespace's key and the gateway it uses."""
+
+    base_url: str  # the gateway's OpenAI base URL (…/api/openai/v1)
+    key: str
+
+
+def ledger(redis_server: RedisServer) -> PeriodState:
+    async def read() -> PeriodState:
+        c = connect(redis_server.url)
+        try:
+            return await Ledger(c).period_state(Allocation(NS, ALLOCATION, 0, Period.MONTHLY))
+        finally:
+            await c.aclose()
+
+    return asyncio.run(read())
+
+
+def charged(redis_server: RedisServer, before: PeriodState, requests: int) -> PeriodState:
+    """The ledger once `requests` more requests are settled and nothing is reserved."""
+
+    def done() -> PeriodState | None:
+        s = ledger(redis_server)
+        return s if s.requests >= before.requests + requests and s.reserved == 0 else None
+
+    return wait_for(done, 15, f"{requests} requests to be charged")
+
+
+def _recount(mock: MockUpstreamProcess, sent: dict[str, Any]) -> tuple[int, int]:
+    body = {k: v for k, v in sent["body"].items() if k not in ("stream", "stream_options")}
+    req = urllib.request.Request(  # noqa: S310 - the loopback mock
+        mock.root + sent["path"], data=json.dumps(body).encode(), method="POST"
+    )
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        usage = json.loads(resp.read())["usage"]
+    if sent["path"].endswith("/responses"):
+        return int(usage["input_tokens"]), int(usage["output_tokens"])
+    if sent["path"].endswith("/embeddings"):
+        return int(usage["prompt_tokens"]), 0
+    return int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+
+
+def sent(mock: MockUpstreamProcess) -> list[dict[str, Any]]:
+    """The metered requests the mock received, in order."""
+    return [r for r in mock.requests() if r["method"] == "POST" and r["path"] in METERED]
+
+
+@dataclass(frozen=True)
+class Metered:
+    requests: list[dict[str, Any]]  # what the mock received, in order
+    counts: list[tuple[int, int]]  # its (input, output) tokens per request
+
+
+def assert_charged_as_counted(
+    mock: MockUpstreamProcess, redis_server: RedisServer, before: PeriodState
+) -> Metered:
+    """Every request the mock received was charged, at exactly the mock's token counts."""
+    requests = sent(mock)
+    assert requests, "the client sent nothing upstream"
+    counts = [_recount(mock, r) for r in requests]
+    after = charged(redis_server, before, len(counts))
+    assert after.requests - before.requests == len(counts)
+    assert (after.tokens - before.tokens, after.spent - before.spent) == (
+        sum(i + o for i, o in counts),
+        sum(PRICE.cost(i, o) for i, o in counts),
+    ), counts
+    return Metered(requests, counts)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """A clean environment: nothing of the developer's (no OPENAI_* variables, no real home)."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(home),
+        "NO_COLOR": "1",
+    }
+
+
+def run(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run a client to the end; fail with its output if it fails or outlives `timeout`."""
+    try:
+        result = subprocess.run(
+            argv,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{argv[:3]} still running after {timeout}s:\n{e.stdout!r}\n{e.stderr!r}") from e
+    assert result.returncode == 0, (
+        f"{argv[:3]} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
+    return result
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among a program's output lines (CLIs mix in other lines)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
+class ProxyTrap:
+    """A proxy on loopback that serves nothing and remembers who asked: the clients get it as
+    HTTP(S)_PROXY, with NO_PROXY for loopback, so any request they try to make elsewhere shows up
+    here (as `CONNECT host:443`) instead of leaving the machine."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.getsockname()[1]}"
+
+    def env(self) -> dict[str, str]:
+        names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+        return {
+            **{n: self.url for n in names},
+            **{n.lower(): self.url for n in names},
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    first = conn.recv(1024).split(b"\r\n", 1)[0]
+                except OSError:
+                    first = b"?"
+                self.asked.append(first.decode(errors="replace"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._server.close()
