@@ -34,6 +34,7 @@ def main() -> None:
             ("gateway_bench", ["--seconds", str(args.seconds)]),
             ("upstream_clients", ["--seconds", str(args.seconds)]),
             ("ledger_bench", []),
+            ("tracing_bench", ["--seconds", str(args.seconds)]),
         ):
             out = Path(tmp) / f"{name}.md"
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
