@@ -526,11 +526,16 @@ class UsageAPI:
         keys = [k for (ns, _), k in self.catalog.keys.objects.items() if namespace in ("", ns)]
         try:
             records = await collect(self.ledger, allocations, until, days)
+            last_used = {
+                (a.namespace, key): moment
+                for a in allocations
+                for key, moment in (await self.ledger.last_used(a)).items()
+            }
         except LedgerUnavailable as err:
             raise Problem(
                 503, "ServiceUnavailable", "The usage ledger is unreachable; retry shortly."
             ) from err
-        objects = key_usages(keys, records, until, days, name)
+        objects = key_usages(keys, records, until, days, name, last_used)
         if name is not None and not objects:
             details = {"name": name, "group": GROUP, "kind": RESOURCE}
             raise Problem(404, "NotFound", f'{RESOURCE}.{GROUP} "{name}" not found', details)

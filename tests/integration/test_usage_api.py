@@ -94,6 +94,7 @@ def test_discovery_and_server_side_table(world: ControlPlane) -> None:
     assert rows["alice"][1:6] == ["team", format_usd(ALICE_COST), "20", "8", "2"]
     assert rows["alice"][7] == "30d" and rows["bob"][2:6] == ["0.00", "0", "0", "0"]
     assert rows["bob"][6] == "<none>"  # never used
+    assert rows["alice"][6].endswith("s")  # seconds ago: the ledger's last use, not the status's later copy
     wide = world.kubectl("get", "ku", "-n", NS, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-1] == "PHASE" and wide[1].split()[-1] == "Active"
     everywhere = world.kubectl("get", "keyusages", "-A").stdout.splitlines()
