@@ -37,7 +37,8 @@ def main(host: str, port: int, workers: int) -> None:
     (default false: answer 503 when Redis is down), AIKEYS_CREDENTIALS_SECRET
     ("namespace/name" of the projected provider credentials), AIKEYS_MAX_BODY_BYTES,
     AIKEYS_METRICS_PER_KEY, AIKEYS_LEASE_SECONDS, AIKEYS_REDIS_TIMEOUT, AIKEYS_WATCH_TIMEOUT,
-    AIKEYS_ACCESS_LOG. Kubernetes credentials: in-cluster service account, else KUBECONFIG.
+    AIKEYS_ACCESS_LOG, AIKEYS_OTLP_ENDPOINT (an OTLP/HTTP collector for traces; default none:
+    off). Kubernetes credentials: in-cluster service account, else KUBECONFIG.
 
     The usage API for the Kubernetes API server (APIService v1alpha1.usage.aikeys.dev, `kubectl
     get keyusages`): AIKEYS_USAGE_API_PORT (default 0: off), AIKEYS_USAGE_API_CERT and

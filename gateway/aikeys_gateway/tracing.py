@@ -338,7 +338,7 @@ class Tracing:
         if parent is None:
             trace_id, random_id = self.ids.generate_trace_id(), self.random_ids
         else:
-            trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
+            trace_id, random_id = parent.trace_id, bool(parent.trace_flags & RANDOM_TRACE_ID)
         decision = self.sampler.should_sample(
             None if parent is None else in_context(NonRecordingSpan(parent)), trace_id, operation, CLIENT
         )
