@@ -79,10 +79,22 @@ def register(
     pair = write_pair(cert, key, workdir / "usage-api.crt", workdir / "usage-api.key")
     ca_pair = write_pair(*ca, workdir / "usage-api-ca.crt", workdir / "usage-api-ca.key")
     api = UsageAPI(port or free_port(), pair.cert, pair.key, ca_pair.cert)
-    cp.kubectl("create", "namespace", namespace, check=False)
-    docs = manifests(namespace, service, api.port, ca_pair.cert.read_bytes())
-    cp.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    apply(cp, api, namespace, service)
     return api
+
+
+def apply(
+    cp: ControlPlane, api: UsageAPI, namespace: str = "aikeys-system", service: str = "aikeys-usage-api"
+) -> None:
+    """(Re-)create the Service and the APIService that lead the API server to `api`."""
+    cp.kubectl("create", "namespace", namespace, check=False)
+    docs = manifests(namespace, service, api.port, api.ca_cert.read_bytes())
+    cp.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+
+
+def unregister(cp: ControlPlane) -> None:
+    """Remove the APIService (the API name is cluster-wide: one server at a time)."""
+    cp.kubectl("delete", "apiservice", APISERVICE, "--ignore-not-found")
 
 
 def wait_available(cp: ControlPlane, timeout: float = 30) -> float:

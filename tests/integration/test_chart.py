@@ -3,6 +3,9 @@ and the RBAC proof (operator and gateway running as the chart's own ServiceAccou
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -15,9 +18,12 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from cryptography import x509
 
+from aikeys.devstack import usageapi
 from aikeys.devstack.binaries import REPO_ROOT, locate
 from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.processes import free_port
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.upstream import MockUpstreamProcess
@@ -49,6 +55,7 @@ spec:
     schema:
       openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 """
+CERT_MANAGER_KINDS = (("Certificate", "certificates"), ("Issuer", "issuers"))
 
 
 def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,16 +68,21 @@ def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def cluster(control_plane: ControlPlane, operator: OperatorProcess) -> ControlPlane:
-    # the Prometheus Operator's kinds, so monitoring manifests can be validated by the server
-    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")):
-        control_plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=MONITORING_CRDS % {"kind": kind, "plural": plural, "singular": kind.lower()},
-        )
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com")
+def cluster(control_plane: ControlPlane, operator: OperatorProcess, gateway: GatewayProcess) -> ControlPlane:
+    # the Prometheus Operator's and cert-manager's kinds, so those manifests can be validated by the server
+    for group, kinds in (
+        (
+            "monitoring.coreos.com",
+            (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")),
+        ),
+        ("cert-manager.io", CERT_MANAGER_KINDS),
+    ):
+        for kind, plural in kinds:
+            crd = MONITORING_CRDS.replace("monitoring.coreos.com", group)
+            control_plane.kubectl(
+                "apply", "-f", "-", stdin=crd % {"kind": kind, "plural": plural, "singular": kind.lower()}
+            )
+            control_plane.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{group}")
     for ns in ("chart-render", "chart-install"):
         control_plane.kubectl("create", "namespace", ns, check=False)
     return control_plane
@@ -81,13 +93,43 @@ def test_lint_and_server_side_dry_run(cluster: ControlPlane, values: Path) -> No
     lint = helm(cluster, "lint", str(CHART), "-f", str(values), "--strict")
     assert "0 chart(s) failed" in lint.stdout
     rendered = helm(cluster, "template", "aikeys", str(CHART), "-n", "chart-render", "-f", str(values)).stdout
-    applied = cluster.kubectl("apply", "--dry-run=server", "-n", "chart-render", "-f", "-", stdin=rendered)
-    assert "deployment.apps/aikeys-gateway created (server dry run)" in applied.stdout
+    by_namespace: dict[str, list[Any]] = {}  # the release's namespace, and kube-system for one RoleBinding
+    for doc in yaml.safe_load_all(rendered):
+        if doc:
+            by_namespace.setdefault(doc["metadata"].get("namespace", "chart-render"), []).append(doc)
+    assert set(by_namespace) <= {"chart-render", "kube-system"}
+    for ns, docs in by_namespace.items():
+        applied = cluster.kubectl(
+            "apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(docs)
+        )
+        assert applied.stdout.count("(server dry run)") == len(docs)
+        if ns == "chart-render":
+            assert "deployment.apps/aikeys-gateway created (server dry run)" in applied.stdout
     kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
     if "monitoring" in values.stem:
         assert {"ServiceMonitor", "PrometheusRule", "HorizontalPodAutoscaler", "NetworkPolicy"} <= kinds
     if "external-redis" in values.stem:
         assert "StatefulSet" not in kinds
+    assert "APIService" in kinds  # the usage API is on by default
+    if "cert-manager" in values.stem:
+        assert {"Certificate", "NetworkPolicy"} <= kinds and "Issuer" not in kinds  # the user's ClusterIssuer
+        [api] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "APIService"]
+        assert (
+            api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            == "chart-render/aikeys-usage-api"
+        )
+
+
+@contextlib.contextmanager
+def usage_api_released(cp: ControlPlane, usage_api: usageapi.UsageAPI) -> Iterator[None]:
+    """An APIService name is cluster-wide: the test gateway's registration steps aside while a release
+    installs its own, and comes back afterwards."""
+    usageapi.unregister(cp)
+    try:
+        yield
+    finally:
+        usageapi.apply(cp, usage_api)
+        usageapi.wait_available(cp)
 
 
 def test_schema_rejects_bad_values_clearly(cluster: ControlPlane) -> None:
@@ -97,6 +139,8 @@ def test_schema_rejects_bad_values_clearly(cluster: ControlPlane) -> None:
         ("--set", "redis.external.url=http://redis:6379"): "redis/external/url",
         ("--set", "ingress.tls.enabled=maybe"): "ingress/tls/enabled",
         ("--set", "image.pullPolicy=Sometimes"): "image/pullPolicy",
+        ("--set", "usageAPI.port=443"): "usageAPI/port",
+        ("--set", "usageAPI.certManager.issuerRef.kind=Vault"): "usageAPI/certManager/issuerRef/kind",
     }
     for args, message in cases.items():
         result = helm(cluster, "template", "aikeys", str(CHART), *args, check=False)
@@ -173,21 +217,31 @@ def test_dashboard_is_valid_and_its_queries_parse(cluster: ControlPlane, tmp_pat
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_install_creates_everything_and_uninstall_keeps_crs(cluster: ControlPlane) -> None:
-    install = helm(cluster, "install", "aikeys", str(CHART), "-n", "chart-install")
-    assert "STATUS: deployed" in install.stdout
-    assert "kubectl apply -n team-a" in install.stdout  # NOTES tell how to create a first key
-    manifest = helm(cluster, "get", "manifest", "aikeys", "-n", "chart-install").stdout
-    for doc in yaml.safe_load_all(manifest):
-        if not doc:
-            continue
-        kind, name = doc["kind"], doc["metadata"]["name"]
-        scope = [] if kind in ("ClusterRole", "ClusterRoleBinding") else ["-n", "chart-install"]
-        assert cluster.kubectl("get", kind, name, *scope, check=False).returncode == 0, (
-            f"{kind}/{name} missing"
-        )
-    apply_allocation(cluster, "chart-install", "survives", "1")
-    helm(cluster, "uninstall", "aikeys", "-n", "chart-install")
+def test_install_creates_everything_and_uninstall_keeps_crs(
+    cluster: ControlPlane, usage_api: usageapi.UsageAPI
+) -> None:
+    with usage_api_released(cluster, usage_api):
+        install = helm(cluster, "install", "aikeys", str(CHART), "-n", "chart-install")
+        assert "STATUS: deployed" in install.stdout
+        assert "kubectl apply -n team-a" in install.stdout  # NOTES tell how to create a first key
+        manifest = helm(cluster, "get", "manifest", "aikeys", "-n", "chart-install").stdout
+        for doc in yaml.safe_load_all(manifest):
+            if not doc:
+                continue
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            cluster_wide = kind in ("ClusterRole", "ClusterRoleBinding", "APIService")
+            scope = [] if cluster_wide else ["-n", doc["metadata"].get("namespace", "chart-install")]
+            assert cluster.kubectl("get", kind, name, *scope, check=False).returncode == 0, (
+                f"{kind}/{name} missing"
+            )
+        ca = _check_usage_api_certificate(cluster, "chart-install", "aikeys")
+        helm(cluster, "upgrade", "aikeys", str(CHART), "-n", "chart-install")
+        assert (
+            _check_usage_api_certificate(cluster, "chart-install", "aikeys") == ca
+        )  # kept: caBundle stays valid
+        apply_allocation(cluster, "chart-install", "survives", "1")
+        helm(cluster, "uninstall", "aikeys", "-n", "chart-install")
+        assert cluster.kubectl("get", "apiservice", usageapi.APISERVICE, check=False).returncode != 0
     assert (
         cluster.kubectl("get", "deployment", "aikeys-gateway", "-n", "chart-install", check=False).returncode
         != 0
@@ -195,6 +249,28 @@ def test_install_creates_everything_and_uninstall_keeps_crs(cluster: ControlPlan
     # CRDs (and so everyone's keys and budgets) are kept: helm never deletes what it installed from crds/
     assert get(cluster, "allocation", "survives", "chart-install") is not None
     assert cluster.kubectl("get", "crd", "aikeys.aikeys.dev", check=False).returncode == 0
+
+
+def _json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def _check_usage_api_certificate(cp: ControlPlane, ns: str, release: str) -> bytes:
+    """The chart's serving certificate: for the Service's DNS name, signed by the CA in the caBundle.
+    Returns that CA (PEM)."""
+    secret = json.loads(
+        cp.kubectl("get", "secret", f"{release}-usage-api-tls", "-n", ns, "-o", "json").stdout
+    )
+    api = json.loads(cp.kubectl("get", "apiservice", usageapi.APISERVICE, "-o", "json").stdout)
+    assert api["spec"]["caBundle"] == secret["data"]["ca.crt"]
+    assert api["spec"]["service"] == {"name": f"{release}-usage-api", "namespace": ns, "port": 443}
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{release}-usage-api.{ns}.svc" in names.get_values_for_type(x509.DNSName)
+    cert.verify_directly_issued_by(ca)
+    assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    return base64.b64decode(secret["data"]["ca.crt"])
 
 
 def _kubeconfig_for(cp: ControlPlane, namespace: str, sa: str, path: Path) -> Path:
@@ -207,16 +283,19 @@ def _kubeconfig_for(cp: ControlPlane, namespace: str, sa: str, path: Path) -> Pa
 
 
 @pytest.fixture
-def rbac_release(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
+def rbac_release(
+    cluster: ControlPlane, operator: OperatorProcess, usage_api: usageapi.UsageAPI
+) -> Iterator[str]:
     ns = "aikeys-rbac"
     cluster.kubectl("create", "namespace", ns, check=False)
-    helm(cluster, "install", "proof", str(CHART), "-n", ns)
-    operator.stop()  # one operator at a time: the chart's takes over for this test
-    try:
-        yield ns
-    finally:
-        operator.start()
-        helm(cluster, "uninstall", "proof", "-n", ns, check=False)
+    with usage_api_released(cluster, usage_api):
+        helm(cluster, "install", "proof", str(CHART), "-n", ns)
+        operator.stop()  # one operator at a time: the chart's takes over for this test
+        try:
+            yield ns
+        finally:
+            operator.start()
+            helm(cluster, "uninstall", "proof", "-n", ns, check=False)
 
 
 def test_rbac_proof_with_the_charts_service_accounts(
@@ -231,12 +310,20 @@ def test_rbac_proof_with_the_charts_service_accounts(
     gw_config = _kubeconfig_for(cluster, ns, "proof-aikeys-gateway", tmp_path / "gateway.kubeconfig")
     env = {"AIKEYS_CREDENTIALS_SECRET": f"{ns}/aikeys-provider-credentials", "POD_NAMESPACE": ns}
     op = OperatorProcess(op_config, redis_server.url, tmp_path / "operator.log", extra_env=env).start()
+    # the gateway also serves the usage API with the chart's certificate: it must read the front
+    # proxy's settings in kube-system with its own identity, or it does not start
+    tls = json.loads(
+        cluster.kubectl("get", "secret", "proof-aikeys-usage-api-tls", "-n", ns, "-o", "json").stdout
+    )
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_bytes(base64.b64decode(tls["data"][name]))
+    usage = usageapi.UsageAPI(free_port(), tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "tls.crt")
     gw = GatewayProcess(
         gw_config,
         redis_server.url,
         tmp_path / "gateway.log",
         env["AIKEYS_CREDENTIALS_SECRET"],
-        extra_env={"POD_NAMESPACE": ns},
+        extra_env={"POD_NAMESPACE": ns, **usage.env()},
     )
     try:
         gw.start()
@@ -288,12 +375,45 @@ def test_rbac_proof_with_the_charts_service_accounts(
         assert cluster.kubectl("auth", "can-i", *args, f"--as={gw_sa}", check=False).stdout.strip() == "no", (
             args
         )
-    assert (
-        cluster.kubectl(
-            "auth", "can-i", "get", "secret/aikeys-provider-credentials", "-n", ns, f"--as={gw_sa}"
-        ).stdout.strip()
-        == "yes"
+    for args in (
+        ["get", "secret/aikeys-provider-credentials", "-n", ns],
+        ["get", "configmap/extension-apiserver-authentication", "-n", "kube-system"],
+        ["create", "subjectaccessreviews.authorization.k8s.io"],
+    ):
+        assert cluster.kubectl("auth", "can-i", *args, f"--as={gw_sa}").stdout.strip() == "yes", args
+    # whoever holds the chart's usage-reader role in a namespace may read its usage; the role is
+    # labelled to join view, edit and admin (which the controller-manager's clusterrole-aggregation
+    # controller does on a real cluster). Asked with a SubjectAccessReview: `kubectl auth can-i`
+    # needs discovery, and this release's API has no pods here.
+    reader = _json(cluster, "clusterrole", "proof-aikeys-usage-reader")
+    for role in ("view", "edit", "admin"):
+        assert reader["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{role}"] == "true"
+    viewer = "viewer@example.com"
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "usage",
+        "-n",
+        team,
+        "--clusterrole=proof-aikeys-usage-reader",
+        f"--user={viewer}",
     )
+    for where, allowed in ((team, True), (ns, False)):
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": viewer,
+                "resourceAttributes": {
+                    "verb": "list",
+                    "group": "usage.aikeys.dev",
+                    "resource": "keyusages",
+                    "namespace": where,
+                },
+            },
+        }
+        answer = cluster.kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(review)).stdout
+        assert json.loads(answer)["status"].get("allowed", False) is allowed, where
     denied = cluster.kubectl(
         "get", "secret", "upstream", "-n", team, f"--kubeconfig={gw_config}", check=False
     )
