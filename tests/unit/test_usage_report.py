@@ -1,0 +1,47 @@
+"""`/api/usage`'s aggregation: totals, groups by spend with their shares, every day of the window."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aikeys_gateway.usage import GroupBy, Record, day_ids, report
+
+from aikeys.ledger.store import UsageRow
+
+UNTIL = dt.date(2026, 3, 14)
+RECORDS = [
+    Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 20, 10, 3_000_000_000)),
+    Record("a", "team", UsageRow("20260313", "bob", "m2", 1, 5, 5, 1_000_000_000)),
+    Record("b", "lab", UsageRow("20260313", "carl", "m1", 1, 1, 1, 1)),
+    Record("a", "team", UsageRow("20260301", "alice", "m1", 9, 9, 9, 9)),  # outside the window: its own day
+]
+
+
+def test_totals_groups_and_days() -> None:
+    r = report(RECORDS[:3], GroupBy.MODEL, UNTIL, 3)
+    assert (r.since, r.until) == (dt.date(2026, 3, 12), UNTIL)
+    assert (r.totals.cost_usd, r.totals.requests, r.totals.input_tokens) == ("4.000000001", 4, 26)
+    assert [(g.name, g.cost_usd, g.share) for g in r.groups] == [
+        ("m1", "3.000000001", "0.7500"),
+        ("m2", "1.00", "0.2500"),
+    ]
+    assert [(d.day.isoformat(), d.requests) for d in r.days] == [
+        ("2026-03-12", 0),
+        ("2026-03-13", 2),
+        ("2026-03-14", 2),
+    ]
+    assert [g.name for g in report(RECORDS[:3], GroupBy.KEY, UNTIL, 3).groups] == [
+        "a/alice",
+        "a/bob",
+        "b/carl",
+    ]
+    assert [g.name for g in report(RECORDS[:3], GroupBy.ALLOCATION, UNTIL, 3).groups] == ["a/team", "b/lab"]
+    assert [g.name for g in report(RECORDS[:3], GroupBy.NAMESPACE, UNTIL, 3).groups] == ["a", "b"]
+
+
+def test_empty_and_out_of_window() -> None:
+    empty = report([], GroupBy.KEY, UNTIL, 7)
+    assert empty.groups == [] and len(empty.days) == 7 and empty.totals.cost_usd == "0.00"
+    odd = report([RECORDS[3]], GroupBy.KEY, UNTIL, 2)
+    assert [d.day.isoformat() for d in odd.days] == ["2026-03-01", "2026-03-13", "2026-03-14"]
+    assert day_ids(UNTIL, 3) == ["20260312", "20260313", "20260314"]
