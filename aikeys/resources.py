@@ -97,6 +97,32 @@ class LocalRef(Schema):
     name: str = Field(description="Name of the referenced object.", min_length=1, max_length=253)
 
 
+class RateLimits(Schema):
+    """Rate limits: at most `requests` requests and `tokens` tokens per `window`. Tokens are input +
+    output, counted at the request's upper bound when it is admitted and corrected to what it
+    used when it settles. Windows are fixed (aligned to the window length, in Redis's clock) and
+    shared by every gateway replica. Over a limit: HTTP 429 with retry-after."""
+
+    requests: int | None = Field(None, description="Requests per window.", ge=1, le=1_000_000_000)
+    tokens: int | None = Field(
+        None, description="Input + output tokens per window.", ge=1, le=limits.MAX_TOKEN_LIMIT
+    )
+    window: str = duration('Window length, e.g. "1m" (the default) or "10s".', "limits.window", "1m")
+
+    model_config = ConfigDict(
+        **Schema.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.requests) || has(self.tokens)", "set limits.requests, limits.tokens or both")
+            ]
+        },
+    )
+
+
+def rate_limits(what: str) -> Any:
+    return Field(None, description=f"Rate limits of {what} (requests and tokens per window).")
+
+
 # --- Allocation ---------------------------------------------------------------------------------
 
 
@@ -122,6 +148,7 @@ class AllocationSpec(Schema):
         ge=1,
         le=limits.MAX_TOKEN_LIMIT,
     )
+    limits: RateLimits | None = rate_limits("the whole allocation, across its keys")
     alert_thresholds: list[int] = Field(
         default_factory=lambda: [80, 100],
         description="Percentages of the budget at which a warning event is posted, once per period.",
@@ -203,6 +230,7 @@ class AIKeySpec(Schema):
     description: str | None = Field(
         None, description="Free text: who or what the key is for.", max_length=1024
     )
+    limits: RateLimits | None = rate_limits("this key")
 
     crd_validations: ClassVar[list[JsonDict]] = [
         cel("!(has(self.ttl) && has(self.expiresAt))", "set either spec.ttl or spec.expiresAt, not both"),
@@ -277,6 +305,18 @@ class MaxTokensParameter(StrEnum):
 BASE_URL_PATTERN = r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"
 
 
+class ModelBackend(Schema):
+    """Another AIProvider's model that serves this model too."""
+
+    model: str = Field(
+        description='Its model ID, "<namespace>:<provider>/<model>". That provider must be shared with '
+        "this provider's namespace.",
+        min_length=3,
+        max_length=300,
+    )
+    weight: int = Field(1, description="Share of first attempts (0: only as a fallback).", ge=0, le=1000)
+
+
 class ProviderModel(Schema):
     """A model offered through the gateway, with its prices."""
 
@@ -307,6 +347,24 @@ class ProviderModel(Schema):
         "larger request limits are clamped to it. The budget reservation uses the same bound.",
         ge=1,
         le=limits.MAX_OUTPUT_TOKENS,
+    )
+    limits: RateLimits | None = rate_limits(
+        "this model across every key and allocation that uses it (to stay inside a shared deployment's quota)"
+    )
+    weight: int = Field(
+        1,
+        description="Share of first attempts this model's own upstream gets among its backends.",
+        ge=0,
+        le=1000,
+    )
+    backends: list[ModelBackend] = Field(
+        default_factory=list,
+        description="Other upstreams that serve this model: the first attempt goes to one of them or to "
+        "this model's own upstream by weight; on a connection failure, timeout, 429 or 5xx before any "
+        "byte reached the client the next one is tried (never a duplicate answer, never a double charge). "
+        "The reservation covers the dearest; the charge is at the price of the one that answered. "
+        "Backends that keep failing are left out for a while.",
+        json_schema_extra={"maxItems": 8},
     )
     tokenizer: Tokenizer = Field(
         Tokenizer.AUTO,

@@ -19,13 +19,17 @@ from pathlib import Path
 import uvloop
 
 from aikeys.devstack.redis import launch_redis
-from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
+from aikeys.ledger.store import Allocation, Estimate, Ledger, RateLimit, connect
+
+UNREACHABLE = RateLimit(requests=10**9, tokens=10**15)  # checked and counted, never reached
 
 
-async def cycle(ledger: Ledger, alloc: Allocation) -> float:
+async def cycle(ledger: Ledger, alloc: Allocation, key_limits: RateLimit | None = None) -> float:
     rid = uuid.uuid4().hex
     start = time.perf_counter()
-    outcome = await ledger.reserve(alloc, rid, "bench-key", "bench:p/m", Estimate(1000, 10, 10))
+    outcome = await ledger.reserve(
+        alloc, rid, "bench-key", "bench:p/m", Estimate(1000, 10, 10), key_limits=key_limits
+    )
     assert outcome.accepted
     await ledger.settle(alloc, rid, "bench-key", "bench:p/m", 10, 10, 900)
     return time.perf_counter() - start
@@ -52,6 +56,10 @@ async def run(url: str, cycles: int, concurrency: int) -> list[str]:
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
+    limited = Allocation("bench", f"r-{uuid.uuid4().hex[:6]}", budget=10**15, limits=UNREACHABLE)
+    for _ in range(200):
+        await cycle(ledger, limited, UNREACHABLE)
+    rate_limited = [await cycle(ledger, limited, UNREACHABLE) * 1000 for _ in range(cycles)]
     await client.aclose()
     ms = [s * 1000 for s in sequential]
     return [
@@ -61,6 +69,9 @@ async def run(url: str, cycles: int, concurrency: int) -> list[str]:
         f"| reserve+settle latency, concurrency 1, p99 | {pct(ms, 0.99):.3f} ms |",
         f"| reserve+settle cycles/s, concurrency 1 | {cycles / (sum(sequential)):,.0f} |",
         f"| reserve+settle cycles/s, concurrency {concurrency} | {cycles / elapsed:,.0f} |",
+        f"| same, with allocation and key rate limits checked in the reserve, p50 | "
+        f"{statistics.median(rate_limited):.3f} ms |",
+        f"| same, with allocation and key rate limits, p99 | {pct(rate_limited, 0.99):.3f} ms |",
         f"| cycles measured | {cycles} each |",
     ]
 

@@ -33,6 +33,7 @@ from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.openai_routes import PREFIX
 from aikeys_gateway.proxy import Gateway
 from aikeys_gateway.stored import StoredResponses
+from aikeys_gateway.tracing import setup as setup_tracing
 
 log = logging.getLogger("aikeys.gateway")
 UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: not traffic
@@ -61,6 +62,7 @@ class State:
         )
         self.stored = StoredResponses(self.redis, s.responses_ttl)
         self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http, self.stored)
+        self.gateway.tracer = setup_tracing(s.otlp_endpoint)  # None: tracing off
         self.kubeauth = KubeAuth(self.kube)
         self.catalog.start()
         with contextlib.suppress(Exception):  # open the pool now, not on the first requests
@@ -82,6 +84,8 @@ class State:
 
     async def stop(self) -> None:
         await self.gateway.drain()
+        if self.gateway.tracer is not None:  # export the last spans (bounded by the exporter's timeout)
+            await asyncio.to_thread(self.gateway.tracer.shutdown)
         for task in self.tasks:
             task.cancel()
         await self.catalog.stop()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aikeys import credentials, tokenizers
 from aikeys.durations import parse_duration
 from aikeys.kube.client import KubeClient, path
-from aikeys.ledger.store import Allocation
+from aikeys.ledger.store import Allocation, RateLimit
 from aikeys.money import Price, parse_usd
 from aikeys.resources import (
     GROUP,
@@ -25,6 +25,7 @@ from aikeys.resources import (
     AllocationSpec,
     MaxTokensParameter,
     ProviderType,
+    RateLimits,
     ResponsesAPI,
 )
 from aikeys_gateway.informers import Informer, Key
@@ -38,6 +39,14 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
 
 
+def rate_limit(limits: RateLimits | None) -> RateLimit | None:
+    """An API object's rate limits as the ledger takes them."""
+    if limits is None:
+        return None
+    window_ms = max(int(parse_duration(limits.window).total_seconds() * 1000), 1)
+    return RateLimit(limits.requests, limits.tokens, window_ms)
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     namespace: str
@@ -46,6 +55,7 @@ class KeyEntry:
     spec: AIKeySpec
     status: AIKeyStatus
     patterns: tuple[re.Pattern[str], ...]
+    limits: RateLimit | None = None
 
     def allows(self, model_id: str) -> bool:
         return not self.patterns or any(p.match(model_id) for p in self.patterns)
@@ -60,13 +70,21 @@ def key_entry(obj: dict[str, Any]) -> KeyEntry:
         spec=spec,
         status=AIKeyStatus.model_validate(obj.get("status") or {}),
         patterns=tuple(_glob(p) for p in spec.models),
+        limits=rate_limit(spec.limits),
     )
 
 
 def allocation_entry(obj: dict[str, Any]) -> Allocation:
     spec = AllocationSpec.model_validate(obj.get("spec") or {})
     meta = obj["metadata"]
-    return Allocation(meta["namespace"], meta["name"], parse_usd(spec.budget), spec.period, spec.token_limit)
+    return Allocation(
+        meta["namespace"],
+        meta["name"],
+        parse_usd(spec.budget),
+        spec.period,
+        spec.token_limit,
+        rate_limit(spec.limits),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,10 @@ class ModelEntry:
     max_output_tokens: int | None
     encoding: str | None  # the OpenAI vocabulary that bounds its input, None: the byte bound
     responses_native: bool  # serves POST /responses itself (else: translated to chat completions)
+    limits: RateLimit | None = None  # across every key and allocation
+    rate_scope: str = ""  # its rate window's Redis key
+    weight: int = 1  # share of first attempts among its backends
+    backends: tuple[tuple[str, int], ...] = ()  # (model ID, weight) of other upstreams serving it
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,10 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
                 tokenizers.resolve(m.tokenizer.value, m.upstream_name or m.name, native),
                 (m.responses_api or (ResponsesAPI.NATIVE if host == OPENAI_HOST else ResponsesAPI.CHAT))
                 is ResponsesAPI.NATIVE,
+                rate_limit(m.limits),
+                f"aikeys:{{model/{meta['namespace']}/{meta['name']}/{m.name}}}:rl",
+                m.weight,
+                tuple((b.model, b.weight) for b in m.backends),
             )
             for m in spec.models
         },

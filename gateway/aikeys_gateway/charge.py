@@ -24,7 +24,7 @@ from aikeys_gateway.routing import Route
 from aikeys_gateway.stored import Owner
 
 if TYPE_CHECKING:
-    from aikeys_gateway.proxy import Gateway
+    from aikeys_gateway.proxy import Exchange, Gateway
 
 log = logging.getLogger("aikeys.gateway.charge")
 
@@ -39,6 +39,7 @@ class Charge:
     est: Estimate
     ctx: dict[str, Any]
     stored: Owner | None = None  # a natively stored response: remember who owns its id
+    exchange: Exchange | None = None  # for the model's rate window, corrected at settle
 
     async def usage(self, usage: Usage | None, output: Output) -> None:
         if usage is None:
@@ -51,6 +52,8 @@ class Charge:
         await self._settle(self.est.input_tokens, self.est.output_tokens)
 
     async def _settle(self, tin: int, tout: int) -> None:
+        if self.exchange is not None:
+            self.gw.give_back_window(self.exchange, tin + tout)
         price = self.route.model.price
         cost = price.cost(tin, tout)
         if cost > self.est.cost:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aikeys import credentials
 from aikeys.ledger.meter import FailurePolicy
+from aikeys_gateway.tracing import otlp_endpoint
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -30,6 +31,9 @@ class Settings:
     drain_seconds: float = 60.0  # how long to keep reading a stream the client left, for its usage
     upstream_hosts: tuple[str, ...] = ()  # if set, the only upstream hosts the gateway calls
     responses_ttl: int = 30 * 86_400  # how long the owner of a stored response id is remembered
+    breaker_failures: int = 3  # failures in a row that take an upstream out (models with backends)
+    breaker_open_seconds: float = 30.0  # for this long, then one trial request
+    otlp_endpoint: str = ""  # OTLP/HTTP traces URL; empty: tracing off (tracing.py)
 
     @classmethod
     def from_env(cls, default_namespace: str = "aikeys-system") -> Settings:
@@ -49,7 +53,10 @@ class Settings:
             access_log=_flag("AIKEYS_ACCESS_LOG", True),
             body_timeout=float(os.environ.get("AIKEYS_BODY_TIMEOUT", "60")),
             drain_seconds=float(os.environ.get("AIKEYS_STREAM_DRAIN_SECONDS", "60")),
+            breaker_failures=int(os.environ.get("AIKEYS_BREAKER_FAILURES", "3")),
+            breaker_open_seconds=float(os.environ.get("AIKEYS_BREAKER_OPEN_SECONDS", "30")),
             responses_ttl=int(os.environ.get("AIKEYS_RESPONSES_TTL", str(30 * 86_400))),
+            otlp_endpoint=otlp_endpoint(os.environ),
             upstream_hosts=tuple(
                 h.strip().lower() for h in os.environ.get("AIKEYS_UPSTREAM_HOSTS", "").split(",") if h.strip()
             ),

@@ -135,3 +135,15 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "aikeys_rate_limited_total",
+            "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
+            ["scope"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "aikeys_upstream_fallbacks_total",
+            "Requests sent on to the next backend of a model, by failed and next backend and why.",
+            ["failed", "next", "reason"],
+            registry=r,
+        )

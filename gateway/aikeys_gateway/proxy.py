@@ -12,6 +12,7 @@ upstream error, transport failure, or our own failure ─► release the reserva
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -26,12 +27,21 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from aikeys import notices
-from aikeys.estimate import Endpoint, apply_cap, estimate, output_cap
+from aikeys.estimate import Endpoint, OutputCap, apply_cap, estimate, output_cap
 from aikeys.ledger.meter import UNMETERED, Meter
-from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate, LedgerUnavailable, ReserveStatus
+from aikeys.ledger.store import (
+    MAX_AMOUNT,
+    NO_RATE,
+    Allocation,
+    Estimate,
+    LedgerUnavailable,
+    RateState,
+    ReserveStatus,
+)
 from aikeys.money import NANO_PER_USD, format_usd
-from aikeys_gateway import errors, translate
+from aikeys_gateway import errors, ratelimits, translate
 from aikeys_gateway.auth import authenticate
+from aikeys_gateway.breakers import Breakers
 from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
@@ -40,6 +50,7 @@ from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.routing import Route, resolve
 from aikeys_gateway.stored import Owner, StoredResponses
 from aikeys_gateway.streaming import ChatReader, Reader, ResponsesReader, SSEFilter, json_output
+from aikeys_gateway.tracing import RequestSpan, Tracing
 
 log = logging.getLogger("aikeys.gateway.access")
 
@@ -53,9 +64,14 @@ class Exchange:
     started: float
     ctx: dict[str, Any] = field(default_factory=dict)
     held: tuple[Allocation, str] | None = None  # a reservation not yet settled or released
+    span: RequestSpan | None = None  # its trace span, when tracing is on (tracing.py)
+    rate: RateState = NO_RATE  # the tightest rate limits met, for the x-ratelimit-* headers
+    model_window: tuple[str, int, int] | None = None  # a model's rate window: scope, start, tokens
 
 
 class Gateway:
+    tracer: Tracing | None = None  # set at start-up when an OTLP endpoint is configured
+
     def __init__(
         self,
         settings: Settings,
@@ -65,8 +81,10 @@ class Gateway:
         http: aiohttp.ClientSession,
         stored: StoredResponses,
         clock: Callable[[], float] = time.time,
+        breakers: Breakers | None = None,
     ):
         self.stored = stored
+        self.breakers = breakers or Breakers(settings.breaker_failures, settings.breaker_open_seconds)
         self.settings = settings
         self.catalog = catalog
         self.meter = meter
@@ -99,6 +117,8 @@ class Gateway:
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         ex = Exchange(request_id(request), endpoint, time.perf_counter())
         ex.ctx.update(rid=ex.rid, endpoint=endpoint.value)
+        if self.tracer is not None:
+            ex.span = self.tracer.start(request, endpoint)
         try:
             response = await self._handle(request, ex)
         except errors.GatewayError as err:
@@ -108,6 +128,7 @@ class Gateway:
             log.exception("unexpected error", extra={"access": {"rid": ex.rid}})
             if ex.held is not None:
                 self.spawn(self.meter.release(*ex.held))
+                self.give_back_window(ex)
             response = errors.server_error(
                 "The gateway failed unexpectedly; the request was not charged."
             ).response(ex.rid)
@@ -128,6 +149,22 @@ class Gateway:
         if self.settings.access_log:
             ctx["ms"] = round(elapsed * 1000, 2)
             log.info("request", extra={"access": ctx})
+        if ex.span is not None:  # ends when the request is done, a stream's charge settled
+            ex.span.end(ctx)
+
+    def give_back_window(self, ex: Exchange, used_tokens: int | None = None) -> None:
+        """Correct a model's rate window: to the tokens used (settled), or give the whole request
+        back (refused or never sent). Best effort, off the request path."""
+        if ex.model_window is None:
+            return
+        scope, start, bound = ex.model_window
+        ex.model_window = None
+        requests, tokens = (-1, -bound) if used_tokens is None else (0, used_tokens - bound)
+        self.spawn(self._adjust_window(scope, start, requests, tokens))
+
+    async def _adjust_window(self, scope: str, start: int, requests: int, tokens: int) -> None:
+        with contextlib.suppress(LedgerUnavailable):  # the window ends soon; it only stays stricter
+            await self.meter.ledger.adjust_rate(scope, start, requests, tokens)
 
     def observe(self, method: str, route: str, status: int, started: float, rid: str) -> None:
         """A request outside the metered routes (models, usage, stored responses, unknown URLs)."""
@@ -153,69 +190,122 @@ class Gateway:
             )
         stream = bool(body.get("stream")) and endpoint is not Endpoint.EMBEDDINGS
         ctx["stream"] = stream
-        translated = endpoint is Endpoint.RESPONSES and not route.model.responses_native
-        if translated:  # a chat-only backend: the request goes as a chat completion
+        attempts = self.breakers.order(route)
+        if (
+            endpoint is Endpoint.RESPONSES
+            and body.get("previous_response_id")
+            and route.model.responses_native
+        ):
+            attempts = await self._holders(str(body["previous_response_id"]), key, attempts)
+        plans = [plan(endpoint, body, r, stream) for r in attempts]
+        first = plans[0]
+        if first.translated:
             ctx["translated"] = True
-            body, endpoint = translate.chat_request(body), Endpoint.CHAT
-        elif endpoint is Endpoint.RESPONSES and body.get("previous_response_id"):
-            await self._check_previous(str(body["previous_response_id"]), key, route)
-        cap = output_cap(endpoint, body, route.model.max_output_tokens)
-        upstream_body = dict(body)
-        upstream_body["model"] = route.model.upstream_name
-        apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
-        if stream and endpoint is not Endpoint.RESPONSES and route.provider.stream_usage:
-            upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        payload = serialize(upstream_body)
-        est = estimate(endpoint, body, route.model.price, route.model.encoding, cap)
+        if ex.span is not None:
+            ex.span.request(first.body, first.cap, alloc.name)
+        est = dearest(plans)
         ledger_rid = uuid.uuid4().hex
-        await self._reserve(alloc, ledger_rid, key, route, est)
-        ex.held = (alloc, ledger_rid)
-        try:
-            resp = await self._send(route, endpoint, payload)
-        except errors.GatewayError:  # the upstream never took the request
-            ex.held = None
-            await self.meter.release(alloc, ledger_rid)
-            raise
-        except BaseException:  # cancelled mid-call: the upstream may be generating, charge the bound
-            ex.held = None
-            self.spawn(Charge(self, alloc, ledger_rid, key, route, est, ctx).reservation())
-            raise
-        if resp.status >= 400:
-            ex.held = None
-            await self.meter.release(alloc, ledger_rid)
-            return await self._upstream_error(resp, route, ex.rid)
+        await self._reserve(ex, alloc, ledger_rid, key, route, est)
+        sent = await self._upstream(ex, plans, Charge(self, alloc, ledger_rid, key, route, est, ctx))
+        if isinstance(sent, Response):
+            return sent
+        used, resp = sent
         ex.held = None  # from here on the Charge settles it, whatever happens
-        charge = Charge(self, alloc, ledger_rid, key, route, est, ctx)
-        if ex.endpoint is Endpoint.RESPONSES and not translated and request_body.get("store") is not False:
-            charge.stored = Owner(key.namespace, route.provider.namespace, route.provider.name)
+        charge = Charge(self, alloc, ledger_rid, key, used.route, est, ctx, exchange=ex)
+        if used.route is not route:
+            ctx["backend"] = used.route.model_id
+        if (
+            ex.endpoint is Endpoint.RESPONSES
+            and not used.translated
+            and request_body.get("store") is not False
+        ):
+            charge.stored = Owner(key.namespace, used.route.provider.namespace, used.route.provider.name)
         if not stream:
-            return await self._json(resp, charge, ex, request_body if translated else None)
+            return await self._json(resp, charge, ex, request_body if used.translated else None)
         return self._stream(
-            resp, charge, SSEFilter(_reader(ex.endpoint, translated, request_body, route)), ex
+            resp, charge, SSEFilter(_reader(ex.endpoint, used.translated, request_body, used.route)), ex
         )
 
-    async def _check_previous(self, response_id: str, key: KeyEntry, route: Route) -> None:
-        """previous_response_id must be a response of this namespace, held by the same provider."""
+    async def _upstream(
+        self, ex: Exchange, plans: list[Plan], charge: Charge
+    ) -> tuple[Plan, aiohttp.ClientResponse] | Response:
+        """Send the reserved request to the first upstream that takes it: on a connection failure,
+        timeout, 429 or 5xx — nothing has reached the client yet — the next one is tried. When none
+        does, release what the request holds."""
+        ex.held = (charge.alloc, charge.ledger_rid)
+        for i, attempt in enumerate(plans):
+            last = i == len(plans) - 1
+            try:
+                resp = await self._send(attempt.route, attempt.endpoint, attempt.payload)
+            except errors.GatewayError:  # the upstream never took the request
+                self.breakers.failed(attempt.route)
+                if not last:
+                    self._fell_back(ex, attempt.route, plans[i + 1].route, "transport")
+                    continue
+                ex.held = None
+                await self.meter.release(charge.alloc, charge.ledger_rid)
+                self.give_back_window(ex)
+                raise
+            except BaseException:  # cancelled mid-call: the upstream may be generating, charge the bound
+                ex.held = None
+                self.spawn(charge.reservation())
+                raise
+            if resp.status == 429 or resp.status >= 500:
+                self.breakers.failed(attempt.route)
+                if not last:
+                    resp.release()
+                    self._fell_back(ex, attempt.route, plans[i + 1].route, str(resp.status))
+                    continue
+            if resp.status >= 400:
+                ex.held = None
+                await self.meter.release(charge.alloc, charge.ledger_rid)
+                self.give_back_window(ex)
+                return await self._upstream_error(resp, attempt.route, ex.rid)
+            self.breakers.succeeded(attempt.route)
+            return attempt, resp
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _fell_back(self, ex: Exchange, failed: Route, to: Route, why: str) -> None:
+        ex.ctx.setdefault("fallbacks", []).append(f"{failed.model_id}:{why}")
+        self.metrics.fallbacks.labels(failed.model_id, to.model_id, why).inc()
+
+    async def _holders(self, response_id: str, key: KeyEntry, attempts: list[Route]) -> list[Route]:
+        """previous_response_id must be a response of this namespace; only the upstream that holds
+        it can continue it."""
         provider = await self.stored.provider_for(response_id, key, self.catalog)
-        if provider is not route.provider:
+        holders = [r for r in attempts if r.provider is provider and r.model.responses_native]
+        if not holders:
             raise errors.invalid_request(
                 f"Previous response with id '{response_id[:80]}' was created through another provider; "
                 "continue it with a model of that provider.",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
+        return holders
 
     async def _reserve(
-        self, alloc: Allocation, ledger_rid: str, key: KeyEntry, route: Route, est: Estimate
+        self, ex: Exchange, alloc: Allocation, ledger_rid: str, key: KeyEntry, route: Route, est: Estimate
     ) -> None:
-        if est.cost > MAX_AMOUNT or est.input_tokens + est.output_tokens > MAX_AMOUNT:
+        bound = est.input_tokens + est.output_tokens
+        if est.cost > MAX_AMOUNT or bound > MAX_AMOUNT:
             self.metrics.rejected_budget.labels(alloc.namespace, alloc.name).inc()
             raise errors.insufficient_quota(
                 "This request's upper bound is beyond what any allocation can cover; lower max_tokens or n."
             )
+        model_rate = NO_RATE
         try:
-            outcome = await self.meter.reserve(alloc, ledger_rid, key.name, route.model_id, est)
+            if route.model.limits is not None:  # a model's window spans allocations: its own call
+                admitted = await self.meter.ledger.admit_rate(
+                    route.model.rate_scope, route.model.limits, bound
+                )
+                model_rate = admitted.state
+                if not admitted.admitted:
+                    self.metrics.rate_limited.labels("model").inc()
+                    raise ratelimits.limited(model_rate, admitted.status, f"model {route.model_id}", bound)
+                ex.model_window = (route.model.rate_scope, admitted.window_start, bound)
+            outcome = await self.meter.reserve(alloc, ledger_rid, key.name, route.model_id, est, key.limits)
         except LedgerUnavailable as err:
+            self.give_back_window(ex)
             self.metrics.ledger_errors.inc()
             raise errors.unavailable(
                 "The budget ledger is unreachable; no request is served unmetered. Retry shortly."
@@ -223,6 +313,13 @@ class Gateway:
         if outcome is UNMETERED:
             self.metrics.unmetered.inc()
             return
+        if not outcome.accepted:
+            self.give_back_window(ex)
+        ex.rate = model_rate.tighter(outcome.rate)
+        if outcome.status in (ReserveStatus.RATE_LIMITED_REQUESTS, ReserveStatus.RATE_LIMITED_TOKENS):
+            self.metrics.rate_limited.labels("allocation_or_key").inc()
+            scope = f"allocation {alloc.namespace}/{alloc.name} or key {key.name}"
+            raise ratelimits.limited(ex.rate, outcome.status, scope, bound)
         self.metrics.budget.labels(alloc.namespace, alloc.name).set(alloc.budget / NANO_PER_USD)
         if outcome.accepted:
             return
@@ -249,6 +346,8 @@ class Gateway:
     async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> aiohttp.ClientResponse:
         """POST the request upstream; transport failures are 502/504 (nothing was generated)."""
         headers = {"Content-Type": "application/json", **route.auth_headers()}
+        if self.tracer is not None:  # W3C trace context for the upstream
+            self.tracer.inject(headers, route)
         timeout = aiohttp.ClientTimeout(
             total=route.provider.timeout_seconds, sock_connect=self.settings.upstream_connect_timeout
         )
@@ -316,6 +415,8 @@ class Gateway:
         except orjson.JSONDecodeError:
             parsed = None
         usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
+        if ex.span is not None:
+            ex.span.response(parsed)
         await charge.usage(usage, output)
         media_type = resp.headers.get("Content-Type", "application/json")
         if responses_request is not None:
@@ -323,7 +424,8 @@ class Gateway:
             media_type = "application/json"
         elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
             await self.remember(parsed["id"], charge.stored)
-        return Response(raw, status_code=resp.status, media_type=media_type, headers={"x-request-id": ex.rid})
+        headers = {"x-request-id": ex.rid, **ratelimits.headers(ex.rate)}
+        return Response(raw, status_code=resp.status, media_type=media_type, headers=headers)
 
     async def remember(self, response_id: str, owner: Owner) -> None:
         try:
@@ -334,6 +436,9 @@ class Gateway:
     def _stream(
         self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
     ) -> StreamingResponse:
+        if ex.span is not None:
+            ex.span.watch(sse)
+
         async def events() -> AsyncIterator[bytes]:
             ended = False
             try:
@@ -360,7 +465,7 @@ class Gateway:
             events(),
             status_code=resp.status,
             media_type=resp.headers.get("Content-Type", "text/event-stream"),
-            headers={"x-request-id": ex.rid, "Cache-Control": "no-cache"},
+            headers={"x-request-id": ex.rid, "Cache-Control": "no-cache", **ratelimits.headers(ex.rate)},
         )
 
     async def _after_stream(self, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
@@ -407,3 +512,41 @@ def _reader(endpoint: Endpoint, translated: bool, request: dict[str, Any], route
     if endpoint is Endpoint.RESPONSES:
         return ResponsesReader()
     return ChatReader(bool((request.get("stream_options") or {}).get("include_usage")))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The request as one upstream gets it: its endpoint (chat for a translated Responses request),
+    body, cap and bytes."""
+
+    route: Route
+    endpoint: Endpoint
+    body: dict[str, Any]
+    cap: OutputCap
+    payload: bytes
+    translated: bool
+
+
+def plan(endpoint: Endpoint, body: dict[str, Any], route: Route, stream: bool) -> Plan:
+    translated = endpoint is Endpoint.RESPONSES and not route.model.responses_native
+    if translated:  # a chat-only backend: the request goes as a chat completion
+        body, endpoint = translate.chat_request(body), Endpoint.CHAT
+    cap = output_cap(endpoint, body, route.model.max_output_tokens)
+    upstream_body = dict(body)
+    upstream_body["model"] = route.model.upstream_name
+    apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
+    if stream and endpoint is not Endpoint.RESPONSES and route.provider.stream_usage:
+        upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return Plan(route, endpoint, body, cap, serialize(upstream_body), translated)
+
+
+def dearest(plans: list[Plan]) -> Estimate:
+    """One reservation that covers whichever upstream answers."""
+    estimates = [
+        estimate(p.endpoint, p.body, p.route.model.price, p.route.model.encoding, p.cap) for p in plans
+    ]
+    return Estimate(
+        max(e.cost for e in estimates),
+        max(e.input_tokens for e in estimates),
+        max(e.output_tokens for e in estimates),
+    )

@@ -34,6 +34,8 @@ class Route:
     provider: ProviderEntry
     model: ModelEntry
     credential: str | None
+    weight: int = 1
+    backends: tuple[Route, ...] = ()  # other upstreams that serve the same model
 
     def url(self, endpoint: str) -> str:
         return provider_url(self.provider, endpoint, self.model.upstream_name)
@@ -75,4 +77,24 @@ def resolve(model_id: object, key: KeyEntry, catalog: Catalog, allowed_hosts: tu
         raise forbidden(
             f"The provider {owner}:{provider_name} has no credentials yet.", code="provider_not_ready"
         )
-    return Route(model_id, provider, model, credential)
+    backends = tuple(_backends(model, provider, catalog, allowed_hosts))
+    return Route(model_id, provider, model, credential, model.weight, backends)
+
+
+def _backends(
+    model: ModelEntry, provider: ProviderEntry, catalog: Catalog, allowed_hosts: tuple[str, ...]
+) -> list[Route]:
+    """The usable backends of a model: existing, shared with its provider's namespace, on an allowed
+    host, with credentials. Others are left out (the AIProvider's status says why)."""
+    found = []
+    for backend_id, weight in model.backends:
+        parsed = parse_model_id(backend_id)
+        other = catalog.provider(parsed[0], parsed[1]) if parsed else None
+        served = other.models.get(parsed[2]) if other and parsed else None
+        if other is None or served is None or not other.shared_to(provider.namespace):
+            continue
+        credential = catalog.credential(other)
+        if not host_allowed(other.host, allowed_hosts) or (other.has_credentials and credential is None):
+            continue
+        found.append(Route(backend_id, other, served, credential, weight))
+    return found
