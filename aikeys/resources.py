@@ -517,6 +517,9 @@ AIKEY = Kind(
         _col("Expires", ".status.expiresAt", description="Expiry (UTC)"),
         _col("Last Used", ".status.lastUsedAt", "date"),
         _col("Spend", ".status.spend", description="USD this period"),
+        _col("Rate Req", ".spec.limits.requests", "integer", "Requests per rate window", priority=1),
+        _col("Rate Tokens", ".spec.limits.tokens", "integer", "Tokens per rate window", priority=1),
+        _col("Window", ".spec.limits.window", description="Rate window", priority=1),
         _AGE,
     ],
 )
@@ -534,6 +537,9 @@ ALLOCATION = Kind(
         _col("Remaining", ".status.remaining"),
         _col("Period", ".spec.period"),
         _col("Exhausted", '.status.conditions[?(@.type=="Exhausted")].status'),
+        _col("Rate Req", ".spec.limits.requests", "integer", "Requests per rate window", priority=1),
+        _col("Rate Tokens", ".spec.limits.tokens", "integer", "Tokens per rate window", priority=1),
+        _col("Window", ".spec.limits.window", description="Rate window", priority=1),
         _AGE,
     ],
 )

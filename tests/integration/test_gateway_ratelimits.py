@@ -176,3 +176,12 @@ def test_limits_need_something_to_limit(control_plane: ControlPlane) -> None:
     }
     out = control_plane.kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps(body), check=False)
     assert out.returncode != 0 and "set limits.requests, limits.tokens or both" in out.stderr
+
+
+def test_limits_show_in_kubectl(control_plane: ControlPlane, keys: dict[str, str]) -> None:
+    wide = control_plane.kubectl("get", "allocation", "limited", "-n", NS, "-o", "wide").stdout
+    header, row = wide.splitlines()[:2]
+    assert "RATE REQ" in header and "WINDOW" in header
+    assert row.split()[header.split().index("RATE") :][:1] == ["3"] and f"{WINDOW_S}s" in row
+    keys_wide = control_plane.kubectl("get", "aikey", "tokens", "-n", NS, "-o", "wide").stdout
+    assert "RATE TOKENS" in keys_wide.splitlines()[0] and "100" in keys_wide.splitlines()[1]
