@@ -32,6 +32,9 @@ pytestmark = pytest.mark.integration
 NS = "install"
 SOURCES = ("pyproject.toml", "README.md", "aikeys", "operator", "gateway")
 PIP = (sys.executable, "-m", "pip")
+# what a user's shell has, not ours: no PYTHONPATH (or PYTHONHOME …) that would show pip and the plugin
+# the checkout's own packages
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 SERVER_ONLY = ("fastapi", "kopf", "redis", "uvicorn", "tiktoken", "cryptography", "prometheus_client")
 
 
@@ -44,8 +47,8 @@ class Installed:
         self, cp: ControlPlane, gateway: GatewayProcess, *args: str, exe: str = "kubectl-aikeys"
     ) -> subprocess.CompletedProcess[str]:
         env = {
+            **{k: v for k, v in CLEAN_ENV.items() if k in ("HOME", "LANG", "LC_ALL")},
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-            "HOME": os.environ.get("HOME", "/root"),
             "KUBECONFIG": str(cp.kubeconfig),
             "AIKEYS_GATEWAY_URL": gateway.openai_url,
         }
@@ -86,6 +89,7 @@ def _build_wheel(workdir: Path) -> Path:
         ],
         check=True,
         capture_output=True,
+        env=CLEAN_ENV,
         timeout=120,
     )
     [wheel] = dist.glob("aikeys-*.whl")
@@ -102,6 +106,7 @@ def _wheelhouse(wheel: Path) -> Path:
             [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house), str(wheel)],
             check=True,
             capture_output=True,
+            env=CLEAN_ENV,
             timeout=300,
         )
         (house / wheel.name).unlink(missing_ok=True)  # ours is rebuilt every run
@@ -131,6 +136,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         ],
         check=True,
         capture_output=True,
+        env=CLEAN_ENV,
         timeout=180,
     )
     seconds = time.monotonic() - started
@@ -141,22 +147,28 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 def test_the_base_install_is_the_command_line(installed: Installed) -> None:
     python = installed.bin / "python"
     for module in SERVER_ONLY:
-        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, check=False)
+        probe = subprocess.run(
+            [str(python), "-c", f"import {module}"], capture_output=True, check=False, env=CLEAN_ENV
+        )
         assert probe.returncode != 0, f"{module} came with the base install"
     for exe in ("kubectl-aikeys", "aikeys"):
         result = subprocess.run(
-            [str(installed.bin / exe), "--help"], capture_output=True, text=True, check=False
+            [str(installed.bin / exe), "--help"], capture_output=True, text=True, check=False, env=CLEAN_ENV
         )
         assert result.returncode == 0, result.stderr
         assert "keys" in result.stdout and "usage" in result.stdout
     for args in (["keys", "create", "--help"], ["usage", "--help"], ["mock-upstream", "--help"]):
         result = subprocess.run(
-            [str(installed.bin / "aikeys"), *args], capture_output=True, text=True, check=False
+            [str(installed.bin / "aikeys"), *args], capture_output=True, text=True, check=False, env=CLEAN_ENV
         )
         assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
     # the dev stack needs the dev extra, and says so instead of a traceback
     dev = subprocess.run(
-        [str(installed.bin / "aikeys"), "dev", "status"], capture_output=True, text=True, check=False
+        [str(installed.bin / "aikeys"), "dev", "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=CLEAN_ENV,
     )
     assert dev.returncode != 0
     assert "pip install 'aikeys[dev]'" in dev.stderr and "Traceback" not in dev.stderr
