@@ -264,8 +264,6 @@ def test_every_request_is_in_the_access_log_and_the_metrics(
     assert (logged["status"], logged["endpoint"], logged["method"]) == (404, "unmatched", "GET")
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert any(
-        line.startswith("aikeys_requests_total{")
-        and 'endpoint="unmatched"' in line
-        and 'code="404"' in line
+        line.startswith("aikeys_requests_total{") and 'endpoint="unmatched"' in line and 'code="404"' in line
         for line in metrics.splitlines()
     )

@@ -14,8 +14,7 @@ from aikeys_gateway.streaming import SSEFilter
 from openai.types.responses import Response, ResponseStreamEvent
 
 EVENT_TYPES = {
-    cls.model_fields["type"].annotation.__args__[0]: cls
-    for cls in get_args(get_args(ResponseStreamEvent)[0])
+    cls.model_fields["type"].annotation.__args__[0]: cls for cls in get_args(get_args(ResponseStreamEvent)[0])
 }
 TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
 
