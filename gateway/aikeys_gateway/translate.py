@@ -89,10 +89,13 @@ def _item(item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
             raise errors.invalid_request(f"Unknown message role {item.get('role')!r}.", param="input")
         messages.append({"role": role, "content": _content(item.get("content"))})
     elif kind == "function_call":
+        name = item.get("name")
+        if item.get("namespace"):
+            name = f"{item['namespace']}{NAMESPACE_SEPARATOR}{name}"
         call = {
             "id": item.get("call_id") or item.get("id"),
             "type": "function",
-            "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""},
+            "function": {"name": name, "arguments": item.get("arguments") or ""},
         }
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant" and "tool_calls" in last:
@@ -111,9 +114,41 @@ def _item(item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
         )
 
 
+NAMESPACE_SEPARATOR = "__"  # a namespace's tool `close` in `agents` is the chat function `agents__close`
+
+
+def _function(tool: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+    if namespace:
+        function["name"] = f"{namespace}{NAMESPACE_SEPARATOR}{tool.get('name')}"
+    return {"type": "function", "function": function}
+
+
+def namespaced(request: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Chat function names that stand for a namespace's tools → (namespace, tool name)."""
+    found = {}
+    for tool in request.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("type") == "namespace":
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict):
+                    found[f"{tool.get('name')}{NAMESPACE_SEPARATOR}{inner.get('name')}"] = (
+                        str(tool.get("name")),
+                        str(inner.get("name")),
+                    )
+    return found
+
+
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = []
     for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("type") == "namespace":  # a group of function tools
+            inner = [t for t in tool.get("tools") or [] if isinstance(t, dict)]
+            if any(t.get("type", "function") != "function" for t in inner):
+                raise _unsupported(
+                    f"Namespace '{tool.get('name')}' holds tools other than functions.", "tools"
+                )
+            tools += [_function(t, str(tool.get("name"))) for t in inner]
+            continue
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else tool
             raise _unsupported(
@@ -121,8 +156,7 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
                 "through chat completions, which only take function tools.",
                 "tools",
             )
-        function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-        tools.append({"type": "function", "function": function})
+        tools.append(_function(tool))
     return tools
 
 
@@ -267,8 +301,14 @@ def _message_item(text: str, status: str = "completed", item_id: str | None = No
     }
 
 
-def _call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {
+def _call_item(
+    call_id: str,
+    name: str,
+    arguments: str,
+    status: str = "completed",
+    names: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    item = {
         "id": _new_id("fc_"),
         "type": "function_call",
         "status": status,
@@ -276,6 +316,9 @@ def _call_item(call_id: str, name: str, arguments: str, status: str = "completed
         "call_id": call_id,
         "name": name,
     }
+    if names and name in names:  # a namespace's tool: answered under its own name, in its namespace
+        item["namespace"], item["name"] = names[name]
+    return item
 
 
 def _reasoning_item(text: str) -> dict[str, Any]:
@@ -300,12 +343,12 @@ def response_from_chat(completion: Any, request: dict[str, Any], model: str) -> 
         output.append(_reasoning_item(reasoning))
     if isinstance(message.get("content"), str) and message["content"]:
         output.append(_message_item(message["content"]))
+    names = namespaced(request)
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
+        call_id = call.get("id") or _new_id("call_")
         output.append(
-            _call_item(
-                call.get("id") or _new_id("call_"), function.get("name", ""), function.get("arguments", "")
-            )
+            _call_item(call_id, function.get("name", ""), function.get("arguments", ""), names=names)
         )
     cut = choice.get("finish_reason") == "length"
     usage = _usage(completion.get("usage")) if isinstance(completion, dict) else None
@@ -330,6 +373,7 @@ class ChatToResponses:
         self.texts: dict[int, list[str]] = {}
         self.cut = False
         self.raw_usage: Any = None  # the chat usage object, for the response's usage details
+        self.names = namespaced(request)
 
     # the Reader protocol, by delegation to the chat reader
     @property
@@ -431,9 +475,8 @@ class ChatToResponses:
                 function = call.get("function") or {}
                 key = f"call:{call.get('index', 0)}"
                 if key not in self.open:
-                    item = _call_item(
-                        call.get("id") or _new_id("call_"), function.get("name") or "", "", "in_progress"
-                    )
+                    call_id = call.get("id") or _new_id("call_")
+                    item = _call_item(call_id, function.get("name") or "", "", "in_progress", self.names)
                     index, opened = self._open(key, item)
                     out += opened
                 index = self.open[key]

@@ -55,9 +55,9 @@ exporter = "none"
 [features]
 plugins = false                # the plugin catalogue is fetched from the network
 {features}"""
-# Codex offers its sub-agent tools as one `namespace` tool, which the gateway cannot translate into
-# chat completions yet (it answers 400 unsupported_on_chat_backend): chat-only models need them off.
-CHAT_ONLY_FEATURES = "multi_agent = false            # no `namespace` tool: chat-only models\n"
+# Codex offers its sub-agent tools as one `namespace` tool: on a chat-only model the gateway turns
+# them into chat functions (`multi_agent_v1__close_agent`) and the calls back into namespaced ones.
+CHAT_ONLY_FEATURES = ""
 
 # The mock calls the first function offered (Codex's `exec_command`) with the instance of its
 # schema: {"cmd": "mock"}. So `mock` is a command, on the PATH Codex's commands get; it tells

@@ -207,3 +207,42 @@ def test_a_stream_that_ends_without_done_still_completes() -> None:
     filt = SSEFilter(translate.ChatToResponses({"input": "hi"}, "ns:p/m"))
     raw = filt.feed(sse(chunk(content="x"))) + filt.end()
     assert events(raw)[-1]["type"] == "response.completed"
+
+
+def test_a_namespace_of_tools_becomes_chat_functions_and_comes_back_namespaced() -> None:
+    agents = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Sub-agents.",
+        "tools": [{"type": "function", "name": "close_agent", "parameters": {"type": "object"}}],
+    }
+    request = {
+        "model": "m",
+        "tools": [agents, TOOL],
+        "input": [
+            {"role": "user", "content": "go"},
+            {
+                "type": "function_call",
+                "call_id": "c0",
+                "namespace": "multi_agent_v1",
+                "name": "close_agent",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": "c0", "output": "closed"},
+        ],
+    }
+    chat = translate.chat_request(request)
+    assert [t["function"]["name"] for t in chat["tools"]] == ["multi_agent_v1__close_agent", "get_weather"]
+    assert chat["messages"][1]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__close_agent"
+    answer = completion(
+        content=None,
+        tool_calls=[
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"},
+            }
+        ],
+    )
+    [call] = translate.response_from_chat(answer, request, "ns:p/m")["output"]
+    assert (call["namespace"], call["name"]) == ("multi_agent_v1", "close_agent")
