@@ -10,6 +10,7 @@ touches live in one Redis Cluster slot:
     aikeys:{team-a/research}:usage:<yyyymmdd>     HASH "<key>|<model>|req|in|out|cost" → integer
     aikeys:{team-a/research}:keyspend:<period id> HASH key name → nano-USD spent in the period
     aikeys:{team-a/research}:lastused             HASH key name → epoch ms
+    aikeys:{team-a/research}:dirty                SET key names charged since the operator last looked
 """
 
 from __future__ import annotations
@@ -60,3 +61,7 @@ class AllocationKeys:
     @property
     def last_used(self) -> str:
         return f"{self.prefix}lastused"
+
+    @property
+    def dirty(self) -> str:
+        return f"{self.prefix}dirty"

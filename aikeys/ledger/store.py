@@ -238,6 +238,23 @@ class RestoreOutcome:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """One allocation as the operator's status refresh sees it: the current period's counters, and
+    the keys charged since the last `Ledger.changes` (taken: each is handed out once)."""
+
+    state: PeriodState
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """A key's spend in the current period (nano-USD) and its last charge."""
+
+    spend: int
+    last_used: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class UsageRow:
     day: str  # yyyymmdd, UTC
     key: str
@@ -561,6 +578,54 @@ class Ledger:
         w = window(alloc.period, at or self.now())
         raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.key_spend(w.id)))  # type: ignore[arg-type]
         return {k: int(v) for k, v in raw.items()}
+
+    async def changes(
+        self, allocs: Sequence[Allocation], at: dt.datetime | None = None, max_keys: int = 100_000
+    ) -> list[Changes]:
+        """Every allocation's period counters and the keys charged since the last call, in one
+        pipelined round trip (HGETALL and SPOP per allocation; cluster-safe, nothing transactional
+        across allocations). The keys are taken out of the ledger's `dirty` set: a caller that
+        cannot use them now has to remember them itself."""
+        if not allocs:
+            return []
+        at = at or self.now()
+        pipe = self.client.pipeline(transaction=False)
+        for alloc in allocs:
+            pipe.hgetall(alloc.keys.period(window(alloc.period, at).id))
+            pipe.spop(alloc.keys.dirty, max_keys)
+        raw: list[Any] = await _guarded(pipe.execute())
+        out = []
+        for i in range(len(allocs)):
+            counters: dict[str, str] = raw[2 * i] or {}
+            values = {k: int(v) for k, v in counters.items()}
+            state = PeriodState(**{f: values.get(f, 0) for f in _COUNTERS}, exists=bool(counters))
+            out.append(Changes(state, tuple(raw[2 * i + 1] or ())))
+        return out
+
+    async def key_use(
+        self, wanted: Sequence[tuple[Allocation, Sequence[str]]], at: dt.datetime | None = None
+    ) -> list[dict[str, KeyUse]]:
+        """Spend in the current period and last use of the named keys of each allocation, in one
+        pipelined round trip (two HMGETs per allocation): work follows the keys asked for, not
+        how many keys an allocation has."""
+        at = at or self.now()
+        pipe = self.client.pipeline(transaction=False)
+        asked = [(alloc, list(names)) for alloc, names in wanted if names]
+        for alloc, names in asked:
+            pipe.hmget(alloc.keys.key_spend(window(alloc.period, at).id), names)
+            pipe.hmget(alloc.keys.last_used, names)
+        raw: list[Any] = await _guarded(pipe.execute()) if asked else []
+        found: dict[int, dict[str, KeyUse]] = {}
+        for i, (_alloc, names) in enumerate(asked):
+            spend, used = raw[2 * i], raw[2 * i + 1]
+            found[i] = {
+                name: KeyUse(
+                    int(s or 0), None if u is None else dt.datetime.fromtimestamp(int(u) / 1000, dt.UTC)
+                )
+                for name, s, u in zip(names, spend, used, strict=True)
+            }
+        it = iter(found.values())
+        return [next(it) if names else {} for _alloc, names in wanted]
 
     async def last_used(self, alloc: Allocation) -> dict[str, dt.datetime]:
         raw: dict[str, str] = await _guarded(self.client.hgetall(alloc.keys.last_used))  # type: ignore[arg-type]

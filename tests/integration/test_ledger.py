@@ -14,7 +14,9 @@ from aikeys.devstack.redis import RedisServer
 from aikeys.ledger.store import (
     MAX_AMOUNT,
     Allocation,
+    Changes,
     Estimate,
+    KeyUse,
     Ledger,
     PeriodState,
     ReserveStatus,
@@ -412,3 +414,42 @@ async def test_an_estimate_beyond_what_the_ledger_can_count_is_over_budget(ledge
         await ledger.reserve(a, rid(), "k", "m", Estimate(-1, 0, 0))
     with pytest.raises(ValueError, match="2\\^53"):
         await ledger.settle(a, rid(), "k", "m", 1, 1, MAX_AMOUNT + 1)
+
+
+async def test_changes_hand_out_each_charged_key_once(ledger: Ledger, clock: Clock) -> None:
+    """The operator's status refresh reads the keys charged since it last looked (the `dirty` set
+    the settle and reap write), so its work follows the traffic, not the number of keys."""
+    a, idle = alloc(10_000), alloc(10_000)
+    assert await ledger.changes([a, idle]) == [Changes(PeriodState()), Changes(PeriodState())]
+    for key, cost in (("alice", 100), ("bob", 20), ("alice", 30)):
+        r = rid()
+        await ledger.reserve(a, r, key, "m", Estimate(cost, 1, 1))
+        await ledger.settle(a, r, key, "m", 1, 1, cost)
+    held = rid()
+    await ledger.reserve(a, held, "carol", "m", Estimate(7, 1, 1))  # its gateway dies: reaped later
+    [changed, untouched] = await ledger.changes([a, idle])
+    assert sorted(changed.keys) == ["alice", "bob"]
+    assert (changed.state.spent, changed.state.reserved, changed.state.requests) == (150, 7, 3)
+    assert untouched == Changes(PeriodState())
+    assert [c.keys for c in await ledger.changes([a, idle])] == [(), ()]  # taken: handed out once
+
+    clock.advance(minutes=11)  # past carol's lease: the next settle reaps it at its estimate
+    r = rid()
+    await ledger.reserve(a, r, "bob", "m", Estimate(5, 1, 1))
+    await ledger.settle(a, r, "bob", "m", 1, 1, 5)
+    [changed] = await ledger.changes([a])
+    assert sorted(changed.keys) == ["bob", "carol"]
+    assert changed.state.reaped == 1
+
+    uses = await ledger.key_use([(a, ["alice", "carol", "nobody"]), (idle, []), (idle, ["x"])])
+    now = dt.datetime.fromtimestamp(clock.t, dt.UTC)
+    assert uses == [
+        {
+            "alice": KeyUse(130, dt.datetime.fromtimestamp(NOV, dt.UTC)),
+            "carol": KeyUse(7, None),  # reaped: charged, never used by a settle
+            "nobody": KeyUse(0, None),
+        },
+        {},
+        {"x": KeyUse(0, None)},
+    ]
+    assert (await ledger.key_use([(a, ["bob"])]))[0]["bob"] == KeyUse(25, now)

@@ -29,11 +29,14 @@ local function prefix_of(period_key)
   return string.sub(period_key, 1, string.find(period_key, ':period:', 1, true))
 end
 
--- per-key spend of one period, for AIKey.status.spend
+-- per-key spend of one period, for AIKey.status.spend; the key goes into the allocation's
+-- `dirty` set, from which the operator takes the keys whose status needs a refresh (so its work
+-- follows what was charged, not how many keys exist)
 local function key_spend_add(prefix, period_id, key, cost, ttl)
   local k = prefix .. 'keyspend:' .. period_id
   redis.call('HINCRBY', k, key, int(cost))
   if ttl and ttl > 0 then redis.call('EXPIRE', k, int(ttl)) end
+  redis.call('SADD', prefix .. 'dirty', key)
 end
 
 local function period_id_of(period_key)
