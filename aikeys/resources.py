@@ -197,6 +197,15 @@ class AIKeySpec(Schema):
     allocation_ref: LocalRef = Field(
         description="The Allocation (same namespace) this key's spend is charged to."
     )
+    owner: str | None = Field(
+        None,
+        description="The Kubernetes user the key belongs to (usage is grouped by it). With the chart's "
+        "admission policy it must be the user who creates the key (`kubectl aikeys keys create` fills it "
+        "in) and cannot change afterwards; only users allowed to `create` the virtual resource "
+        "`aikeys/owner` (group aikeys.dev) in the namespace may set another owner or change it.",
+        min_length=1,
+        max_length=1024,
+    )
     ttl: str | None = duration(
         'How long the key is valid after creation, e.g. "720h" or "30d" (units ms, s, m, h, d). '
         "Not together with expiresAt. Neither: the key does not expire.",
@@ -512,6 +521,7 @@ AIKEY = Kind(
     "and keeps only its SHA-256 in status; spend is charged to the referenced Allocation.",
     [
         _col("Allocation", ".spec.allocationRef.name", description="Allocation charged"),
+        _col("Owner", ".spec.owner", description="The Kubernetes user the key belongs to"),
         _col("Phase", ".status.phase"),
         _col("Key", ".status.keyHint", description="Prefix and last 4 characters"),
         _col("Expires", ".status.expiresAt", description="Expiry (UTC)"),

@@ -14,7 +14,7 @@ import yaml
 from aikeys.cli.context import Context, aikeys_path
 from aikeys.cli.render import table, when
 from aikeys.durations import DurationError, parse_duration
-from aikeys.kube.client import KubeClient, path
+from aikeys.kube.client import Forbidden, KubeClient, NotFound, path
 from aikeys.resources import API_VERSION
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -58,6 +58,22 @@ def _show_once(key: str, base: str | None, kept: bool, secret: str, ns: str) -> 
         click.echo("It is no longer stored in the cluster; only its SHA-256 is.", err=True)
 
 
+SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+async def whoami(client: KubeClient) -> str | None:
+    """The user name the API server knows us by (SelfSubjectReview, Kubernetes >= 1.28), or None
+    when the cluster cannot tell."""
+    try:
+        review = await client.create(
+            SELF_SUBJECT_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        )
+    except (NotFound, Forbidden):
+        return None
+    name = ((review.get("status") or {}).get("userInfo") or {}).get("username")
+    return str(name) if name else None
+
+
 @click.group()
 def keys() -> None:
     """Create, list, revoke, disable, enable and rotate AI keys."""
@@ -70,6 +86,11 @@ def keys() -> None:
 @click.option("--expires-at", help="Expiry as RFC 3339, e.g. 2027-01-31T00:00:00Z.")
 @click.option("--models", multiple=True, help="Allowed model IDs (repeatable or comma-separated; * globs).")
 @click.option("--description", help="Who or what the key is for.")
+@click.option(
+    "--owner",
+    help="The Kubernetes user the key belongs to (default: you, as the API server knows you). Another "
+    "user needs the right to create aikeys/owner in the namespace (platform admins).",
+)
 @click.option("--keep-secret", is_flag=True, help="Keep the key in its Secret for workloads that envFrom it.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the key.")
 @pass_ctx
@@ -81,10 +102,11 @@ def create(
     expires_at: str | None,
     models: tuple[str, ...],
     description: str | None,
+    owner: str | None,
     keep_secret: bool,
     timeout: float,
 ) -> None:
-    """Create an AIKey, wait until it is Active and print the key once."""
+    """Create an AIKey owned by you, wait until it is Active and print the key once."""
     if ttl and expires_at:
         raise click.UsageError("pass --ttl or --expires-at, not both")
     if ttl:
@@ -105,6 +127,9 @@ def create(
     ns = ctx.ns()
 
     async def go(client: KubeClient) -> tuple[str, str | None, str]:
+        me = owner or await whoami(client)
+        if me:
+            spec["owner"] = me
         await client.create(
             aikeys_path(ns),
             {
@@ -136,6 +161,7 @@ def _rows(items: list[dict[str, Any]], all_ns: bool) -> list[list[str]]:
         st = o.get("status") or {}
         row = [
             o["metadata"]["name"],
+            o["spec"].get("owner") or "-",
             st.get("keyHint") or "-",
             o["spec"]["allocationRef"]["name"],
             when(st.get("createdAt") or o["metadata"].get("creationTimestamp")),
@@ -150,14 +176,24 @@ def _rows(items: list[dict[str, Any]], all_ns: bool) -> list[list[str]]:
 
 @keys.command("list")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Keys of every namespace you may list.")
-@click.option("--filter", "text", help="Only keys whose name, description, hint or allocation contain TEXT.")
+@click.option(
+    "--filter", "text", help="Only keys whose name, owner, description, hint or allocation contain TEXT."
+)
 @click.option("--allocation", help="Only keys drawing from this allocation.")
+@click.option("--owner", help="Only keys of this owner (a Kubernetes user name).")
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
 )
 @pass_ctx
-def list_(ctx: Context, all_namespaces: bool, text: str | None, allocation: str | None, output: str) -> None:
-    """List keys: name, hint, allocation, created, expires, last used, spend, phase."""
+def list_(
+    ctx: Context,
+    all_namespaces: bool,
+    text: str | None,
+    allocation: str | None,
+    owner: str | None,
+    output: str,
+) -> None:
+    """List keys: name, owner, hint, allocation, created, expires, last used, spend, phase."""
     ns = None if all_namespaces else ctx.ns()
 
     async def go(client: KubeClient) -> list[dict[str, Any]]:
@@ -167,6 +203,8 @@ def list_(ctx: Context, all_namespaces: bool, text: str | None, allocation: str 
     items = ctx.run(go)
     if allocation:
         items = [o for o in items if o["spec"]["allocationRef"]["name"] == allocation]
+    if owner:
+        items = [o for o in items if o["spec"].get("owner") == owner]
     if text:
         needle = text.lower()
         items = [
@@ -176,6 +214,7 @@ def list_(ctx: Context, all_namespaces: bool, text: str | None, allocation: str 
             in " ".join(
                 [
                     o["metadata"]["name"],
+                    o["spec"].get("owner") or "",
                     o["spec"].get("description") or "",
                     (o.get("status") or {}).get("keyHint") or "",
                     o["spec"]["allocationRef"]["name"],
@@ -188,6 +227,7 @@ def list_(ctx: Context, all_namespaces: bool, text: str | None, allocation: str 
             {
                 "namespace": o["metadata"]["namespace"],
                 "name": o["metadata"]["name"],
+                "owner": o["spec"].get("owner"),
                 "hint": (o.get("status") or {}).get("keyHint"),
                 "allocation": o["spec"]["allocationRef"]["name"],
                 "created": (o.get("status") or {}).get("createdAt"),
@@ -208,6 +248,7 @@ def list_(ctx: Context, all_namespaces: bool, text: str | None, allocation: str 
         return
     headers = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME",
+        "OWNER",
         "HINT",
         "ALLOCATION",
         "CREATED",

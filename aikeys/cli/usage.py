@@ -24,7 +24,8 @@ from aikeys.money import format_usd, parse_usd
 
 pass_ctx = click.make_pass_decorator(Context)
 USAGE_API = "/apis/usage.aikeys.dev/v1alpha1"
-GROUPINGS = ("key", "model", "allocation", "namespace")
+GROUPINGS = ("key", "model", "allocation", "namespace", "owner")
+NO_OWNER = "(none)"  # keys without spec.owner, and deleted keys
 
 
 def keyusages_path(namespace: str | None) -> str:
@@ -67,6 +68,7 @@ def _parts(item: dict[str, Any], by: str) -> Iterable[tuple[str, dict[str, Any]]
         "key": f"{meta['namespace']}/{meta['name']}",
         "allocation": f"{meta['namespace']}/{item['allocation']}",
         "namespace": meta["namespace"],
+        "owner": item.get("owner") or NO_OWNER,
     }[by]
     return (
         [(name, item["usage"])] if int(item["usage"]["requests"]) or parse_usd(item["usage"]["cost"]) else []

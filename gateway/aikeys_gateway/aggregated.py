@@ -208,6 +208,7 @@ COLUMNS: list[JSON] = [
     {"name": "Last Used", "type": "string", "description": "Time since the key's last request."},
     {"name": "Window", "type": "string", "description": "Days covered, ending with `until` (UTC)."},
     {"name": "Phase", "type": "string", "priority": 1, "description": "The AIKey's phase (Gone: deleted)."},
+    {"name": "Owner", "type": "string", "priority": 1, "description": "The user the key belongs to."},
 ]
 
 
@@ -296,6 +297,7 @@ def key_usages(
                 },
                 "window": {"since": since.isoformat(), "until": until.isoformat(), "days": days},
                 "allocation": usage.allocation,
+                "owner": usage.entry.spec.owner if usage.entry else None,
                 "keyPhase": (status.phase.value if status and status.phase else None)
                 if usage.entry
                 else "Gone",
@@ -343,6 +345,7 @@ def table(objects: list[JSON], include: str, now: dt.datetime) -> JSON:
                 _age(obj["lastUsed"], now),
                 f"{obj['window']['days']}d",
                 obj["keyPhase"] or "<none>",
+                obj.get("owner") or "<none>",
             ]
         }
         if include == "Object":

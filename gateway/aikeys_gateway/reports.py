@@ -26,7 +26,7 @@ T = TypeVar("T")
 EARLIEST = dt.date(2020, 1, 1)  # no ledger record is older
 NAMESPACE = re.compile(NAMESPACE_OR_STAR)
 Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many UTC days, ending with `until`.")]
-By = Annotated[GroupBy, Query(description="key, model, allocation or namespace")]
+By = Annotated[GroupBy, Query(description="key, model, allocation, namespace or owner")]
 Namespace = Annotated[str | None, Query(description="With a Kubernetes token: a namespace, or * for all.")]
 Until = Annotated[dt.date | None, Query(description="Last day of the report (UTC); today if unset.")]
 
@@ -53,6 +53,11 @@ async def _ledger_call(call: Awaitable[T]) -> T:
         return await call
     except LedgerUnavailable as err:
         raise errors.unavailable("The ledger is unreachable; retry shortly.") from err
+
+
+def owners(state: State) -> dict[tuple[str, str], str]:
+    """Every known key's owner, from the informer cache."""
+    return {k: e.spec.owner for k, e in state.catalog.keys.objects.items() if e.spec.owner}
 
 
 def router(state: State) -> APIRouter:
@@ -113,7 +118,7 @@ def router(state: State) -> APIRouter:
                 [] if alloc is None else await _ledger_call(collect(state.meter.ledger, [alloc], end, days))
             )
             records = [r for r in records if r.row.key == key.name]
-            return report(records, group_by, end, days)
+            return report(records, group_by, end, days, owners(state))
         if not token:
             raise errors.unauthorized("Send an AI key, or a Kubernetes token with `namespace`.")
         person = await state.kubeauth.person(token)
@@ -126,6 +131,6 @@ def router(state: State) -> APIRouter:
             a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
         ]
         records = await _ledger_call(collect(state.meter.ledger, allocations, end, days))
-        return report(records, group_by, end, days)
+        return report(records, group_by, end, days, owners(state))
 
     return router

@@ -7,7 +7,7 @@ strings, tokens as integers.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,6 +24,11 @@ class GroupBy(StrEnum):
     MODEL = "model"
     ALLOCATION = "allocation"
     NAMESPACE = "namespace"
+    OWNER = "owner"
+
+
+NO_OWNER = "(none)"  # keys without spec.owner, and deleted keys (their owner is no longer known)
+Owners = Mapping[tuple[str, str], str]  # (namespace, key name) → the AIKey's spec.owner
 
 
 class Amounts(BaseModel):
@@ -35,7 +40,8 @@ class Amounts(BaseModel):
 
 class Group(Amounts):
     name: str = Field(
-        description="The key (namespace/name), model ID, allocation (namespace/name) or namespace"
+        description="The key (namespace/name), model ID, allocation (namespace/name), namespace or owner "
+        "(a Kubernetes user name; (none) for keys without one)"
     )
     share: str = Field(description="Share of the total cost, 0..1 as a decimal string")
 
@@ -92,7 +98,9 @@ def _share(part: int, total: int) -> str:
     return f"{part / total:.4f}"  # a display ratio, not money
 
 
-def _name(record: Record, by: GroupBy) -> str:
+def _name(record: Record, by: GroupBy, owners: Owners) -> str:
+    if by is GroupBy.OWNER:
+        return owners.get((record.namespace, record.row.key)) or NO_OWNER
     if by is GroupBy.KEY:
         return f"{record.namespace}/{record.row.key}"
     if by is GroupBy.MODEL:
@@ -102,11 +110,14 @@ def _name(record: Record, by: GroupBy) -> str:
     return record.namespace
 
 
-def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> UsageReport:
+def report(
+    records: list[Record], by: GroupBy, until: dt.date, days: int, owners: Owners | None = None
+) -> UsageReport:
+    """`owners` names each key's owner, for `by=owner`."""
     total = _amounts(records)
     grouped: dict[str, list[Record]] = {}
     for r in records:
-        grouped.setdefault(_name(r, by), []).append(r)
+        grouped.setdefault(_name(r, by, owners or {}), []).append(r)
     groups = []
     for name, members in grouped.items():
         a = _amounts(members)

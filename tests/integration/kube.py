@@ -15,16 +15,19 @@ from typing import Any, TypeVar
 
 from aikeys import credentials
 from aikeys.crds import REPO_CRDS
+from aikeys.devstack.admission import apply_owner_policy
 from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.services import GatewayProcess
 from aikeys.resources import KINDS
 
 
 def install_crds(cp: ControlPlane) -> None:
-    """Apply crds/ (idempotent) and wait until every CRD is Established."""
+    """Apply crds/ (idempotent), wait until every CRD is Established, and enforce the chart's
+    key-owner admission policy, as a cluster with the chart does."""
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_CRDS))
     for kind in KINDS:
         cp.kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}", "--timeout=60s")
+    apply_owner_policy(cp)
 
 
 def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

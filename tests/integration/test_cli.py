@@ -159,6 +159,7 @@ def test_list_filter_and_dates(control_plane: ControlPlane, gateway: GatewayProc
     lines = table.stdout.splitlines()
     assert lines[0].split() == [
         "NAME",
+        "OWNER",
         "HINT",
         "ALLOCATION",
         "CREATED",

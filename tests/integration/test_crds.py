@@ -306,7 +306,8 @@ def test_get_ai_lists_all_three_kinds_with_columns(api: ControlPlane) -> None:
     assert "allocation.aikeys.dev/research" in out
     assert "aiprovider.aikeys.dev/local" in out
     headers = [line.split() for line in out.splitlines() if line.startswith("NAME")]
-    assert ["NAME", "ALLOCATION", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "SPEND", "AGE"] in headers
+    key_columns = ["NAME", "ALLOCATION", "OWNER", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "SPEND", "AGE"]
+    assert key_columns in headers
     assert ["NAME", "BUDGET", "SPENT", "REMAINING", "PERIOD", "EXHAUSTED", "AGE"] in headers
     assert ["NAME", "TYPE", "MODELS", "SHARED", "READY", "AGE"] in headers
     short = api.kubectl("get", "aik,alloc,aip", "-n", "crd-tests", "-o", "name").stdout.split()

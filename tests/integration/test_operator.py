@@ -588,8 +588,9 @@ def test_kubectl_get_aik_reads_well(control_plane: ControlPlane, operator: Opera
     wait_for(lambda: active(control_plane, "alice"), 30, "alice")
     out = control_plane.kubectl("get", "aik", "alice", "-n", NS).stdout
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "ALLOCATION", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "SPEND", "AGE"]
+    columns = ["NAME", "ALLOCATION", "OWNER", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "SPEND", "AGE"]
+    assert header.split() == columns
     cells = row.split()
-    assert cells[:3] == ["alice", "team", "Active"]
+    assert cells[:3] == ["alice", "team", "Active"]  # created by an admin without an owner: a blank
     assert cells[3].startswith("aik_…")
     assert cells[4].endswith("Z")

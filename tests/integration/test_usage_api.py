@@ -96,7 +96,7 @@ def test_discovery_and_server_side_table(world: ControlPlane) -> None:
     assert rows["bob"][6] == "<none>"  # never used
     assert rows["alice"][6].endswith("s")  # seconds ago: the ledger's last use, not the status's later copy
     wide = world.kubectl("get", "ku", "-n", NS, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-1] == "PHASE" and wide[1].split()[-1] == "Active"
+    assert wide[0].split()[-2:] == ["PHASE", "OWNER"] and wide[1].split()[-2] == "Active"
     everywhere = world.kubectl("get", "keyusages", "-A").stdout.splitlines()
     assert everywhere[0].split()[0] == "NAMESPACE"
     assert {(line.split()[0], line.split()[1]) for line in everywhere[1:]} >= {(NS, "alice"), (OTHER, "carl")}

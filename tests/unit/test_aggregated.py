@@ -119,7 +119,7 @@ def test_table_rows_and_objects() -> None:
     )
     t = table(objects, "Metadata", now)
     assert [c["name"] for c in t["columnDefinitions"]][:3] == ["Name", "Allocation", "Spend"]
-    assert t["rows"][0]["cells"] == ["alice", "team", "0.00", 0, 0, 0, "5m", "7d", "Active"]
+    assert t["rows"][0]["cells"] == ["alice", "team", "0.00", 0, 0, 0, "5m", "7d", "Active", "<none>"]
     assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     assert t["rows"][0]["object"]["metadata"]["namespace"] == "a"
     assert table(objects, "Object", now)["rows"][0]["object"]["kind"] == "KeyUsage"

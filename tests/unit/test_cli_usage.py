@@ -73,3 +73,12 @@ def test_groups_shares_and_days() -> None:
 def test_paths() -> None:
     assert keyusages_path("team-a") == "/apis/usage.aikeys.dev/v1alpha1/namespaces/team-a/keyusages"
     assert keyusages_path(None) == "/apis/usage.aikeys.dev/v1alpha1/keyusages"
+
+
+def test_by_owner() -> None:
+    owned = [{**ITEMS[0], "owner": "alice@example.com"}, {**ITEMS[1], "owner": None}, ITEMS[2]]
+    groups = report(owned, "owner", UNTIL, 3)["groups"]
+    assert [(g["name"], g["cost_usd"], g["share"]) for g in groups] == [
+        ("alice@example.com", "3.00", "0.7500"),
+        ("(none)", "1.00", "0.2500"),
+    ]

@@ -45,3 +45,13 @@ def test_empty_and_out_of_window() -> None:
     odd = report([RECORDS[3]], GroupBy.KEY, UNTIL, 2)
     assert [d.day.isoformat() for d in odd.days] == ["2026-03-01", "2026-03-13", "2026-03-14"]
     assert day_ids(UNTIL, 3) == ["20260312", "20260313", "20260314"]
+
+
+def test_by_owner() -> None:
+    owners = {("a", "alice"): "alice@example.com", ("b", "carl"): "alice@example.com"}
+    groups = report(RECORDS[:3], GroupBy.OWNER, UNTIL, 3, owners).groups
+    assert [(g.name, g.cost_usd, g.requests) for g in groups] == [
+        ("alice@example.com", "3.000000001", 3),
+        ("(none)", "1.00", 1),  # bob has no owner
+    ]
+    assert [g.name for g in report(RECORDS[:3], GroupBy.OWNER, UNTIL, 3).groups] == ["(none)"]
