@@ -1,8 +1,9 @@
-"""An Allocation's status (and its keys' spend and last use), read from the ledger.
+"""An Allocation's status (and its keys' spend and last use), from what the ledger shows.
 
-`refresh` returns the status patch for the Allocation, patches for the AIKeys whose spend or
-last use changed, and events for thresholds crossed. Nothing is returned for what did not
-change, so an idle cluster costs no API writes.
+`refresh` returns the status patch for the Allocation (from its period counters, read by the
+caller for every allocation in one round trip) and events for thresholds crossed; `key_patch`
+the patch of one AIKey charged since the last look. Nothing is returned for what did not change,
+so an idle cluster costs no API writes.
 
 It only reads the ledger, with one exception: a lost ledger. Within one period the ledger's
 `requests` never go down, and `spent` only when a late settle corrects a reaped lease. So when
@@ -19,33 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aikeys.ledger.store import Allocation, Ledger, PeriodState, RestoreOutcome
+from aikeys.ledger.store import Allocation, KeyUse, Ledger, PeriodState, RestoreOutcome
 from aikeys.money import MoneyError, format_usd, parse_usd
 from aikeys.periods import window
 from aikeys.resources import AllocationSpec, AllocationStatus
 from aikeys_operator.conditions import set_condition, stamp
 from aikeys_operator.keys import Event
 
-
-@dataclass(frozen=True)
-class KeyView:
-    """What the operator's index remembers of an AIKey (no API read needed)."""
-
-    name: str
-    resource_version: str
-    spend: str | None
-    last_used_at: str | None
+KeySpends = Iterable[tuple[str, str | None]]  # (AIKey name, status.spend) of an allocation's keys
 
 
 @dataclass
 class Refresh:
     status: dict[str, Any]
-    key_patches: dict[str, dict[str, Any]] = field(default_factory=dict)  # AIKey name → status patch
     events: list[Event] = field(default_factory=list)
     restored: bool = False  # the ledger had lost data and was restored from the last status
+    restored_keys: list[str] = field(default_factory=list)  # keys whose spend the restore raised
 
 
 @dataclass(frozen=True)
@@ -58,13 +52,13 @@ class Floors:
     key_spend: dict[str, int]
 
 
-def floors(raw_old: dict[str, Any], keys: list[KeyView], period_start: str | None) -> Floors | None:
+def floors(raw_old: dict[str, Any], keys: KeySpends, period_start: str | None) -> Floors | None:
     """The last status as floors, when it was written for the period that is current now."""
     if raw_old.get("spent") is None or raw_old.get("periodStart") != period_start:
         return None  # no status yet, or a new period (which legitimately starts at 0)
     try:
         spent = parse_usd(str(raw_old["spent"]))
-        key_spend = {k.name: parse_usd(k.spend) for k in keys if k.spend}
+        key_spend = {name: parse_usd(spend) for name, spend in keys if spend}
     except MoneyError:
         return None
     if sum(key_spend.values()) > spent:  # key statuses from an earlier period: do not trust them
@@ -121,23 +115,34 @@ def ledger_allocation(namespace: str, name: str, spec: AllocationSpec) -> Alloca
     return Allocation(namespace, name, parse_usd(spec.budget), spec.period, spec.token_limit)
 
 
-async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now: dt.datetime) -> Refresh:
+async def refresh(
+    body: dict[str, Any],
+    ledger: Ledger,
+    key_count: int,
+    now: dt.datetime,
+    state: PeriodState | None = None,
+    key_spends: Callable[[], KeySpends] = tuple,
+) -> Refresh:
+    """The allocation's status patch from the ledger's period counters (`state`, read here when
+    None). `key_spends` (its keys' status spend) is only asked for when the ledger lost data."""
     meta = body["metadata"]
     spec = AllocationSpec.model_validate(body.get("spec") or {})
     old = AllocationStatus.model_validate(body.get("status") or {})
     raw_old = body.get("status") or {}
     alloc = ledger_allocation(meta["namespace"], meta["name"], spec)
     w = window(spec.period, now)
-    state = await ledger.period_state(alloc, now)
-    per_key = await ledger.key_spend(alloc, now)
-    last_used = await ledger.last_used(alloc)
+    if state is None:
+        state = await ledger.period_state(alloc, now)
     events: list[Event] = []
-    floor = floors(raw_old, keys, stamp(w.start) if w.start else None)
-    restored = False
+    period_start = stamp(w.start) if w.start else None
+    floor = floors(raw_old, (), period_start)
+    restored, restored_keys = False, []
     if floor is not None and lost(state, floor):
+        floor = floors(raw_old, key_spends(), period_start) or floor
         before = state
         added, state, per_key = await restore(ledger, alloc, w.id, floor, now)
         restored = added.restored  # False: another refresh got there first
+        restored_keys = sorted(per_key)
         if restored:
             events.append(Event("Warning", "LedgerRestored", restored_message(before, floor, added)))
 
@@ -151,7 +156,7 @@ async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now
         "requests": state.requests,
         "periodStart": stamp(w.start) if w.start else None,
         "periodEnd": stamp(w.end) if w.end else None,
-        "keys": len(keys),
+        "keys": key_count,
         "observedGeneration": meta.get("generation"),
     }
 
@@ -202,19 +207,33 @@ async def refresh(body: dict[str, Any], ledger: Ledger, keys: list[KeyView], now
     new["conditions"] = conditions
 
     status_patch = {k: v for k, v in new.items() if raw_old.get(k) != v}
+    return Refresh(status_patch, events, restored, restored_keys)
 
-    key_patches: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        spend = format_usd(per_key.get(key.name, 0))
-        used = last_used.get(key.name)
-        patch: dict[str, Any] = {}
-        if key.spend != spend:
-            patch["spend"] = spend
-        if used is not None and key.last_used_at != stamp(used):
-            patch["lastUsedAt"] = stamp(used)
-        if patch:
-            key_patches[key.name] = patch
-    return Refresh(status_patch, key_patches, events, restored)
+
+def key_patch(spend: str | None, last_used_at: str | None, use: KeyUse, granularity: float) -> dict[str, Any]:
+    """The status patch of an AIKey whose status shows `spend` and `last_used_at`, from what the
+    ledger shows. A key never charged keeps no spend (not "0.00": nothing to write for it), and
+    lastUsedAt alone (a charge of nothing) is rewritten only when it moved `granularity` seconds."""
+    patch: dict[str, Any] = {}
+    now_spend = format_usd(use.spend)
+    if now_spend != spend and (spend is not None or use.spend):
+        patch["spend"] = now_spend
+    if use.last_used is not None:
+        used = stamp(use.last_used)
+        if used != last_used_at:
+            previous = _parse_stamp(last_used_at)
+            if patch or previous is None or (use.last_used - previous).total_seconds() >= granularity:
+                patch["lastUsedAt"] = used
+    return patch
+
+
+def _parse_stamp(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def unavailable(body: dict[str, Any], reason: str, now: dt.datetime) -> dict[str, Any]:

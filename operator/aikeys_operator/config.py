@@ -17,7 +17,10 @@ from aikeys.settings import env_float, env_int, env_str
 class Settings:
     redis_url: str | None
     gateway_url: str | None  # public base URL written to key Secrets as OPENAI_BASE_URL
-    status_interval: float  # seconds between Allocation status refreshes
+    status_interval: float  # seconds between looks at the ledger for what was charged
+    status_writes_per_second: float  # bound on status refresh writes to the API server
+    last_used_granularity: float  # seconds: lastUsedAt alone is rewritten only when it moved this much
+    key_workers: int  # AIKeys reconciled (minted, expired, ...) at the same time
     watch_server_timeout: int
     watch_client_timeout: int
     metrics_port: int  # Prometheus /metrics; 0: not served
@@ -30,6 +33,9 @@ class Settings:
             redis_url=env_str(env, "AIKEYS_REDIS_URL"),
             gateway_url=(env_str(env, "AIKEYS_GATEWAY_URL") or "").rstrip("/") or None,
             status_interval=env_float(env, "AIKEYS_STATUS_INTERVAL", 5.0, minimum=0.05),
+            status_writes_per_second=env_float(env, "AIKEYS_STATUS_WRITES_PER_SECOND", 20.0, minimum=0.1),
+            last_used_granularity=env_float(env, "AIKEYS_LAST_USED_GRANULARITY", 60.0, minimum=0.0),
+            key_workers=env_int(env, "AIKEYS_KEY_WORKERS", 16, minimum=1),
             watch_server_timeout=env_int(env, "AIKEYS_WATCH_SERVER_TIMEOUT", 600, minimum=1),
             watch_client_timeout=env_int(env, "AIKEYS_WATCH_CLIENT_TIMEOUT", 660, minimum=1),
             metrics_port=env_int(env, "AIKEYS_OPERATOR_METRICS_PORT", 9090, minimum=0),

@@ -1,9 +1,14 @@
-"""kopf registrations: thin adapters from events to `keys`, `allocations` and `providers`."""
+"""kopf registrations: log in, start and stop the AIKey/Allocation controller, AIProvider handlers.
+
+AIKeys and Allocations are not kopf handlers: at 100,000 keys kopf's per-object bookkeeping
+(memory, a worker task per object on every listing, a daemon per key for its expiry) is what
+cost the memory and the idle CPU. `aikeys_operator.controller` watches them itself with a few
+hundred bytes per key, one timer for every deadline and status work that follows the ledger.
+AIProviders (a handful) stay with kopf.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import datetime as dt
 import logging
@@ -15,16 +20,16 @@ import redis.exceptions
 
 from aikeys import credentials, notices
 from aikeys.kube import config as kubeconfig
-from aikeys.kube.client import ApiError, Conflict, KubeClient, NotFound, resource_path
-from aikeys.ledger.store import Ledger, LedgerUnavailable, connect
+from aikeys.kube.client import KubeClient, resource_path
+from aikeys.ledger.store import Ledger, connect
 from aikeys.resources import GROUP, VERSION
-from aikeys_operator import allocations, keys, metrics, providers
+from aikeys_operator import keys, metrics, providers
 from aikeys_operator.config import Settings
+from aikeys_operator.controller import Controller
 
 log = logging.getLogger("aikeys.operator")
 SETTINGS = Settings.from_env()
-AIKEYS = (GROUP, VERSION, "aikeys")
-ALLOCATIONS = (GROUP, VERSION, "allocations")
+NAMESPACES: tuple[str, ...] = ()  # set by main: the namespaces watched (empty: the whole cluster)
 AIPROVIDERS = (GROUP, VERSION, "aiproviders")
 
 
@@ -79,122 +84,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.serve(SETTINGS.metrics_port, SETTINGS.metrics_addr)
     if memo.ledger is None:
         log.warning("AIKEYS_REDIS_URL is not set: Allocation status will not be updated")
+    memo.controller = Controller(memo.kube, memo.ledger, SETTINGS, NAMESPACES)
+    memo.controller.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
     await memo.kube.close()
     if memo.ledger is not None:
         await memo.ledger.client.aclose()
 
 
-# --- AIKey --------------------------------------------------------------------------------------
-
-
-@kopf.index(*AIKEYS)
-def keys_by_allocation(
-    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
-) -> dict[tuple[str, str], allocations.KeyView]:
-    ref = (spec.get("allocationRef") or {}).get("name", "")
-    return {
-        (namespace or "", ref): allocations.KeyView(
-            name, meta.get("resourceVersion", ""), status.get("spend"), status.get("lastUsedAt")
-        )
-    }
-
-
-@kopf.on.resume(*AIKEYS)
-@kopf.on.create(*AIKEYS)
-@kopf.on.update(*AIKEYS)
-async def aikey_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        outcome = await keys.reconcile(plain(body), memo.kube, now(), SETTINGS.gateway_url)
-        if outcome.status:
-            await keys.write_status(memo.kube, plain(body), outcome.status)
-    except keys.SecretConflict as err:
-        kopf.event(body, type="Warning", reason="SecretConflict", message=str(err))
-        raise kopf.TemporaryError(str(err), delay=30) from err
-    except Conflict as err:  # changed under us: recompute from the new version
-        raise kopf.TemporaryError("conflict, retrying", delay=0.2) from err
-    post(body, outcome.events)
-    _wake(memo)
-
-
-def _wake(memo: kopf.Memo) -> asyncio.Event:
-    """The per-object event that tells the clock daemon its deadlines may have moved."""
-    event: asyncio.Event = memo.setdefault("wake", asyncio.Event())
-    event.set()
-    return event
-
-
-@kopf.daemon(*AIKEYS, cancellation_timeout=1.0)
-async def aikey_clock(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Time-driven changes (expiry, end of a rotation grace period), on the second.
-
-    Sleeps until the next deadline; the change handler wakes it when deadlines may have moved.
-    """
-    wake = _wake(memo)
-    meta = body["metadata"]
-    url = resource_path("aikeys", meta["namespace"], meta["name"])
-    while not stopped:
-        wake.clear()
-        fresh = await memo.kube.get_or_none(url)  # one read per change or deadline, never a poll
-        if fresh is None:
-            return
-        outcome = await keys.reconcile(fresh, None, now())
-        if outcome.status and (fresh.get("status") or {}).get("keyHash"):
-            try:
-                await keys.write_status(memo.kube, fresh, outcome.status)
-                post(body, outcome.events)
-            except (NotFound, Conflict):
-                pass  # deleted, or changed: the next round reads it again
-            except ApiError as err:
-                log.warning("status update failed: %s", err)
-                await asyncio.sleep(1.0)
-            continue
-        wait = 3600.0
-        if outcome.next_deadline is not None:
-            wait = max((outcome.next_deadline - now()).total_seconds(), 0.0) + 0.05
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=wait)
-
-
-# --- Allocation ---------------------------------------------------------------------------------
-
-
-@kopf.timer(*ALLOCATIONS, interval=SETTINGS.status_interval, initial_delay=0.0)
-async def allocation_status(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    if memo.ledger is None:
-        return
-    meta = body["metadata"]
-    index: kopf.Index[tuple[str, str], allocations.KeyView] = kwargs["keys_by_allocation"]
-    views = list(index.get((meta["namespace"], meta["name"]), []))
-    try:
-        result = await allocations.refresh(plain(body), memo.ledger, views, now())
-    except LedgerUnavailable as err:
-        patch = allocations.unavailable(plain(body), f"Redis: {err}", now())
-        if patch:
-            await memo.kube.patch(
-                resource_path("allocations", meta["namespace"], meta["name"], "status"),
-                {"status": patch},
-            )
-        return
-    if result.status:
-        await memo.kube.patch(
-            resource_path("allocations", meta["namespace"], meta["name"], "status"),
-            {"status": result.status},
-        )
-    for key_name, patch in result.key_patches.items():
-        with contextlib.suppress(NotFound):  # a key deleted since the index saw it
-            await memo.kube.patch(
-                resource_path("aikeys", meta["namespace"], key_name, "status"),
-                {"status": patch},
-            )
-    if result.restored:
-        metrics.LEDGER_RESTORES.labels(meta["namespace"], meta["name"]).inc()
-        log.warning("ledger of allocation %s/%s restored from its status", meta["namespace"], meta["name"])
-    post(body, result.events)
-
+# --- AIKeys and Allocations: aikeys_operator.controller (one watch each, not a task per object) ---
 
 # --- AIProvider ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aikeys import keys as keyformat
 from aikeys.durations import parse_duration
-from aikeys.kube.client import KubeClient, path, resource_path
+from aikeys.kube.client import Conflict, KubeClient, path, resource_path
 from aikeys.lifecycle import expiry, next_deadline, phase, previous_key_valid
 from aikeys.resources import AIKeySpec, AIKeyStatus, KeyPhase
 from aikeys_operator import secrets
@@ -43,12 +43,25 @@ class Outcome:
 
 
 async def _write_key(
-    aikey: dict[str, Any], kube: KubeClient, rotation: int, gateway_url: str | None
+    aikey: dict[str, Any], kube: KubeClient, rotation: int, gateway_url: str | None, first: bool = False
 ) -> tuple[str, str, bool]:
-    """Put a key for `rotation` into the AIKey's Secret. Returns (hash, hint, minted_now)."""
+    """Put a key for `rotation` into the AIKey's Secret. Returns (hash, hint, minted_now).
+
+    `first` (no key in status yet): try to create the Secret straight away, one request for a new
+    key; a Secret that exists (written before a crash, or not ours) answers 409 and is read."""
     meta = aikey["metadata"]
     name = secrets.secret_name(meta["name"])
     one = path("v1", "secrets", meta["namespace"], name)
+    if first:
+        fresh = keyformat.mint()
+        fresh_hash, fresh_hint = keyformat.key_hash(fresh), keyformat.hint(fresh)
+        body = secrets.build(aikey, fresh, fresh_hash, rotation, gateway_url)
+        body["metadata"]["annotations"][KEY_HINT] = fresh_hint
+        try:
+            await kube.create(path("v1", "secrets", meta["namespace"]), body)
+            return fresh_hash, fresh_hint, True
+        except Conflict:
+            pass  # it exists: adopt it, or replace it if it is ours but for another rotation
     existing = await kube.get_or_none(one)
     if existing is not None:
         stored = secrets.read(existing)
@@ -95,7 +108,7 @@ async def _mint(
     gateway_url: str | None,
 ) -> tuple[dict[str, Any], AIKeyStatus, list[Event]]:
     """Mint (or adopt) the key of spec.rotation; returns status patch, new status and events."""
-    key_hash, hint, _ = await _write_key(aikey, kube, spec.rotation, gateway_url)
+    key_hash, hint, _ = await _write_key(aikey, kube, spec.rotation, gateway_url, first=old.key_hash is None)
     name = secrets.secret_name(aikey["metadata"]["name"])
     created = old.created_at or now
     patch: dict[str, Any] = {
@@ -151,6 +164,30 @@ def _transition_event(
     return None
 
 
+def needs_key(spec: AIKeySpec, status: AIKeyStatus) -> bool:
+    """Whether a key has to be minted (none yet, or spec.rotation asks for a new one)."""
+    return status.key_hash is None or (status.observed_rotation or 0) < spec.rotation
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What an AIKey needs, from the object alone (no API call): the operator's index keeps this
+    instead of the object."""
+
+    work: bool  # a key to mint, or a status to correct
+    urgent: bool  # the key exists already (a rotation, disable, expiry, spec change): not behind new keys
+    deadline: dt.datetime | None  # when its state changes by itself next
+
+
+def assess(aikey: dict[str, Any], now: dt.datetime) -> Assessment:
+    spec = AIKeySpec.model_validate(aikey.get("spec") or {})
+    old = AIKeyStatus.model_validate(aikey.get("status") or {})
+    if needs_key(spec, old):
+        return Assessment(True, old.key_hash is not None, None)
+    outcome = _settle(aikey["metadata"], spec, old, old, {}, [], now)
+    return Assessment(bool(outcome.status), True, outcome.next_deadline)
+
+
 async def reconcile(
     aikey: dict[str, Any],
     kube: KubeClient | None,
@@ -164,9 +201,21 @@ async def reconcile(
     patch: dict[str, Any] = {}
     events: list[Event] = []
     current = old
-    if kube is not None and (old.key_hash is None or (old.observed_rotation or 0) < spec.rotation):
+    if kube is not None and needs_key(spec, old):
         patch, current, events = await _mint(aikey, kube, spec, old, now, gateway_url)
+    return _settle(meta, spec, old, current, patch, events, now)
 
+
+def _settle(
+    meta: dict[str, Any],
+    spec: AIKeySpec,
+    old: AIKeyStatus,
+    current: AIKeyStatus,
+    patch: dict[str, Any],
+    events: list[Event],
+    now: dt.datetime,
+) -> Outcome:
+    """The rest of the status (expiry, grace, phase, conditions) from the key status `current`."""
     if current.created_at is not None:
         expires = expiry(spec, current.created_at)
         if expires != old.expires_at:

@@ -27,8 +27,10 @@ from aikeys.settings import SettingsError
     "--peering/--standalone",
     default=False,
     show_default=True,
-    help="Coordinate with other replicas through kopf peering (needs the peering CRDs); "
-    "by default run as the single active replica.",
+    help="Coordinate the AIProvider handlers with other replicas through kopf peering (needs the "
+    "peering CRDs); by default run as the single active replica. AIKeys and Allocations are not kopf "
+    "handlers: a second replica never mints a key twice (Secret first, status conditional on its "
+    "resourceVersion), but does the same work (see docs/performance.md).",
 )
 @click.option(
     "--log-format",
@@ -44,15 +46,19 @@ def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: 
 
     Configuration comes from the environment: AIKEYS_REDIS_URL (the ledger), AIKEYS_GATEWAY_URL
     (public base URL written to key Secrets as OPENAI_BASE_URL), AIKEYS_STATUS_INTERVAL
-    (seconds between status refreshes, default 5), AIKEYS_WATCH_SERVER_TIMEOUT and
-    AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds), AIKEYS_OPERATOR_METRICS_PORT
-    (Prometheus /metrics, default 9090; 0 disables) and AIKEYS_OPERATOR_METRICS_ADDR (default
-    0.0.0.0).
+    (seconds between looks at the ledger for what was charged, default 5),
+    AIKEYS_STATUS_WRITES_PER_SECOND (bound on status refresh writes, default 20),
+    AIKEYS_LAST_USED_GRANULARITY (seconds lastUsedAt alone must move to be rewritten, default 60),
+    AIKEYS_KEY_WORKERS (AIKeys minted or reconciled at once, default 16),
+    AIKEYS_WATCH_SERVER_TIMEOUT and AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds),
+    AIKEYS_OPERATOR_METRICS_PORT (Prometheus /metrics, default 9090; 0 disables) and
+    AIKEYS_OPERATOR_METRICS_ADDR (default 0.0.0.0).
     """
     try:
-        import aikeys_operator.handlers  # noqa: F401 - registers the handlers (and reads the settings)
+        from aikeys_operator import handlers  # registers the handlers (and reads the settings)
     except SettingsError as err:
         raise click.ClickException(str(err)) from err
+    handlers.NAMESPACES = namespaces
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat[log_format.upper()])
     kopf.run(

@@ -2,6 +2,16 @@
 
     aikeys_ledger_restores_total{namespace,allocation}    lost ledger data restored from status
     aikeys_upstream_overruns_total{namespace,provider}    responses over their output-token cap
+    aikeys_operator_ready                                 1 once every AIKey was listed and handled
+    aikeys_operator_aikeys / _allocations                 objects in the operator's index
+    aikeys_operator_work_queue                            AIKeys waiting to be reconciled
+    aikeys_operator_deadlines                             AIKeys with a deadline (expiry, grace end)
+    aikeys_operator_keys_minted_total                     keys minted or rotated by this process
+    aikeys_operator_status_writes_total{kind}             status refreshes written
+    aikeys_operator_status_backlog{kind}                  status refreshes queued (rate-limited)
+    aikeys_operator_status_lag_seconds                    how long the oldest queued one has waited
+    aikeys_operator_status_keys_compared_total            AIKeys read from the ledger and compared
+    aikeys_operator_status_rounds_total                   looks at the ledger
 
 Plus prometheus_client's process and Python collectors. Port 0 serves nothing.
 """
@@ -9,8 +19,19 @@ Plus prometheus_client's process and Python collectors. Port 0 serves nothing.
 from __future__ import annotations
 
 import logging
+from functools import partial
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.metrics_core import Metric
+
+    from aikeys_operator.controller import Controller
 
 log = logging.getLogger("aikeys.operator")
 
@@ -26,6 +47,74 @@ UPSTREAM_OVERRUNS = Counter(
     "gateways reported them to the operator.",
     ["namespace", "provider"],
 )
+
+
+READY = Gauge("aikeys_operator_ready", "1 once every AIKey was listed and the ones that needed work had it.")
+AIKEYS = Gauge("aikeys_operator_aikeys", "AIKeys in the operator's index.")
+ALLOCATIONS = Gauge("aikeys_operator_allocations", "Allocations in the operator's index.")
+WORK_QUEUE = Gauge("aikeys_operator_work_queue", "AIKeys waiting to be reconciled (minted, expired, ...).")
+DEADLINES = Gauge(
+    "aikeys_operator_deadlines", "AIKeys with a pending deadline (expiry, end of a grace period)."
+)
+BACKLOG = Gauge(
+    "aikeys_operator_status_backlog", "Status refreshes queued for the rate-limited writer.", ["kind"]
+)
+LAG = Gauge(
+    "aikeys_operator_status_lag_seconds",
+    "How long the oldest queued status refresh has waited: how far a status may be behind the ledger.",
+)
+
+
+class _Counters(Collector):
+    """Counters kept by the controller itself, read at scrape time."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        minted = CounterMetricFamily(
+            "aikeys_operator_keys_minted", "Keys minted or rotated by this operator process."
+        )
+        minted.add_metric([], self.controller.keys.minted)
+        yield minted
+        writes = CounterMetricFamily(
+            "aikeys_operator_status_writes", "Status refreshes written to the API server.", labels=["kind"]
+        )
+        for kind, n in self.controller.writer.written.items():
+            writes.add_metric([kind], n)
+        yield writes
+        status = self.controller.status
+        compared = CounterMetricFamily(
+            "aikeys_operator_status_keys_compared",
+            "AIKeys whose spend and last use were read from the ledger and compared with their status "
+            "(the keys charged since the last look, every key once after start and once a period).",
+        )
+        compared.add_metric([], status.keys_compared if status else 0)
+        yield compared
+        rounds = CounterMetricFamily(
+            "aikeys_operator_status_rounds", "Looks at the ledger for what was charged."
+        )
+        rounds.add_metric([], status.rounds if status else 0)
+        yield rounds
+
+
+_observed: list[_Counters] = []
+
+
+def observe(controller: Controller) -> None:
+    """Export the controller's gauges and counters (the last controller started wins)."""
+    READY.set_function(lambda: 1.0 if controller.ready.is_set() else 0.0)
+    AIKEYS.set_function(lambda: len(controller.keys.records))
+    ALLOCATIONS.set_function(lambda: len(controller.allocs.records))
+    WORK_QUEUE.set_function(lambda: len(controller.keys.queue))
+    DEADLINES.set_function(lambda: len(controller.keys.deadlines))
+    for kind in ("allocations", "aikeys"):
+        BACKLOG.labels(kind).set_function(partial(controller.writer.backlog, kind))
+    LAG.set_function(controller.writer.lag)
+    while _observed:
+        REGISTRY.unregister(_observed.pop())
+    _observed.append(_Counters(controller))
+    REGISTRY.register(_observed[0])
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> bool:  # noqa: S104 - scraped from other pods
