@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +296,75 @@ def _key(name: str) -> str:
             "spec": {"allocationRef": {"name": "team"}},
         }
     )
+
+
+@contextlib.contextmanager
+def connect_proxy() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP proxy on loopback that only tunnels (CONNECT), as corporate proxies do; yields its URL
+    and the targets it was asked for."""
+    seen: list[str] = []
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    where: list[int] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = (await reader.readline()).decode()
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        method, target, _ = request.split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            writer.close()
+            return
+        seen.append(target)
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        where.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        yield f"http://127.0.0.1:{where[0]}", seen
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def test_proxy_url(world: ControlPlane, tmp_path: Path) -> None:
+    """A cluster behind an HTTP proxy (kubeconfig proxy-url): the CLI tunnels through it, like kubectl."""
+    token = yaml.safe_load(world.kubeconfig.read_text())["users"][0]["user"]["token"]
+    with connect_proxy() as (proxy, seen):
+        config = kubeconfig_with(world, tmp_path / "proxied", {"token": token}, **{"proxy-url": proxy})
+        result = aikeys(config, "keys", "list", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        assert f"127.0.0.1:{world.apiserver_port}" in seen
+        world.kubectl("get", "namespaces", f"--kubeconfig={config}")  # kubectl reads it the same way
+        assert len(seen) >= 2
+    nowhere = kubeconfig_with(
+        world, tmp_path / "no-proxy", {"token": token}, **{"proxy-url": "http://127.0.0.1:9"}
+    )
+    refused = aikeys(nowhere, "keys", "list")
+    assert refused.returncode != 0 and "cannot reach the cluster" in refused.stderr
