@@ -3,9 +3,14 @@
 #   kube-apiserver, kube-controller-manager, kubectl  (k8s.io/kubernetes, tools/k8s/controlplane)
 #   etcd                                               (go.etcd.io/etcd/server/v3, tools/k8s/etcd)
 #   helm                                               (helm.sh/helm/v3, go install)
+# With --node, also what a real node runs (aikeys.devstack.node, `make cluster`, tests/e2e):
+#   kubelet, kube-scheduler, kube-proxy                (the same k8s.io/kubernetes module)
+#   coredns                                            (github.com/coredns/coredns, tools/k8s/coredns)
+#   traefik                                            (github.com/traefik/traefik/v3, tools/k8s/traefik)
+#   pause                                              (tools/k8s/pause/pause.c, gcc -static)
 # Binaries land in a versioned cache outside the repository and are built only when missing:
-#   ${AIKEYS_CACHE:-~/.cache/aikeys}/bin/{k8s-VERSION,etcd-VERSION,helm-VERSION}/
-# Usage: tools/k8s/build.sh [--print-dirs]
+#   ${AIKEYS_CACHE:-~/.cache/aikeys}/bin/{k8s-VERSION,etcd-VERSION,helm-VERSION,...}/
+# Usage: tools/k8s/build.sh [--node] [--print-dirs]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,9 +20,21 @@ cache=${AIKEYS_CACHE:-$HOME/.cache/aikeys}
 k8s_dir=$cache/bin/k8s-$K8S_VERSION
 etcd_dir=$cache/bin/etcd-$ETCD_VERSION
 helm_dir=$cache/bin/helm-$HELM_VERSION
+coredns_dir=$cache/bin/coredns-$COREDNS_VERSION
+traefik_dir=$cache/bin/traefik-$TRAEFIK_VERSION
+pause_dir=$cache/bin/pause-$PAUSE_VERSION
 
-if [[ ${1:-} == --print-dirs ]]; then
+node=false print=false
+for arg in "$@"; do
+  case $arg in
+    --node) node=true ;;
+    --print-dirs) print=true ;;
+    *) echo "usage: $0 [--node] [--print-dirs]" >&2; exit 2 ;;
+  esac
+done
+if $print; then
   printf '%s\n' "$k8s_dir" "$etcd_dir" "$helm_dir"
+  if $node; then printf '%s\n' "$coredns_dir" "$traefik_dir" "$pause_dir"; fi
   exit 0
 fi
 
@@ -52,9 +69,9 @@ version_ldflags() {
   printf '%s' "$flags"
 }
 
-build_k8s() {
+build_k8s() {  # build_k8s BINARY...: the commands of k8s.io/kubernetes that are missing
   local missing=()
-  for b in kube-apiserver kube-controller-manager kubectl; do
+  for b in "$@"; do
     [[ -x $k8s_dir/$b ]] || missing+=("$b")
   done
   if ((${#missing[@]} == 0)); then step "k8s $K8S_VERSION: cached in $k8s_dir"; return; fi
@@ -99,7 +116,37 @@ build_helm() {
 
 command -v go >/dev/null || { echo "aikeys build: 'go' not found; install Go >= 1.24" >&2; exit 1; }
 step "go: $(go version | cut -d' ' -f3-), cache: $cache"
+# go_build DIR NAME MODULE_DIR PACKAGE LDFLAGS: one binary of a wrapper module, unless cached.
+go_build() {
+  local dir=$1 name=$2 module=$3 pkg=$4 ldflags=$5 t0=$SECONDS
+  if [[ -x $dir/$name ]]; then step "$name: cached in $dir"; return; fi
+  mkdir -p "$dir"
+  step "$name: downloading modules and building $pkg (cold: minutes on 2 cores) ..."
+  (cd "$module" && go build -ldflags "$ldflags" -o "$dir/.$name.tmp" "$pkg")
+  mv "$dir/.$name.tmp" "$dir/$name"
+  step "$name: built in $((SECONDS - t0))s ($(du -h "$dir/$name" | cut -f1))"
+}
+
+build_pause() {
+  if [[ -x $pause_dir/pause ]]; then step "pause: cached in $pause_dir"; return; fi
+  command -v gcc >/dev/null || { echo "aikeys build: 'gcc' not found (apt-get install gcc libc6-dev)" >&2; exit 1; }
+  mkdir -p "$pause_dir"
+  gcc -static -Os -s -Wall -Wextra -o "$pause_dir/.pause.tmp" "$here/pause/pause.c"
+  mv "$pause_dir/.pause.tmp" "$pause_dir/pause"
+  step "pause: built ($(du -h "$pause_dir/pause" | cut -f1))"
+}
+
 build_etcd
 build_helm
-build_k8s
-step "done: $k8s_dir $etcd_dir $helm_dir"
+build_k8s kube-apiserver kube-controller-manager kubectl
+if $node; then
+  build_k8s kubelet kube-scheduler kube-proxy
+  build_pause
+  go_build "$coredns_dir" coredns "$here/coredns" aikeys.dev/tools/k8s/coredns \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+  go_build "$traefik_dir" traefik "$here/traefik" github.com/traefik/traefik/v3/cmd/traefik \
+    "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+  step "done: $k8s_dir $etcd_dir $helm_dir $coredns_dir $traefik_dir $pause_dir"
+else
+  step "done: $k8s_dir $etcd_dir $helm_dir"
+fi
