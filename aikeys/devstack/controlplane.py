@@ -69,10 +69,22 @@ class ControlPlane:
     kubeconfig: Path
     children: dict[str, Child] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    # Where every component listens and is reached: loopback, or a node's address when the
+    # control plane runs in the node's network namespace (aikeys.devstack.node).
+    address: str = "127.0.0.1"
+    # argv prefix that runs a component inside that namespace (e.g. nsenter --net=...)
+    wrap: tuple[str, ...] = ()
+    controllers: tuple[str, ...] = tuple(CONTROLLERS)
+    extra_args: dict[str, list[str]] = field(default_factory=dict)  # component name → more flags
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
+
+    def _child(self, name: str, argv: list[str]) -> Child:
+        """A component's Child: wrapped into its namespace, with its extra flags, logging to logs/."""
+        full = [*self.wrap, *argv, *self.extra_args.get(name, [])]
+        return Child(name, full, self.workdir / "logs" / f"{name}.log")
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -106,36 +118,34 @@ class ControlPlane:
 
     def _start_etcd(self) -> None:
         peer = free_port()
-        child = Child(
+        etcd = f"http://{self.address}:{self.etcd_port}"
+        child = self._child(
             "etcd",
             [
                 str(self.binaries.etcd),
                 "--name=aikeys",
                 f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{self.etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{self.etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=aikeys=http://127.0.0.1:{peer}",
+                f"--listen-client-urls={etcd}",
+                f"--advertise-client-urls={etcd}",
+                f"--listen-peer-urls=http://{self.address}:{peer}",
+                f"--initial-advertise-peer-urls=http://{self.address}:{peer}",
+                f"--initial-cluster=aikeys=http://{self.address}:{peer}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
             ],
-            self.workdir / "logs" / "etcd.log",
         ).start()
         self.children["etcd"] = child
-        child.wait_until(
-            lambda: _get(f"http://127.0.0.1:{self.etcd_port}/health")[0] == 200, timeout=30, what="healthy"
-        )
+        child.wait_until(lambda: _get(f"{etcd}/health")[0] == 200, timeout=30, what="healthy")
 
     def start_apiserver(self) -> float:
         """(Re)start kube-apiserver on its port; returns seconds until /readyz answered ok."""
-        child = Child(
+        child = self._child(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--etcd-servers=http://{self.address}:{self.etcd_port}",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--tls-cert-file={self.pki.serving_cert}",
                 f"--tls-private-key-file={self.pki.serving_key}",
@@ -159,7 +169,6 @@ class ControlPlane:
                 "--profiling=false",
                 "--enable-priority-and-fairness=false",
             ],
-            self.workdir / "logs" / "kube-apiserver.log",
         ).start()
         self.children["kube-apiserver"] = child
         ctx = self.ssl_context()
@@ -173,30 +182,29 @@ class ControlPlane:
 
     def _start_controller_manager(self) -> None:
         port = free_port()
-        child = Child(
+        child = self._child(
             "kube-controller-manager",
             [
                 str(self.binaries.kube_controller_manager),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.address}",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
                 "--leader-elect=false",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self.controllers)}",
                 f"--service-account-private-key-file={self.pki.sa_key}",
                 f"--root-ca-file={self.pki.ca_cert}",
                 "--use-service-account-credentials=false",
             ],
-            self.workdir / "logs" / "kube-controller-manager.log",
         ).start()
         self.children["kube-controller-manager"] = child
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; only /healthz is read
         child.wait_until(
-            lambda: _get(f"https://127.0.0.1:{port}/healthz", context=insecure)[0] == 200, timeout=60
+            lambda: _get(f"https://{self.address}:{port}/healthz", context=insecure)[0] == 200, timeout=60
         )
 
     def _write_kubeconfig(self) -> None:
@@ -239,8 +247,21 @@ class ControlPlane:
                 child.stop()
 
 
-def launch(workdir: Path, binaries: Binaries | None = None, controller_manager: bool = True) -> ControlPlane:
-    """Start a control plane in `workdir` (created if needed). Caller must `stop()` it."""
+def launch(
+    workdir: Path,
+    binaries: Binaries | None = None,
+    controller_manager: bool = True,
+    *,
+    address: str = "127.0.0.1",
+    wrap: tuple[str, ...] = (),
+    controllers: tuple[str, ...] = tuple(CONTROLLERS),
+    extra_ips: tuple[str, ...] = (),
+    extra_args: dict[str, list[str]] | None = None,
+) -> ControlPlane:
+    """Start a control plane in `workdir` (created if needed). Caller must `stop()` it.
+
+    The defaults serve tests and `make dev` on loopback; a real node (aikeys.devstack.node) runs
+    it inside its network namespace (`wrap`) on the node's `address`, with every controller."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
@@ -249,11 +270,15 @@ def launch(workdir: Path, binaries: Binaries | None = None, controller_manager: 
     cp = ControlPlane(
         workdir=workdir,
         binaries=binaries or ensure_built(),
-        pki=write_pki(workdir / "pki"),
+        pki=write_pki(workdir / "pki", extra_ips=tuple({address, *extra_ips} - {"127.0.0.1"})),
         token=token,
         etcd_port=free_port(),
         apiserver_port=free_port(),
         kubeconfig=workdir / "kubeconfig",
+        address=address,
+        wrap=wrap,
+        controllers=controllers,
+        extra_args=extra_args or {},
     )
     try:
         cp._write_kubeconfig()

@@ -141,12 +141,19 @@ def client_certificate(pki: Pki, directory: Path, user: str, groups: tuple[str, 
     return write_pair(cert, key, directory / f"{user}.crt", directory / f"{user}.key")
 
 
-def write_pki(directory: Path, days: int = 30) -> Pki:
-    """Write a fresh CA, serving pair, service-account key pair and front-proxy CA and client pair."""
+def write_pki(directory: Path, days: int = 30, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a fresh CA, serving pair, service-account key pair and front-proxy CA and client pair.
+
+    The serving certificate is valid for loopback and `extra_ips` (a node's address, the
+    `kubernetes` Service's cluster IP)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = make_ca("aikeys-local-ca", days)
     serving = sign(
-        ca, "kube-apiserver", dns_names=tuple(_SERVING_NAMES), ips=("127.0.0.1", "::1"), server=True
+        ca,
+        "kube-apiserver",
+        dns_names=tuple(_SERVING_NAMES),
+        ips=("127.0.0.1", "::1", *extra_ips),
+        server=True,
     )
     front_proxy_ca = make_ca("aikeys-front-proxy-ca", days)
     proxy_client = sign(front_proxy_ca, FRONT_PROXY_CLIENT, days=days)
