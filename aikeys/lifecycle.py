@@ -8,9 +8,30 @@ operator is doing.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from aikeys.durations import parse_duration
 from aikeys.resources import AIKeySpec, AIKeyStatus, KeyPhase
+
+
+class AcceptsSpec(Protocol):
+    """What `accepts` reads of a key's spec (the gateway keeps a slim copy, not AIKeySpec)."""
+
+    @property
+    def disabled(self) -> bool: ...
+
+
+class AcceptsStatus(Protocol):
+    """What `accepts` reads of a key's status."""
+
+    @property
+    def key_hash(self) -> str | None: ...
+    @property
+    def expires_at(self) -> dt.datetime | None: ...
+    @property
+    def previous_key_hash(self) -> str | None: ...
+    @property
+    def previous_key_valid_until(self) -> dt.datetime | None: ...
 
 
 def expiry(spec: AIKeySpec, created_at: dt.datetime) -> dt.datetime | None:
@@ -32,7 +53,7 @@ def phase(spec: AIKeySpec, status: AIKeyStatus, now: dt.datetime) -> KeyPhase:
     return KeyPhase.ACTIVE
 
 
-def previous_key_valid(status: AIKeyStatus, now: dt.datetime) -> bool:
+def previous_key_valid(status: AcceptsStatus, now: dt.datetime) -> bool:
     return (
         status.previous_key_hash is not None
         and status.previous_key_valid_until is not None
@@ -50,7 +71,7 @@ def next_deadline(spec: AIKeySpec, status: AIKeyStatus, now: dt.datetime) -> dt.
     return min(moments) if moments else None
 
 
-def accepts(spec: AIKeySpec, status: AIKeyStatus, key_hash: str, now: dt.datetime) -> bool:
+def accepts(spec: AcceptsSpec, status: AcceptsStatus, key_hash: str, now: dt.datetime) -> bool:
     """Whether a request carrying a key with this hash is let in right now."""
     if spec.disabled or status.key_hash is None:
         return False

@@ -34,6 +34,7 @@ class Informer(Generic[T]):
         *,
         field_selector: str | None = None,
         watch_timeout: int = 300,
+        page: int = 500,
     ):
         self.kube = kube
         self.kind = kind
@@ -43,6 +44,7 @@ class Informer(Generic[T]):
         self.on_relist = on_relist
         self.params = {"fieldSelector": field_selector} if field_selector else {}
         self.watch_timeout = watch_timeout
+        self.page = page
         self.objects: dict[Key, T] = {}
         self.synced = asyncio.Event()
         self.relists = 0
@@ -62,12 +64,20 @@ class Informer(Generic[T]):
             return None
 
     async def relist(self) -> None:
-        listing = await self.kube.get(self.url_path, params=self.params)
+        """List in pages (`limit`/`continue`: one page of full objects in memory at a time, not
+        100,000), converting each object as it comes."""
         fresh: dict[Key, T] = {}
-        for obj in listing.get("items", []):
-            value = self._convert(obj)
-            if value is not None:
-                fresh[self.key_of(obj)] = value
+        cont = ""
+        while True:
+            params = {**self.params, "limit": str(self.page), **({"continue": cont} if cont else {})}
+            listing = await self.kube.get(self.url_path, params=params)
+            for obj in listing.get("items", []):
+                value = self._convert(obj)
+                if value is not None:
+                    fresh[self.key_of(obj)] = value
+            cont = listing["metadata"].get("continue") or ""
+            if not cont:
+                break
         self.objects = fresh  # one assignment: readers see the old or the new cache, never a mix
         self.resource_version = listing["metadata"]["resourceVersion"]
         self.relists += 1

@@ -1,7 +1,8 @@
 """The operator's design for scale, on the real control plane and redis-server: one timer for every
 deadline (many keys expire on the second), urgent work before a burst of new keys, status work
 that follows what was charged, status writes bounded, and a restart that re-reads what an earlier
-run may have taken from the ledger without writing it. (Figures at 100,000 keys: bench.scale.)"""
+run may have taken from the ledger without writing it; and the gateway's paged list. (Figures at
+100,000 keys: bench.scale.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aikeys_gateway.catalog import key_entry
+from aikeys_gateway.informers import Informer
 
 from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
@@ -266,3 +269,21 @@ def test_a_restart_compares_every_key_once(
     )
     assert {n: s["keyHash"] for n, s in statuses(control_plane, "crash-").items()} == hashes
     assert metrics(operator)["aikeys_operator_keys_minted_total"] == 0
+
+
+async def test_the_gateway_lists_keys_in_pages(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """One page of full objects in memory at a time: the cache is the same as one big list."""
+    names = [f"paged-{i}" for i in range(7)]
+    await asyncio.to_thread(create_keys, control_plane, names, "paged")
+    await asyncio.to_thread(wait_for, lambda: all_active(control_plane, "paged-", 7), 30, "7 keys Active")
+    async with KubeClient(from_kubeconfig(control_plane.kubeconfig)) as kube:
+        url = path(API_VERSION, "aikeys", NS)
+        paged = Informer(kube, "AIKey", url, key_entry, page=2)
+        whole = Informer(kube, "AIKey", url, key_entry, page=10_000)
+        await paged.relist()
+        await whole.relist()
+    assert {(NS, n) for n in names} <= set(paged.objects)
+    assert paged.objects == whole.objects
+    assert paged.resource_version and paged.synced.is_set()
