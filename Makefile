@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bench crds help setup system-deps venv binaries node-clients lint format typecheck test unit integration dev dev-down dev-status clean
+.PHONY: bench crds help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: system-deps venv binaries node-clients ## Install everything the tests and dev stack need (idempotent)
+setup: system-deps venv binaries images node-clients ## Install everything the tests and dev stack need (idempotent)
 
-system-deps: ## Debian packages: redis-server, prometheus, wrk (apt-get, only when missing)
+system-deps: ## Debian packages: redis-server, prometheus, wrk, containerd, buildah, ... (apt-get, only when missing)
 	@bash tools/setup-system.sh
 
 venv: $(VENV)/.installed ## Python virtualenv in .venv with aikeys installed editable + dev tools
@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml
 node-clients: ## Node packages of the client tests (npm ci into ~/.cache/aikeys/node/, only when missing)
 	@bash tools/node-clients.sh >/dev/null
 
-binaries: ## Build the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) if missing
-	@bash tools/k8s/build.sh
+binaries: ## Build the control plane and the node's binaries (kubelet, CoreDNS, Traefik, ...) if missing
+	@bash tools/k8s/build.sh --node
+
+images: venv binaries ## Build the node's images (the Dockerfile's, Redis, CoreDNS, Traefik) if missing
+	@$(BIN)/python -m aikeys.devstack.images >/dev/null
 
 lint: venv ## ruff (lint + format check)
 	$(BIN)/ruff check .
@@ -62,5 +65,14 @@ dev-down: venv ## Stop the local stack
 dev-status: venv ## Is the stack running, and where
 	@$(BIN)/aikeys dev status
 
-clean: ## Remove the virtualenv and local state (not the binary cache in ~/.cache/aikeys)
-	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+cluster: setup ## A real one-node cluster: the chart installed with helm, clients through the Ingress (root)
+	@$(BIN)/python -m aikeys.devstack.cluster up
+
+cluster-down: venv ## Stop the cluster (and clean up after one whose supervisor was killed)
+	@$(BIN)/python -m aikeys.devstack.cluster down
+
+cluster-status: venv ## Is the cluster running, and where
+	@$(BIN)/python -m aikeys.devstack.cluster status
+
+clean: ## Remove the virtualenv and local state (not the binary and image cache in ~/.cache/aikeys)
+	rm -rf $(VENV) .dev .cluster .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
