@@ -35,6 +35,7 @@ def _print_summary(env: dict[str, str]) -> None:
         "AIKEYS_MOCK_UPSTREAM_URL": "mock upstream",
         "AIKEYS_REDIS_URL": "redis",
         "AIKEYS_DEMO_KEY": "demo key",
+        "AIKEYS_UI_URL": "web pages (AI Keys, AI Usage)",
     }
     for key, label in labels.items():
         if key in env:
@@ -54,6 +55,12 @@ def _print_summary(env: dict[str, str]) -> None:
             '                  -H \'Content-Type: application/json\' -d \'{"model": "demo:mock/gpt-4o-mini", '
             '"messages": [{"role": "user", "content": "Hello"}]}\''
         )
+        if "AIKEYS_UI_URL" in env:
+            click.echo(
+                "\nWeb pages:      open $AIKEYS_UI_URL and sign in with a token: "
+                "kubectl -n demo create token demo-user"
+            )
+            click.echo("                (or with the demo key: that key's own usage only)")
         click.echo("\nPython (OPENAI_BASE_URL and OPENAI_API_KEY are in .dev/env):")
         click.echo("                from openai import OpenAI")
         click.echo('                reply = OpenAI().chat.completions.create(model="demo:mock/gpt-4o-mini",')

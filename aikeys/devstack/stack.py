@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -24,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aikeys.devstack import usageapi
+from aikeys.devstack import admission, usageapi
 from aikeys.devstack.binaries import REPO_ROOT
-from aikeys.devstack.controlplane import ControlPlane, launch
+from aikeys.devstack.controlplane import ADMIN_USER, ControlPlane, launch
 from aikeys.devstack.processes import Child, free_port, pid_alive
 from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
@@ -124,14 +125,48 @@ spec: {{budget: "10.00", period: Monthly}}
 apiVersion: aikeys.dev/v1alpha1
 kind: AIKey
 metadata: {{name: demo}}
-spec: {{allocationRef: {{name: demo}}, ttl: 720h, description: "make dev demo key"}}
+spec: {{allocationRef: {{name: demo}}, owner: {owner}, ttl: 720h, description: "make dev demo key"}}
+"""
+
+
+# The web pages are on in the dev stack; the session key lives as long as the stack.
+UI_ENV = {"AIKEYS_UI": "true", "AIKEYS_UI_SESSION_KEY": secrets.token_urlsafe(32)}
+# Someone to sign in as: `kubectl -n demo create token demo-user` (manages keys in demo, nothing else)
+DEMO_USER = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: demo-user}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: aikeys-user}
+rules:
+- apiGroups: [aikeys.dev]
+  resources: [aikeys, allocations]
+  verbs: [get, list, watch, create, update, patch, delete]
+- {apiGroups: [""], resources: [secrets], verbs: [get, delete]}
+- {apiGroups: [usage.aikeys.dev], resources: [keyusages], verbs: [get, list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: demo-user}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: aikeys-user}
+subjects: [{kind: ServiceAccount, name: demo-user, namespace: demo}]
 """
 
 
 def seed_demo(cp: ControlPlane, mock: MockUpstreamProcess, timeout: float = 60) -> str:
-    """A provider on the mock upstream, an allocation and a key in namespace `demo`; returns the key."""
+    """A provider on the mock upstream, an allocation and a key in namespace `demo`, and a person who
+    may manage keys there (ServiceAccount demo-user); returns the key."""
     cp.kubectl("create", "namespace", "demo")
-    cp.kubectl("apply", "-n", "demo", "-f", "-", stdin=DEMO.format(mock=mock.url))
+    cp.kubectl(
+        "apply",
+        "-n",
+        "demo",
+        "-f",
+        "-",
+        stdin=DEMO.format(mock=mock.url, owner=ADMIN_USER) + "---" + DEMO_USER,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = cp.kubectl("get", "secret", "aikey-demo", "-n", "demo", "-o", "json", check=False)
@@ -139,6 +174,16 @@ def seed_demo(cp: ControlPlane, mock: MockUpstreamProcess, timeout: float = 60) 
             return base64.b64decode(json.loads(out.stdout)["data"]["OPENAI_API_KEY"]).decode()
         time.sleep(0.1)
     raise TimeoutError("the demo key was not minted")
+
+
+def install_api(cp: ControlPlane) -> None:
+    """The CRDs, and the chart's admission policy that makes a key's owner its creator."""
+    cp.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("aikeys", "allocations", "aiproviders"):
+        cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
+    print("CRDs applied (kubectl get ai)", flush=True)
+    admission.apply_owner_policy(cp)
+    print("key-owner admission policy enforced (spec.owner is the creating user)", flush=True)
 
 
 def watch_list(
@@ -183,10 +228,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
         print(f"redis ready at {redis.url}", flush=True)
         mock = launch_mock_upstream(state_dir / "logs")
         print(f"mock upstream ready at {mock.url}", flush=True)
-        cp.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        for crd in ("aikeys", "allocations", "aiproviders"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
-        print("CRDs applied (kubectl get ai)", flush=True)
+        install_api(cp)
         cp.kubectl("create", "namespace", SYSTEM_NAMESPACE)
         usage_api = usageapi.register(cp, state_dir / "usage-api")  # kubectl get keyusages
         gateway = GatewayProcess(
@@ -194,7 +236,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
             redis.url,
             state_dir / "logs" / "gateway.log",
             CREDENTIALS,
-            extra_env=usage_api.env(),
+            extra_env={**usage_api.env(), **UI_ENV},
         )
         gateway.port = free_port()
         operator = OperatorProcess(
@@ -221,6 +263,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
             "AIKEYS_REDIS_URL": redis.url,
             "AIKEYS_DEMO_KEY": demo_key,
             "AIKEYS_DEMO_MODEL": "demo:mock/gpt-4o-mini",
+            "AIKEYS_UI_URL": f"{gateway.url}/ui/",
             "OPENAI_BASE_URL": gateway.openai_url,
             "OPENAI_API_KEY": demo_key,
         }

@@ -23,7 +23,7 @@ from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Ledger, connect
-from aikeys_gateway import errors, openai_routes, reports
+from aikeys_gateway import errors, openai_routes, reports, ui
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.config import Settings
 from aikeys_gateway.intake import request_id
@@ -200,6 +200,9 @@ def create_app(settings: Settings | None = None) -> FastPath:
         return err.response(request_id(request))
 
     app.include_router(reports.router(state))
+    ui_settings = ui.Settings.from_env()
+    if ui_settings.enabled:  # the web pages under /ui (AIKEYS_UI=true)
+        app.include_router(ui.router(state, ui_settings))
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:

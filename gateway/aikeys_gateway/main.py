@@ -43,11 +43,16 @@ def main(host: str, port: int, workers: int) -> None:
     The usage API for the Kubernetes API server (APIService v1alpha1.usage.aikeys.dev, `kubectl
     get keyusages`): AIKEYS_USAGE_API_PORT (default 0: off), AIKEYS_USAGE_API_CERT and
     AIKEYS_USAGE_API_KEY (serving certificate and key), AIKEYS_USAGE_API_HOST.
+
+    The web pages (/ui: AI Keys, AI Usage): AIKEYS_UI=true (default off), AIKEYS_UI_SESSION_KEY
+    (32+ random characters, the same on every replica), AIKEYS_UI_SECURE_COOKIES (auto, always or
+    never), AIKEYS_UI_SESSION_HOURS (default 8).
     """
-    from aikeys_gateway import aggregated
+    from aikeys_gateway import aggregated, ui
 
     try:
         aggregated.Settings.from_env()  # a bad value stops here, with the variable's name
+        ui.Settings.from_env()
     except SettingsError as err:
         raise click.ClickException(str(err)) from err
     uvicorn.run(

@@ -1,0 +1,318 @@
+"""The web pages over HTTP, on the real control plane: sign-in, cookies, CSRF, each person's own
+RBAC, keys shown once, revocation, and usage that matches /api/usage and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import re
+import time
+
+import httpx
+import openai
+import pytest
+
+from aikeys.devstack.controlplane import ControlPlane
+from aikeys.devstack.redis import RedisServer
+from aikeys.devstack.services import GatewayProcess
+from aikeys.ledger.store import Allocation, Ledger, connect
+from aikeys.money import format_usd
+from aikeys.periods import Period
+from tests.integration.kube import gateway_knows, get, wait_for
+from tests.integration.ui_world import (
+    NS,
+    OTHER,
+    People,
+    browser,
+    csrf_of,
+    log_of,
+    people,
+    sign_in,
+    ui_gateway,
+)
+
+pytestmark = pytest.mark.integration
+__all__ = ["people", "ui_gateway"]  # fixtures
+ALICE = f"system:serviceaccount:{NS}:alice"
+KEY = re.compile(r'<code id="new-key">(aik_[A-Za-z0-9]+)</code>')
+
+
+def cookie_header(response: httpx.Response, name: str) -> str:
+    found = [v for k, v in response.headers.multi_items() if k == "set-cookie" and v.startswith(f"{name}=")]
+    assert found, f"no {name} cookie set"
+    return found[0]
+
+
+def create(client: httpx.Client, name: str, **fields: str) -> httpx.Response:
+    page = client.get("/ui/keys", params={"namespace": NS})
+    form = {"csrf": csrf_of(page.text), "namespace": NS, "name": name, "allocation": "team", "ttl": "30d"}
+    return client.post("/ui/keys/create", data={**form, **fields})
+
+
+def test_pages_are_off_by_default(gateway: GatewayProcess) -> None:
+    assert httpx.get(f"{gateway.url}/ui/login").status_code == 404
+
+
+def test_sign_in_cookie_flags_and_csrf(ui_gateway: GatewayProcess, people: People) -> None:
+    gw = ui_gateway
+    client = browser(gw)
+    assert client.get("/ui/keys").headers["location"] == "/ui/login"  # not signed in
+    form = client.get("/ui/login")
+    assert form.status_code == 200 and 'type="password"' in form.text
+    assert "script-src 'self'" in form.headers["content-security-policy"]
+    login_cookie = cookie_header(form, "aikeys_login").lower()
+    assert "httponly" in login_cookie and "samesite=strict" in login_cookie and "secure" not in login_cookie
+    csrf = csrf_of(form.text)
+    # sign-in itself needs the form's CSRF token, from this origin
+    assert client.post("/ui/login", data={"credential": people.alice}).status_code == 403
+    assert client.post("/ui/login", data={"csrf": "forged", "credential": people.alice}).status_code == 403
+    evil = client.post(
+        "/ui/login",
+        data={"csrf": csrf, "credential": people.alice},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert evil.status_code == 403 and "aikeys_session" not in evil.headers.get("set-cookie", "")
+    bad = client.post("/ui/login", data={"csrf": csrf, "credential": "not-a-token"})
+    assert bad.status_code == 401 and "did not accept this token" in bad.text
+    assert "aikeys_session" not in bad.headers.get("set-cookie", "")
+    ok = client.post("/ui/login", data={"csrf": csrf, "credential": people.alice})
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/keys"
+    session = cookie_header(ok, "aikeys_session")
+    flags = session.lower()
+    assert (
+        "httponly" in flags and "samesite=strict" in flags and "path=/ui" in flags and "secure" not in flags
+    )
+    max_age = int(re.search(r"max-age=(\d+)", flags).group(1))  # type: ignore[union-attr]
+    assert 0 < max_age <= 2 * 3600  # never longer than the token (2h)
+    value = session.split(";")[0].split("=", 1)[1]
+    for form_of_token in (people.alice, base64.b64encode(people.alice.encode()).decode()[:40]):
+        assert form_of_token not in value  # sealed: the token cannot be read out of the cookie
+    keys = client.get("/ui/keys")
+    assert keys.status_code == 200 and ALICE in keys.text
+    assert keys.headers["cache-control"] == "no-store" and keys.headers["x-frame-options"] == "DENY"
+    # a cookie that was tampered with is no session
+    tampered = browser(gw)
+    tampered.cookies.set("aikeys_session", value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB"))
+    assert tampered.get("/ui/keys").status_code == 303
+    # over TLS (a proxy in front says so) the cookies are Secure
+    tls = browser(gw, **{"X-Forwarded-Proto": "https"})
+    tls_form = tls.get("/ui/login")
+    assert "secure" in cookie_header(tls_form, "aikeys_login").lower()
+    tls.cookies.set("aikeys_login", csrf_of(tls_form.text))  # httpx keeps Secure cookies off plain http
+    tls_ok = tls.post("/ui/login", data={"csrf": csrf_of(tls_form.text), "credential": people.alice})
+    assert "; secure" in cookie_header(tls_ok, "aikeys_session").lower()
+    # signing out needs the session's CSRF token too
+    assert client.post("/ui/logout", data={}).status_code == 403
+    out = client.post("/ui/logout", data={"csrf": csrf_of(keys.text)})
+    assert out.status_code == 303 and 'aikeys_session=""' in out.headers["set-cookie"]
+
+
+def test_keys_with_the_persons_own_rbac(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    page = alice.get("/ui/keys")
+    assert page.status_code == 200
+    assert f'<option value="{NS}" selected>' in page.text and f'<option value="{OTHER}"' not in page.text
+    assert '<option value="team">' in page.text and '<option value="research">' in page.text
+    theirs = alice.get("/ui/keys", params={"namespace": OTHER})
+    assert theirs.status_code == 403
+    assert "cannot list resource &quot;aikeys&quot;" in theirs.text
+    # a change without the session's CSRF token does nothing
+    no_csrf = alice.post(
+        "/ui/keys/create", data={"namespace": NS, "name": "sneaky", "allocation": "team", "ttl": "1d"}
+    )
+    assert no_csrf.status_code == 403 and get(control_plane, "aikey", "sneaky", NS) is None
+    other_site = alice.post(
+        "/ui/keys/create",
+        data={"csrf": csrf_of(page.text), "namespace": NS, "name": "sneaky", "allocation": "team"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert other_site.status_code == 403 and get(control_plane, "aikey", "sneaky", NS) is None
+    # creating in a namespace without rights: the API server says no, readably
+    refused = alice.post(
+        "/ui/keys/create",
+        data={"csrf": csrf_of(page.text), "namespace": OTHER, "name": "elsewhere", "allocation": "team"},
+    )
+    assert refused.status_code == 403 and "The cluster refused" in refused.text
+
+
+def test_create_shows_the_key_once_and_it_works(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    created = create(alice, "web-alice", description="Alice from the browser", models=f"{NS}:mock/*")
+    assert created.status_code == 201, created.text
+    assert created.headers["cache-control"] == "no-store"
+    key = KEY.search(created.text).group(1)  # type: ignore[union-attr]
+    assert created.text.count(key) == 2  # the key box and the environment snippet, nothing else
+    assert f"{NS}:mock/chat" in created.text  # the snippets name a model the key may use
+    obj = get(control_plane, "aikey", "web-alice", NS)
+    assert obj is not None and obj["spec"]["owner"] == ALICE and obj["spec"]["ttl"] == "30d"
+    assert get(control_plane, "secret", "aikey-web-alice", NS) is None  # only the hash remains
+    listing = alice.get("/ui/keys")
+    assert (
+        "web-alice" in listing.text and key not in listing.text and "Alice from the browser" in listing.text
+    )
+    gateway_knows(gw.openai_url, key)
+    reply = openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0).chat.completions.create(
+        model=f"{NS}:mock/chat", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content
+    # the server-side filter (the page filters as you type with JavaScript, too)
+    create(alice, "web-batch", description="nightly batch")
+    filtered = alice.get("/ui/keys", params={"namespace": NS, "q": "batch"})
+    assert "web-batch" in filtered.text and "web-alice" not in filtered.text
+
+
+def test_disable_rotate_revoke(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    key = KEY.search(create(alice, "web-cycle").text).group(1)  # type: ignore[union-attr]
+    gateway_knows(gw.openai_url, key)
+    client = openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0)
+
+    def post(verb: str, **extra: str) -> httpx.Response:
+        page = alice.get("/ui/keys")
+        return alice.post(
+            f"/ui/keys/{verb}",
+            data={"csrf": csrf_of(page.text), "namespace": NS, "name": "web-cycle", **extra},
+        )
+
+    def refused() -> bool:
+        try:
+            client.models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    assert post("disable").status_code == 200
+    wait_for(refused, 2, "the disabled key to be refused")
+    assert post("enable").status_code == 200
+    wait_for(lambda: not refused(), 2, "the enabled key to work again")
+    asked = post("rotate")
+    assert asked.status_code == 200 and "Rotate" in asked.text and "aik_" not in asked.text  # asks first
+    rotated = post("rotate", confirm="yes")
+    new_key = KEY.search(rotated.text).group(1)  # type: ignore[union-attr]
+    assert new_key != key and "keeps working until" in rotated.text
+    confirm = post("revoke")
+    assert "Revoke" in confirm.text and get(control_plane, "aikey", "web-cycle", NS) is not None
+    started = time.monotonic()
+    done = post("revoke", confirm="yes")
+    assert done.status_code == 200 and "Revoked" in done.text
+    new_client = openai.OpenAI(base_url=gw.openai_url, api_key=new_key, max_retries=0)
+
+    def new_refused() -> bool:
+        try:
+            new_client.models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    wait_for(new_refused, 1.0, "the revoked key to get 401")
+    assert time.monotonic() - started < 3
+
+
+def test_usage_matches_the_api_and_the_ledger(
+    ui_gateway: GatewayProcess, people: People, redis_server: RedisServer
+) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    key = KEY.search(create(alice, "web-usage").text).group(1)  # type: ignore[union-attr]
+    gateway_knows(gw.openai_url, key)
+    client = openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0)
+    for words in ("one", "two words", "three words here"):
+        client.chat.completions.create(
+            model=f"{NS}:mock/chat", messages=[{"role": "user", "content": words}], max_tokens=5
+        )
+    page = alice.get("/ui/usage", params={"days": 7, "by": "owner"})
+    assert page.status_code == 200
+    for by in ("model", "key", "allocation", "owner"):
+        mine = alice.get("/ui/usage.json", params={"namespace": NS, "days": 7, "by": by}).json()
+        api = httpx.get(
+            f"{gw.url}/api/usage",
+            params={"namespace": NS, "days": 7, "group_by": by},
+            headers={"Authorization": f"Bearer {people.alice}"},
+        ).json()
+        assert mine == api  # one source of truth
+    report = alice.get("/ui/usage.json", params={"namespace": NS, "days": 7, "by": "owner"}).json()
+    assert any(g["name"] == ALICE for g in report["groups"])
+
+    async def ledger_total() -> int:
+        redis = connect(redis_server.url)
+        try:
+            ledger = Ledger(redis)
+            days = [
+                (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=i)).strftime("%Y%m%d") for i in range(7)
+            ]
+            rows = []
+            for name in ("team", "research"):
+                rows += await ledger.usage(Allocation(NS, name, 1, Period.NONE), days)
+            return sum(r.cost for r in rows)
+        finally:
+            await redis.aclose()
+
+    total = format_usd(asyncio.run(ledger_total()))
+    assert report["totals"]["cost_usd"] == total
+    assert f'title="{total} USD"' in page.text  # the page's total spend is the ledger's
+    assert "<svg" in page.text and "Spend per day" in page.text and ALICE in page.text
+
+
+def test_a_token_without_rbac_sees_nothing(ui_gateway: GatewayProcess, people: People) -> None:
+    nobody = sign_in(ui_gateway, people.nobody)
+    keys = nobody.get("/ui/keys", params={"namespace": NS})
+    assert keys.status_code == 403 and "web-" not in keys.text
+    assert f'<option value="{NS}">' not in keys.text  # the picker offers only what one may list
+    usage = nobody.get("/ui/usage", params={"namespace": NS})
+    assert usage.status_code == 403 and "may not list aikeys" in usage.text and "USD" not in usage.text
+    assert nobody.get("/ui/usage.json", params={"namespace": NS}).status_code == 403
+    assert nobody.get("/ui/usage.json", params={"namespace": "*"}).status_code == 403
+
+
+def test_an_ai_key_sees_only_itself(ui_gateway: GatewayProcess, people: People) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    key = KEY.search(create(alice, "web-self").text).group(1)  # type: ignore[union-attr]
+    gateway_knows(gw.openai_url, key)
+    openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0).chat.completions.create(
+        model=f"{NS}:mock/chat", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    holder = sign_in(gw, key)
+    page = holder.get("/ui/keys")
+    assert page.status_code == 200 and f"{NS}/web-self" in page.text and "web-alice" not in page.text
+    assert 'title="50.00 USD"' in page.text  # the allocation's budget
+    usage = holder.get("/ui/usage.json", params={"by": "key"}).json()
+    assert [g["name"] for g in usage["groups"]] == [f"{NS}/web-self"]
+    assert (
+        holder.get("/ui/usage.json", params={"namespace": OTHER, "by": "key"}).json() == usage
+    )  # its own, whatever asked
+    refused = holder.post(
+        "/ui/keys/create",
+        data={"csrf": csrf_of(page.text), "namespace": NS, "name": "from-key", "allocation": "team"},
+    )
+    assert refused.status_code == 403 and "Kubernetes token" in refused.text
+
+
+def test_behind_an_auth_proxy(ui_gateway: GatewayProcess, people: People) -> None:
+    """An authenticating proxy forwards the person's token with every request: no cookie at all."""
+    proxied = browser(ui_gateway, Authorization=f"Bearer {people.alice}")
+    page = proxied.get("/ui/keys")
+    assert page.status_code == 200 and ALICE in page.text and "set-cookie" not in page.headers
+    no_csrf = proxied.post("/ui/keys/disable", data={"namespace": NS, "name": "web-alice"})
+    assert no_csrf.status_code == 403
+    ok = proxied.post(
+        "/ui/keys/disable", data={"csrf": csrf_of(page.text), "namespace": NS, "name": "web-alice"}
+    )
+    assert ok.status_code == 200 and "Disabled" in ok.text
+
+
+def test_no_token_or_key_in_logs_or_urls(ui_gateway: GatewayProcess, people: People) -> None:
+    log = log_of(ui_gateway)
+    assert people.alice not in log and people.nobody not in log
+    assert "aik_" not in log
+    assert "/ui/keys" in log  # the access log has the routes, and nothing of the credentials

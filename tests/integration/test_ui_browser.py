@@ -1,0 +1,234 @@
+"""The web pages in a real headless Chromium (Debian's, driven by playwright-core; nothing downloads a
+browser): sign in with a ServiceAccount token, create a key (shown once, never again), use it with
+the OpenAI SDK, filter the list, revoke (401 within a second), read the usage page against the
+ledger; a token without RBAC sees nothing. Screenshots of both pages are saved (AIKEYS_SCREENSHOTS
+names a folder to copy them to; README's come from such a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from aikeys.devstack.binaries import REPO_ROOT
+from aikeys.devstack.services import GatewayProcess
+from tests.integration.kube import gateway_knows, wait_for
+from tests.integration.ui_world import NS, People, people, ui_gateway
+
+pytestmark = pytest.mark.integration
+__all__ = ["people", "ui_gateway"]  # fixtures
+CHROMIUM = Path("/usr/bin/chromium")
+ALICE = f"system:serviceaccount:{NS}:alice"
+
+
+@pytest.fixture(scope="module")
+def playwright_dir() -> Path:
+    """playwright-core in the cache, and Debian's chromium (tools/browser-tests.sh, which `make setup`
+    runs too, installs what is missing). Never skipped: a failed install fails the test."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "tools" / "browser-tests.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"tools/browser-tests.sh failed (exit {result.returncode})")
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert (folder / ".complete").is_file() and CHROMIUM.exists()
+    return folder
+
+
+class Browser:
+    """tests/browser/driver.mjs: one JSON command per line, one answer per line."""
+
+    def __init__(self, playwright_dir: Path, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "node_modules").symlink_to(playwright_dir / "node_modules")
+        shutil.copy(REPO_ROOT / "tests" / "browser" / "driver.mjs", workdir)
+        self.proc = subprocess.Popen(
+            ["node", str(workdir / "driver.mjs")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=workdir,
+        )
+        self.ids = 0
+
+    def __call__(self, op: str, **args: Any) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.ids += 1
+        self.proc.stdin.write(json.dumps({"id": self.ids, "op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the browser driver exited ({self.proc.wait()}) during {op}")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise AssertionError(f"{op} {args}: {answer['error']}")
+        return answer["value"]
+
+    def close(self) -> None:
+        try:
+            self("close")
+        finally:
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def browser(playwright_dir: Path, tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(playwright_dir, tmp_path / "driver")
+    profile = tempfile.mkdtemp(prefix="aikeys-chromium-")  # a fresh --user-data-dir
+    try:
+        b("launch", executable=str(CHROMIUM), userDataDir=profile)
+        yield b
+    finally:
+        b.close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def keep(shot: Path) -> None:
+    """Copy a screenshot to AIKEYS_SCREENSHOTS, when set (README's pictures come from such a run)."""
+    target = os.environ.get("AIKEYS_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(target) / shot.name)
+
+
+def sign_in(b: Browser, gw: GatewayProcess, credential: str) -> None:
+    assert b("goto", url=f"{gw.url}/ui/")["url"].endswith("/ui/login")
+    b("fill", selector="#credential", value=credential)
+    landed = b("navigate", selector="button[type=submit]")
+    assert landed.endswith("/ui/keys"), b("html")[:3000]
+
+
+def create_in_browser(b: Browser, name: str, description: str, allocation: str = "team") -> str:
+    if not b("evaluate", expression="document.querySelector('details.create').open"):
+        b("click", selector="details.create summary")
+    b("fill", selector="#new-name", value=name)
+    b("select", selector="#new-allocation", value=allocation)
+    b("fill", selector="#new-description", value=description)
+    b("navigate", selector="form[action='/ui/keys/create'] button[type=submit]")
+    key: str = b("text", selector="#new-key")
+    assert key.startswith("aik_")
+    return key
+
+
+def refused(gw: GatewayProcess, key: str) -> bool:
+    try:
+        openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0).models.list()
+    except openai.AuthenticationError:
+        return True
+    return False
+
+
+def test_keys_and_usage_in_chromium(
+    browser: Browser, ui_gateway: GatewayProcess, people: People, tmp_path: Path
+) -> None:
+    b, gw = browser, ui_gateway
+    b("grant", origin=gw.url)
+    sign_in(b, gw, people.alice)
+    # the session cookie: HttpOnly (no script reads it), SameSite=Strict, only for /ui
+    cookies = {c["name"]: c for c in b("cookies")}
+    session = cookies["aikeys_session"]
+    assert (session["httpOnly"], session["sameSite"], session["path"]) == (True, "Strict", "/ui")
+    assert people.alice not in session["value"]
+    assert "aikeys_session" not in b("evaluate", expression="document.cookie")
+
+    # create a key: shown once, with a working copy button
+    key = create_in_browser(b, "laptop", "Alice's laptop")
+    assert "shown only once" in b("text", selector=".once h2")
+    b("click", selector="button[data-copy=new-key]")
+    assert b("evaluate", expression="navigator.clipboard.readText()") == key
+    shot = tmp_path / "ui-new-key.png"
+    b("screenshot", path=str(shot), fullPage=False)
+    # reloading (or going back to the list) never shows it again
+    b("reload")  # re-sends the form: the key exists already, and is not shown
+    assert key not in b("html") and "already exists" in b("text", selector=".notice.error")
+    assert all("409" in error for error in b("errors"))
+    b("goto", url=f"{gw.url}/ui/keys")
+    assert key not in b("html")
+    # it works with the OpenAI SDK, and its usage is generated
+    gateway_knows(gw.openai_url, key)
+    client = openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0)
+    for prompt in ("Summarise the design doc", "Write a haiku about budgets", "Explain reserve and settle"):
+        client.chat.completions.create(
+            model=f"{NS}:mock/chat", messages=[{"role": "user", "content": prompt}], max_tokens=12
+        )
+    create_in_browser(b, "ci-runner", "evaluation jobs of the CI", allocation="research")
+    b("goto", url=f"{gw.url}/ui/keys")
+
+    # the list and the filter (as you type)
+    rows = b("visible", selector="#keys-table tbody tr[data-search] th .name")
+    assert {"laptop", "ci-runner"} <= set(rows)
+    b("type", selector="#filter", value="laptop")
+    assert b("visible", selector="#keys-table tbody tr[data-search] th .name") == ["laptop"]
+    assert b("text", selector="#filter-count").startswith("1 of ")
+    b("fill", selector="#filter", value="")
+    b("type", selector="#filter", value="evaluation")
+    assert b("visible", selector="#keys-table tbody tr[data-search] th .name") == ["ci-runner"]
+    b("fill", selector="#filter", value="")
+    b("evaluate", expression="document.getElementById('filter').dispatchEvent(new Event('input'))")
+    keys_shot = tmp_path / "ui-keys.png"
+    b("screenshot", path=str(keys_shot))
+    keep(keys_shot)
+
+    # usage: totals equal the ledger's (read through /api/usage with the same token)
+    b("navigate", selector="nav[aria-label=Main] a[href='/ui/usage']")
+    b("navigate", selector="nav[aria-label='Break down by'] a:has-text('Owner')")
+    api = httpx.get(
+        f"{gw.url}/api/usage",
+        params={"namespace": NS, "days": 7, "group_by": "owner"},
+        headers={"Authorization": f"Bearer {people.alice}"},
+    ).json()
+    spend = b("evaluate", expression="document.querySelector('#total-spend .usd').title")
+    assert spend == f"{api['totals']['cost_usd']} USD"
+    assert b("text", selector="#total-requests") == f"{api['totals']['requests']:,}"
+    breakdown = b("visible", selector="#breakdown tbody th")
+    assert ALICE in breakdown
+    b("navigate", selector="nav[aria-label=Period] a:has-text('30 days')")
+    assert "days=30" in b("url")
+    usage_shot = tmp_path / "ui-usage.png"
+    b("screenshot", path=str(usage_shot))
+    keep(usage_shot)
+    b("viewport", width=390, height=844)  # a phone
+    phone_shot = tmp_path / "ui-usage-phone.png"
+    b("screenshot", path=str(phone_shot), fullPage=False)
+    keep(phone_shot)
+    b("viewport", width=1280, height=900)
+
+    # revoke with confirmation: the key gets 401 within a second
+    b("goto", url=f"{gw.url}/ui/keys")
+    started = time.monotonic()
+    b("navigate", selector="button[aria-label='Revoke laptop']")
+    assert any("Revoke laptop?" in d for d in b("dialogs"))
+    assert "Revoked" in b("text", selector=".notice.ok")
+    wait_for(lambda: refused(gw, key), 1.0, "the revoked key to get 401")
+    assert time.monotonic() - started < 5
+    assert "laptop" not in b("visible", selector="#keys-table tbody tr[data-search] th .name")
+    errors = b("errors")
+    assert errors == [], errors  # no script error, no Content-Security-Policy violation
+    keep(shot)
+
+    # sign out; a token without RBAC sees nothing of the namespace
+    b("navigate", selector="form[action='/ui/logout'] button")
+    sign_in(b, gw, people.nobody)
+    b("goto", url=f"{gw.url}/ui/keys?namespace={NS}")
+    assert "The cluster refused" in b("text", selector=".notice.error")
+    assert b("visible", selector="#keys-table tbody tr[data-search]") == []
+    b("goto", url=f"{gw.url}/ui/usage?namespace={NS}")
+    assert "may not list aikeys" in b("text", selector=".notice.error")
+    assert "total-spend" not in b("html")
