@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aikeys.settings import env_float, env_int, env_str
+from aikeys.settings import env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class Settings:
     status_writes_per_second: float  # bound on status refresh writes to the API server
     last_used_granularity: float  # seconds: lastUsedAt alone is rewritten only when it moved this much
     key_workers: int  # AIKeys reconciled (minted, expired, ...) at the same time
+    leader_election: bool  # only the replica holding the Lease works on AIKeys and Allocations
+    lease_seconds: float  # how long a Lease holds without renewal
     watch_server_timeout: int
     watch_client_timeout: int
     metrics_port: int  # Prometheus /metrics; 0: not served
@@ -36,6 +38,8 @@ class Settings:
             status_writes_per_second=env_float(env, "AIKEYS_STATUS_WRITES_PER_SECOND", 20.0, minimum=0.1),
             last_used_granularity=env_float(env, "AIKEYS_LAST_USED_GRANULARITY", 60.0, minimum=0.0),
             key_workers=env_int(env, "AIKEYS_KEY_WORKERS", 16, minimum=1),
+            leader_election=env_bool(env, "AIKEYS_LEADER_ELECTION", False),
+            lease_seconds=env_float(env, "AIKEYS_LEASE_SECONDS", 15.0, minimum=1.0),
             watch_server_timeout=env_int(env, "AIKEYS_WATCH_SERVER_TIMEOUT", 600, minimum=1),
             watch_client_timeout=env_int(env, "AIKEYS_WATCH_CLIENT_TIMEOUT", 660, minimum=1),
             metrics_port=env_int(env, "AIKEYS_OPERATOR_METRICS_PORT", 9090, minimum=0),

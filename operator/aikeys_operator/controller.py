@@ -485,6 +485,7 @@ class Controller:
         self._spawn(self._when_ready(), "ready")
 
     async def stop(self) -> None:
+        self.ready.clear()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(Exception):

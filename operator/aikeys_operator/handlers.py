@@ -9,10 +9,14 @@ AIProviders (a handful) stay with kopf.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime as dt
 import logging
 import os
+import secrets
+import socket
 from typing import Any
 
 import kopf
@@ -26,6 +30,7 @@ from aikeys.resources import GROUP, VERSION
 from aikeys_operator import keys, metrics, providers
 from aikeys_operator.config import Settings
 from aikeys_operator.controller import Controller
+from aikeys_operator.leader import LeaderElection
 
 log = logging.getLogger("aikeys.operator")
 SETTINGS = Settings.from_env()
@@ -84,19 +89,51 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.serve(SETTINGS.metrics_port, SETTINGS.metrics_addr)
     if memo.ledger is None:
         log.warning("AIKEYS_REDIS_URL is not set: Allocation status will not be updated")
-    memo.controller = Controller(memo.kube, memo.ledger, SETTINGS, NAMESPACES)
-    memo.controller.start()
+    memo.controller = None
+    memo.election = None
+
+    def lead() -> None:
+        memo.controller = Controller(memo.kube, memo.ledger, SETTINGS, NAMESPACES)
+        memo.controller.start()
+
+    async def step_down() -> None:
+        if memo.controller is not None:
+            await memo.controller.stop()
+            memo.controller = None
+
+    if not SETTINGS.leader_election:
+        lead()
+        return
+    identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    namespace = os.environ.get("POD_NAMESPACE") or cfg.namespace
+    memo.election = LeaderElection(
+        memo.kube,
+        namespace,
+        identity,
+        duration=SETTINGS.lease_seconds,
+        deadline=SETTINGS.lease_seconds * 2 / 3,
+        retry=max(SETTINGS.lease_seconds / 7.5, 0.2),
+    )
+    metrics.LEADER.set_function(lambda: 1.0 if memo.election.leading else 0.0)
+    memo.election_task = asyncio.create_task(memo.election.run(lead, step_down), name="aikeys-lease")
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    await memo.controller.stop()
+    if memo.election is not None:
+        memo.election_task.cancel()  # steps down on the way out
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.election_task
+        await memo.election.release()
+    elif memo.controller is not None:
+        await memo.controller.stop()
     await memo.kube.close()
     if memo.ledger is not None:
         await memo.ledger.client.aclose()
 
 
 # --- AIKeys and Allocations: aikeys_operator.controller (one watch each, not a task per object) ---
+# With AIKEYS_LEADER_ELECTION, only the replica holding the Lease runs it (aikeys_operator.leader).
 
 # --- AIProvider ---------------------------------------------------------------------------------
 

@@ -29,8 +29,7 @@ from aikeys.settings import SettingsError
     show_default=True,
     help="Coordinate the AIProvider handlers with other replicas through kopf peering (needs the "
     "peering CRDs); by default run as the single active replica. AIKeys and Allocations are not kopf "
-    "handlers: a second replica never mints a key twice (Secret first, status conditional on its "
-    "resourceVersion), but does the same work (see docs/performance.md).",
+    "handlers: for them, AIKEYS_LEADER_ELECTION=true elects one replica with a Lease.",
 )
 @click.option(
     "--log-format",
@@ -49,7 +48,9 @@ def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: 
     (seconds between looks at the ledger for what was charged, default 5),
     AIKEYS_STATUS_WRITES_PER_SECOND (bound on status refresh writes, default 20),
     AIKEYS_LAST_USED_GRANULARITY (seconds lastUsedAt alone must move to be rewritten, default 60),
-    AIKEYS_KEY_WORKERS (AIKeys minted or reconciled at once, default 16),
+    AIKEYS_KEY_WORKERS (AIKeys minted or reconciled at once, default 16), AIKEYS_LEADER_ELECTION
+    (true: only the replica holding the Lease aikeys-operator in $POD_NAMESPACE works on AIKeys and
+    Allocations; default false) and AIKEYS_LEASE_SECONDS (default 15),
     AIKEYS_WATCH_SERVER_TIMEOUT and AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds),
     AIKEYS_OPERATOR_METRICS_PORT (Prometheus /metrics, default 9090; 0 disables) and
     AIKEYS_OPERATOR_METRICS_ADDR (default 0.0.0.0).

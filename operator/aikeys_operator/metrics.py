@@ -2,6 +2,7 @@
 
     aikeys_ledger_restores_total{namespace,allocation}    lost ledger data restored from status
     aikeys_upstream_overruns_total{namespace,provider}    responses over their output-token cap
+    aikeys_operator_leader                                1 while this replica holds the Lease
     aikeys_operator_ready                                 1 once every AIKey was listed and handled
     aikeys_operator_aikeys / _allocations                 objects in the operator's index
     aikeys_operator_work_queue                            AIKeys waiting to be reconciled
@@ -49,6 +50,11 @@ UPSTREAM_OVERRUNS = Counter(
 )
 
 
+LEADER = Gauge(
+    "aikeys_operator_leader",
+    "1 while this replica works on AIKeys and Allocations (always, without AIKEYS_LEADER_ELECTION).",
+)
+LEADER.set(1)
 READY = Gauge("aikeys_operator_ready", "1 once every AIKey was listed and the ones that needed work had it.")
 AIKEYS = Gauge("aikeys_operator_aikeys", "AIKeys in the operator's index.")
 ALLOCATIONS = Gauge("aikeys_operator_allocations", "Allocations in the operator's index.")
