@@ -13,11 +13,13 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,11 @@ from typing import Any
 import yaml
 
 from aikeys.devstack.binaries import REPO_ROOT
+from aikeys.devstack.controlplane import ADMIN_USER
 from aikeys.devstack.images import Images, build_all
 from aikeys.devstack.node import Node, ensure_node_built, launch_node, reap_stale
 from aikeys.devstack.processes import pid_alive
-from aikeys.devstack.stack import DEMO, render_env, write_private
+from aikeys.devstack.stack import render_env, write_private
 
 CHART = REPO_ROOT / "charts" / "aikeys"
 RELEASE = "aikeys"
@@ -184,10 +187,33 @@ def helm_install(
     )
 
 
+DEMO = """
+apiVersion: aikeys.dev/v1alpha1
+kind: AIProvider
+metadata: {{name: mock}}
+spec:
+  baseURL: {mock}
+  models:
+  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
+  - {{name: embeddings, inputPricePerMillion: "0.02", outputPricePerMillion: "0"}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: Allocation
+metadata: {{name: demo}}
+spec: {{budget: "10.00", period: Monthly}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: AIKey
+metadata: {{name: demo}}
+spec: {{allocationRef: {{name: demo}}, owner: {owner}, ttl: 720h, description: "make cluster demo key"}}
+"""
+
+
 def seed_demo(node: Node, mock_url: str, namespace: str = "demo", timeout: float = 60) -> str:
-    """The dev stack's demo objects (provider on the mock, 10 USD allocation, a key); returns the key."""
+    """Like the dev stack's demo: a provider on the mock, a 10 USD allocation and a key owned by the
+    kubeconfig's user; returns the key."""
     node.kubectl("create", "namespace", namespace, check=False)
-    node.kubectl("apply", "-n", namespace, "-f", "-", stdin=DEMO.format(mock=mock_url))
+    node.kubectl("apply", "-n", namespace, "-f", "-", stdin=DEMO.format(mock=mock_url, owner=ADMIN_USER))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = node.kubectl("get", "secret", "aikey-demo", "-n", namespace, "-o", "json", check=False)
@@ -262,6 +288,7 @@ def supervise(state_dir: Path = STATE_DIR) -> None:
     cluster: Cluster | None = None
     try:
         print("building what is missing, starting the node, installing the chart ...", flush=True)
+        shutil.rmtree(state_dir / "node", ignore_errors=True)  # every `make cluster` starts clean
         cluster = bring_up(state_dir / "node")
         node = cluster.node
         for name, seconds in cluster.timings.items():
@@ -386,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             supervise()
         except Exception as err:
+            traceback.print_exc()
             print(f"cluster failed: {err}", file=sys.stderr, flush=True)
             return 1
         return 0

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -311,9 +312,10 @@ def _cgroup_dirs(slot: Slot) -> list[Path]:
 def _pids_in_cgroups(slot: Slot) -> list[int]:
     pids: set[int] = set()
     for tree in _cgroup_dirs(slot):
-        for procs in tree.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for directory, _, files in os.walk(tree):  # cgroups vanish while we walk: os.walk skips them
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in Path(directory, "cgroup.procs").read_text().split())
     return sorted(pids)
 
 
@@ -328,25 +330,43 @@ def _kill_all(pids_of: Callable[[], list[int]], what: str, timeout: float = 20) 
         time.sleep(0.05)
 
 
-def _remove_cgroups(slot: Slot) -> None:
-    for tree in _cgroup_dirs(slot):
-        for directory in sorted((d for d in tree.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
-            with contextlib.suppress(FileNotFoundError):
-                directory.rmdir()
-        with contextlib.suppress(FileNotFoundError):
-            tree.rmdir()
+def _remove_cgroups(slot: Slot, timeout: float = 10) -> None:
+    """rmdir every cgroup of the node, deepest first; a cgroup whose last task is still exiting
+    is busy for a moment, so try again until the timeout."""
+    deadline = time.monotonic() + timeout
+    while trees := _cgroup_dirs(slot):
+        for tree in trees:
+            for directory, _, _ in os.walk(tree, topdown=False):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"cgroups of the node could not be removed: {[str(t) for t in _cgroup_dirs(slot)]}"
+            )
+        time.sleep(0.1)
+
+
+def _attempt(errors: list[str], step: Callable[[], object]) -> None:
+    """Run one teardown step; a failure is recorded and the next steps still run."""
+    try:
+        step()
+    except Exception as err:
+        errors.append(f"{getattr(step, '__name__', 'step')}: {err}")
 
 
 def _teardown_slot(slot: Slot) -> None:
-    """Kill everything of the node in `slot`, remove its cgroups and namespace (idempotent)."""
-    _kill_all(lambda: _pids_in_cgroups(slot), "node's cgroups")
-    _kill_all(lambda: _pids_in_netns(slot), "node's network namespace")
-    _remove_cgroups(slot)
+    """Kill everything of the node in `slot`, remove its cgroups and namespace (idempotent).
+    Every step runs even when an earlier one failed; the failures are raised together at the end."""
+    errors: list[str] = []
+    _attempt(errors, lambda: _kill_all(lambda: _pids_in_cgroups(slot), "node's cgroups"))
+    _attempt(errors, lambda: _kill_all(lambda: _pids_in_netns(slot), "node's network namespace"))
+    _attempt(errors, lambda: _remove_cgroups(slot))
     if slot.netns_path.exists():
-        _run("ip", "netns", "delete", slot.netns, check=False)
+        _attempt(errors, lambda: _run("ip", "netns", "delete", slot.netns))
     # the veth pair goes with the namespace; the kernel frees it asynchronously
-    with contextlib.suppress(StartupError):
-        _wait(lambda: not Path("/sys/class/net", slot.host_link).exists(), 10, "the veth pair gone")
+    _attempt(
+        errors, lambda: _wait(lambda: not Path("/sys/class/net", slot.host_link).exists(), 10, "veth gone")
+    )
     created: list[str] = []
     with contextlib.suppress(FileNotFoundError, ValueError):
         created = json.loads(slot.lease.read_text()).get("created", [])
@@ -356,6 +376,8 @@ def _teardown_slot(slot: Slot) -> None:
         for directory in created:
             with contextlib.suppress(OSError):
                 Path(directory).rmdir()
+    if errors:
+        raise RuntimeError(f"teardown of {slot.netns} incomplete: {'; '.join(errors)}")
 
 
 def _reap() -> list[str]:
@@ -695,6 +717,7 @@ class Node:
     holder: Child | None = None
     children: dict[str, Child] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False
 
     @property
     def state(self) -> Path:
@@ -1018,24 +1041,34 @@ class Node:
 
     def stop(self) -> None:
         """Stop everything and leave the machine as it was; safe to call more than once."""
+        if self.stopped:
+            return  # the slot may belong to another node by now
+        self.stopped = True
+        errors: list[str] = []
         with _lock():
-            for name in ("kubelet", "kube-proxy", "kube-scheduler"):
-                child = self.children.pop(name, None)
+            try:
+                for name in ("kubelet", "kube-proxy", "kube-scheduler"):
+                    child = self.children.pop(name, None)
+                    if child is not None:
+                        _attempt(errors, partial(child.stop, timeout=5))
+                # containers and sandboxes, then containerd and its shims
+                _attempt(errors, lambda: _kill_all(lambda: _pids_in_cgroups(self.slot), "node's cgroups"))
+                child = self.children.pop("containerd", None)
                 if child is not None:
-                    child.stop(timeout=5)
-            # containers and sandboxes, then containerd and its shims
-            _kill_all(lambda: _pids_in_cgroups(self.slot), "node's cgroups")
-            child = self.children.pop("containerd", None)
-            if child is not None:
-                child.stop(timeout=5)
-            if self.cp is not None:
-                self.cp.stop()
-            if self.holder is not None:
-                self.holder.stop(timeout=5)
-            _teardown_slot(self.slot)
-            _restore_sysctls_if_last()
+                    _attempt(errors, partial(child.stop, timeout=5))
+                if self.cp is not None:
+                    _attempt(errors, self.cp.stop)
+                if self.holder is not None:
+                    _attempt(errors, partial(self.holder.stop, timeout=5))
+            finally:
+                try:
+                    _teardown_slot(self.slot)
+                finally:
+                    _restore_sysctls_if_last()
         # the unpacked images (a GiB or more); logs stay
         shutil.rmtree(self.state / "containerd", ignore_errors=True)
+        if errors:
+            raise RuntimeError(f"stopping the node: {'; '.join(errors)}")
 
 
 def stop_on_sigterm() -> None:

@@ -105,8 +105,8 @@ import signal, sys, time
 from pathlib import Path
 from aikeys.devstack.node import launch_node
 node = launch_node(Path(sys.argv[1]), [Path(sys.argv[2])], addons=False)
-print("READY", node.slot.index, flush=True)
 try:
+    print("READY", node.slot.index, flush=True)  # inside the try: a signal right after it still stops
     while True:
         time.sleep(1)
 finally:
