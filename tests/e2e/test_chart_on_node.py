@@ -211,6 +211,12 @@ def test_aikey_flow_through_the_ingress(release: Release) -> None:
     assert parse_usd(key_status) == cost + streamed
     models = [m.id for m in team.client().models.list()]
     assert team.model in models
+    # usage through the Kubernetes API: the API server's aggregator reaches the gateway pods
+    # through the chart's ClusterIP Service (APIService v1alpha1.usage.aikeys.dev)
+    usage = json.loads(release.node.kubectl("get", "keyusages", "-n", team.namespace, "-o", "json").stdout)
+    [alice] = [u for u in usage["items"] if u["metadata"]["name"] == "alice"]
+    assert alice["usage"]["requests"] == 2
+    assert parse_usd(alice["usage"]["cost"]) == cost + streamed
 
 
 def test_exhausted_allocation_refuses_on_every_replica_without_overspend(release: Release) -> None:
