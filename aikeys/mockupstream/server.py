@@ -83,6 +83,19 @@ class Stored:
     status: str = "completed"  # a background response is "queued" until first retrieved
 
 
+LOG_ENTRY = web.RequestKey("log_entry", dict)
+
+
+@web.middleware
+async def _log_status(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Record each logged request's answer status (what was billed is what answered 2xx)."""
+    response: web.StreamResponse = await handler(request)
+    entry = request.get(LOG_ENTRY)
+    if entry is not None:
+        entry["status"] = response.status
+    return response
+
+
 class MockUpstream:
     """State of one mock server: its behaviour and the last requests it received."""
 
@@ -95,7 +108,7 @@ class MockUpstream:
     # --- plumbing ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_log_status])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -139,16 +152,16 @@ class MockUpstream:
 
     async def _admit(self, request: web.Request, body: Any) -> web.Response | None:
         """Log the request and apply the auth, failure and latency switches to it."""
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": dict(request.query),
-                "headers": dict(request.headers),
-                "body": body,
-                "time": time.time(),
-            }
-        )
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": dict(request.headers),
+            "body": body,
+            "time": time.time(),
+        }
+        request[LOG_ENTRY] = entry  # the status is added when the answer starts (_log_status)
+        self.requests.append(entry)
         b = self.behaviour
         denied = self._check_auth(request)
         if denied is not None:
