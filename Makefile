@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bench crds help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
+.PHONY: bench bench-scale crds help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ crds: venv ## Regenerate crds/*.yaml from aikeys/resources.py
 
 bench: setup ## Run the benchmarks (gateway vs direct, upstream clients, ledger) into docs/benchmarks.md
 	$(BIN)/python -m bench
+
+SCALE_ARGS ?= --keys 100000 --allocations 1000 --create 10000 --active 10000
+bench-scale: setup ## The control loop at scale (100,000 AIKeys, ~10 min) into docs/benchmarks.md; SCALE_ARGS to change
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 dev: setup ## Start the local stack in the background and print how to use it
 	@$(BIN)/aikeys dev up

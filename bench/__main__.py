@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SCALE_BEGIN, SCALE_END = "<!-- bench.scale:begin -->", "<!-- bench.scale:end -->"
 
 
 def main() -> None:
@@ -45,6 +46,9 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
             parts.append(out.read_text())
+    old = args.out.read_text() if args.out.exists() else ""
+    if SCALE_BEGIN in old and SCALE_END in old:  # `make bench-scale`'s section, kept until it runs again
+        parts.append(SCALE_BEGIN + old.split(SCALE_BEGIN, 1)[1].split(SCALE_END, 1)[0] + SCALE_END + "\n")
     args.out.write_text("\n".join(parts))
     print(f"[bench] wrote {args.out}", file=sys.stderr)
 

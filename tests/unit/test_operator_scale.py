@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from aikeys_operator.allocations import key_patch
+from aikeys_operator.config import Settings
 from aikeys_operator.keys import assess
 from aikeys_operator.schedule import Deadlines, WorkQueue
 from aikeys_operator.writer import StatusWriter
@@ -198,3 +199,23 @@ def test_key_patch_writes_only_what_moved() -> None:
     }
     # a new period: the spend starts again at zero
     assert key_patch("1.50", "2026-03-14T12:00:00Z", KeyUse(0, t), 60) == {"spend": "0.00"}
+
+
+def test_scale_settings() -> None:
+    s = Settings.from_env({})
+    assert (s.status_writes_per_second, s.last_used_granularity, s.key_workers) == (20.0, 60.0, 16)
+    assert (s.leader_election, s.lease_seconds) == (False, 15.0)
+    s = Settings.from_env(
+        {
+            "AIKEYS_STATUS_WRITES_PER_SECOND": "50",
+            "AIKEYS_LEADER_ELECTION": "true",
+            "AIKEYS_LEASE_SECONDS": "5",
+            "AIKEYS_KEY_WORKERS": "4",
+        }
+    )
+    assert (s.status_writes_per_second, s.leader_election, s.lease_seconds, s.key_workers) == (
+        50.0,
+        True,
+        5.0,
+        4,
+    )
