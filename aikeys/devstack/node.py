@@ -32,6 +32,7 @@ the same way by the next `launch_node()` or by `reap_stale()` (`make cluster-dow
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -225,18 +226,13 @@ class Slot:
 SYSCTL_FILE = STATE_ROOT / "sysctls.json"
 
 
-def _lock() -> contextlib.AbstractContextManager[object]:
+@contextmanager
+def _lock() -> Iterator[None]:
     """One launcher at a time changes the bookkeeping in STATE_ROOT."""
-    import fcntl
-
-    @contextmanager
-    def held() -> Iterator[object]:
-        STATE_ROOT.mkdir(parents=True, exist_ok=True)
-        with (STATE_ROOT / ".lock").open("w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield f
-
-    return held()
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (STATE_ROOT / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _lease_owner(slot: Slot) -> int | None:
@@ -762,10 +758,6 @@ class Node:
         """argv prefix: run inside the node's network and mount namespaces."""
         assert self.holder is not None
         return ("nsenter", f"--net={self.slot.netns_path}", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--")
-
-    def inner(self, path: Path) -> Path:
-        """Where a file under `state` is for the node's processes."""
-        return INNER / path.relative_to(self.state)
 
     def nsexec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command inside the node's namespaces (e.g. `ip route`, `iptables-save`)."""
