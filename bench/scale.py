@@ -280,7 +280,7 @@ async def seed_keys_etcd(cp: ControlPlane, layout: Layout, numbers: Iterable[int
     server on this machine. The API server's watch cache sees them as ADDED like any create."""
     import aiohttp
 
-    url = f"http://{cp.address}:{cp.etcd_port}/v3/kv/txn"
+    url = f"http://{getattr(cp, 'address', '127.0.0.1')}:{cp.etcd_port}/v3/kv/txn"
     now = dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
