@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -806,7 +807,7 @@ def write_section(out: Path, text: str) -> None:
     out.write_text(doc)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -833,6 +834,7 @@ def main() -> None:
         help="NAME=VALUE",
     )
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, etcd data)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -840,7 +842,11 @@ def main() -> None:
         help="the file whose scale section is (re)written (default docs/benchmarks.md; '-': none)",
     )
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -868,6 +874,8 @@ def main() -> None:
             scale.operator.stop()
         redis.stop()
         cp.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)  # etcd's data alone is ~300 MB at 100,000 keys
     text = markdown(scale.report, args)
     print(text)
     if str(args.out) != "-":
