@@ -103,7 +103,7 @@ def key_entry(obj: dict[str, Any]) -> KeyEntry:
         namespace=sys.intern(obj["metadata"]["namespace"]),
         name=obj["metadata"]["name"],
         allocation=sys.intern(spec.allocation_ref.name),
-        spec=KeySpec(spec.disabled, models, getattr(spec, "owner", None)),
+        spec=KeySpec(spec.disabled, models, spec.owner),
         status=KeyStatus(
             status.key_hash,
             status.key_hint,
