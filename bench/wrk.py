@@ -19,6 +19,7 @@ class WrkResult:
     p90_ms: float
     p99_ms: float
     errors: int
+    requests: int  # completed in the run ("N requests in ..."), the divisor of CPU per request
 
     def row(self) -> str:
         return f"{self.requests_per_second:,.0f} | {self.p50_ms:.3f} | {self.p90_ms:.3f} | {self.p99_ms:.3f}"
@@ -51,11 +52,17 @@ def run(
         ).stdout
     finally:
         Path(script.name).unlink()
+    return parse(out)
+
+
+def parse(out: str) -> WrkResult:
+    """What `wrk --latency` printed, as numbers."""
     pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"^\s*(\d+) requests in ", out, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return WrkResult(rps, pct["50"], pct["90"], pct["99"], errors)
+    return WrkResult(rps, pct["50"], pct["90"], pct["99"], errors, total)
