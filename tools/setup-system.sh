@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages aikeys' tests and dev stack run for real, when missing:
-#   redis-server + redis-tools (the ledger), prometheus (promtool, end-to-end scraping), wrk (bench);
+#   redis-server + redis-tools (the ledger), prometheus (promtool, end-to-end scraping), wrk and
+#   nginx-light (bench: the load tool and the static upstream);
 #   for the real node (tests/e2e, make cluster): containerd, runc, the CNI plugins, iptables, conntrack,
 #   mmdebstrap and buildah (images without Docker), gcc + libc6-dev (the static pause binary).
 set -euo pipefail
 declare -A need=([redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus
-                 [promtool]=prometheus [wrk]=wrk
+                 [promtool]=prometheus [wrk]=wrk [nginx]=nginx-light
                  [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
                  [iptables]=iptables [conntrack]=conntrack [mmdebstrap]=mmdebstrap [buildah]=buildah
                  [gcc]=gcc [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev)
@@ -26,7 +27,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
   # Debian starts the services it installs; aikeys runs its own instances on free ports (and its
   # node its own containerd, in its own network namespace).
-  for svc in redis-server prometheus containerd; do $sudo_ service "$svc" stop >/dev/null 2>&1 || true; done
+  for svc in redis-server prometheus nginx containerd; do $sudo_ service "$svc" stop >/dev/null 2>&1 || true; done
 fi
 command -v go >/dev/null || { echo "[aikeys setup] Go >= 1.24 is required (https://go.dev/doc/install)" >&2; exit 1; }
 echo "[aikeys setup] system packages ok"
