@@ -12,7 +12,7 @@ help: ## List the targets
 
 setup: system-deps venv binaries images node-clients ## Install everything the tests and dev stack need (idempotent)
 
-system-deps: ## Debian packages: redis-server, prometheus, wrk, containerd, buildah, ... (apt-get, only when missing)
+system-deps: ## Debian packages: redis-server, prometheus, wrk, nginx-light, containerd, buildah, ... (apt-get, only when missing)
 	@bash tools/setup-system.sh
 
 venv: $(VENV)/.installed ## Python virtualenv in .venv with aikeys installed editable + dev tools
@@ -53,8 +53,9 @@ unit: venv ## Only the fast tests that need no servers
 crds: venv ## Regenerate crds/*.yaml from aikeys/resources.py
 	$(BIN)/python -m aikeys.crds
 
-bench: setup ## Run the benchmarks (gateway vs direct, upstream clients, ledger) into docs/benchmarks.md
-	$(BIN)/python -m bench
+BENCH_ARGS ?=
+bench: setup ## Benchmarks (gateway vs nginx direct vs LiteLLM, upstream clients, ledger) into docs/benchmarks.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 SCALE_ARGS ?= --keys 100000 --allocations 1000 --create 10000 --active 10000
 bench-scale: setup ## The control loop at scale (100,000 AIKeys, ~10 min) into docs/benchmarks.md; SCALE_ARGS to change

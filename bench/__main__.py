@@ -1,6 +1,10 @@
 """`make bench`: run every benchmark and write the tables to docs/benchmarks.md.
 
-python -m bench [--seconds 8] [--out docs/benchmarks.md]
+python -m bench [--seconds 8] [--no-litellm] [--out docs/benchmarks.md]
+
+The gateway's section (bench.gateway_bench) puts nginx hit directly, the aikeys gateway and LiteLLM's
+proxy side by side against the same static nginx upstream; LiteLLM is installed from PyPI into
+~/.cache/aikeys/litellm/venv on first use (--no-litellm skips it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=8, help="duration of each wrk run")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out of the gateway's table")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     parts = [
@@ -32,7 +37,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (
-            ("gateway_bench", ["--seconds", str(args.seconds)]),
+            ("gateway_bench", ["--seconds", str(args.seconds), *(["--no-litellm"] * args.no_litellm)]),
             ("upstream_clients", ["--seconds", str(args.seconds)]),
             ("ledger_bench", []),
             ("tracing_bench", ["--seconds", str(args.seconds)]),

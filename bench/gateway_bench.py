@@ -1,10 +1,24 @@
-"""Gateway benchmark: the mock upstream hit directly vs. through the gateway, same run, same wrk.
+"""Gateway benchmark: nginx hit directly, the aikeys gateway and LiteLLM's proxy in front of it, one run.
 
-    python -m bench.gateway_bench [--seconds 8] [--out docs/benchmarks.md]
+    python -m bench.gateway_bench [--seconds 8] [--no-litellm] [--out FILE]
 
-Through the gateway every request is authenticated, reserved and settled in Redis and counted in
-Prometheus metrics (access logs off). Everything runs on this machine: wrk, the mock upstream, the
-gateway, Redis and the control plane share its cores, so absolute numbers are a floor.
+The upstream is a static nginx (bench.nginx) answering every chat completion with one fixed
+16-token completion; all three systems are loaded by the same wrk (bench.wrk) at 1, 16 and 32
+connections, one after the other:
+
+- nginx direct: the floor, what the load tool and the machine can do;
+- the aikeys gateway, one worker: every request authenticated, reserved in Redis, sent upstream,
+  settled with the upstream's token counts and counted in Prometheus metrics (access log off);
+  then two workers at 32 connections;
+- LiteLLM's proxy (bench.litellm), one worker, passthrough only: one model, no keys, no budgets.
+
+CPU per request: utime+stime of each process tree (a uvicorn parent and its workers) from /proc
+just before and after a wrk run, divided by the requests wrk completed (bench.cpu). Redis's beside
+the gateway's. Streaming is measured against the Python mock upstream (nginx cannot pace chunks):
+time to first chunk direct and through the gateway, and the gaps of a stream paced at 20 ms.
+
+Everything runs on this machine: wrk, nginx, the gateway, Redis and the control plane share its
+cores, so absolute numbers are a floor; compare within one run. `--seconds 2` is a smoke run.
 """
 
 from __future__ import annotations
@@ -15,24 +29,74 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from aikeys.devstack.services import GatewayProcess
-from bench import wrk
-from bench.stack import MODEL, bench_stack
+from bench import cpu, wrk
+from bench.litellm import VERSION as LITELLM_VERSION
+from bench.litellm import launch_litellm
+from bench.nginx import MODEL as UPSTREAM_MODEL
+from bench.stack import MODEL, NGINX_MODEL, BenchStack, bench_stack
 
 CHAT = {"model": "", "messages": [{"role": "user", "content": "Hello, world!"}], "max_tokens": 16}
+CONNECTIONS = (1, 16, 32)
+JSON = {"Content-Type": "application/json"}
 
 
 def body_for(model: str, stream: bool = False) -> str:
     return json.dumps({**CHAT, "model": model, "stream": stream})
 
 
+def log(message: str) -> None:
+    print(f"[gateway_bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run and the CPU each watched process tree spent per request during it (µs)."""
+
+    wrk: wrk.WrkResult
+    cpu_us: dict[str, float]
+
+
+def load(url: str, model: str, headers: dict[str, str], c: int, seconds: int, trees: dict[str, int]) -> Run:
+    before = cpu.snapshot(trees)
+    result = wrk.run(url, body_for(model), headers, c, seconds)
+    after = cpu.snapshot(trees)
+    log(f"{url} c={c}: {result.requests_per_second:,.0f} req/s, {result.errors} errors")
+    return Run(result, cpu.per_request_us(before, after, result.requests))
+
+
+def sweep(
+    url: str, model: str, headers: dict[str, str], seconds: int, trees: dict[str, int]
+) -> dict[int, Run]:
+    wrk.run(url, body_for(model), headers, 8, min(seconds, 2))  # warm-up: connections, caches, JIT-less paths
+    return {c: load(url, model, headers, c, seconds, trees) for c in CONNECTIONS}
+
+
+def wait_routable(url: str, model: str, headers: dict[str, str], timeout: float = 60) -> None:
+    """Until the gateway answers 200 for `model` (its caches learn the provider and its credentials)."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(url, body_for(model).encode(), headers, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as err:
+            last = f"{err.code} {err.read()[:200]!r}"
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} never answered 200 for {model}: {last}")
+
+
 async def first_chunk_ms(url: str, body: str, headers: dict[str, str], n: int) -> tuple[float, list[float]]:
-    """p50 time to the first SSE event over `n` sequential streams, and one stream's chunk gaps."""
+    """p50 time to the first SSE event over `n` sequential streams, and the last stream's chunk gaps."""
     ttfb: list[float] = []
     gaps: list[float] = []
     async with aiohttp.ClientSession() as session:
@@ -52,76 +116,185 @@ async def first_chunk_ms(url: str, body: str, headers: dict[str, str], n: int) -
     return statistics.median(ttfb), gaps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def streaming(stack: BenchStack, via: str, key: dict[str, str]) -> tuple[float, float, list[float]]:
+    """Against the mock upstream: p50 time to first chunk direct and via the gateway, paced gaps."""
+    log("streaming against the mock upstream")
+    direct = f"{stack.mock.url}/chat/completions"
+    upstream = {**JSON, "Authorization": "Bearer sk-upstream"}
+    d_ttfb, _ = asyncio.run(first_chunk_ms(direct, body_for("gpt", True), upstream, 200))
+    g_ttfb, _ = asyncio.run(first_chunk_ms(via, body_for(MODEL, True), key, 200))
+    stack.mock.configure(chunk_delay_ms=20)
+    _, gaps = asyncio.run(first_chunk_ms(via, body_for(MODEL, True), key, 3))
+    stack.mock.configure(chunk_delay_ms=0)
+    return d_ttfb, g_ttfb, gaps
+
+
+@dataclass
+class Results:
+    systems: dict[str, dict[int, Run]]
+    workers: dict[int, Run]
+    streaming: tuple[float, float, list[float]]  # direct ttfb, gateway ttfb, gaps
+
+
+def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
+    key = {**JSON, "Authorization": f"Bearer {stack.key}"}
+    upstream = {**JSON, "Authorization": "Bearer sk-upstream"}
+    redis = stack.redis.child.pid
+    systems: dict[str, dict[int, Run]] = {}
+    workers: dict[int, Run] = {}
+    log("nginx direct")
+    nginx_trees = {"nginx": stack.nginx.child.pid}
+    systems["nginx"] = sweep(
+        f"{stack.nginx.url}/chat/completions", UPSTREAM_MODEL, upstream, seconds, nginx_trees
     )
-    parser.add_argument("--seconds", type=int, default=8, help="duration of each wrk run (default 8)")
-    parser.add_argument("--out", type=Path, help="write the Markdown report here")
-    args = parser.parse_args()
-    rows: list[str] = []
-    with bench_stack() as stack:
-        direct = f"{stack.mock.url}/chat/completions"
-        direct_headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-upstream"}
-        gw_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.key}"}
-        results: dict[str, wrk.WrkResult] = {}
-        gw1 = stack.gateway(1, "gw1")
+    for n in (1, 2):
+        log(f"aikeys gateway, {n} worker(s)")
+        gw = stack.gateway(n, f"gw{n}")
         try:
-            via = f"{gw1.openai_url}/chat/completions"
-            model = MODEL
-            wrk.run(via, body_for(model), gw_headers, 8, 2)  # warm-up
-            for c in (1, 32):
-                results[f"direct c={c}"] = wrk.run(direct, body_for("gpt"), direct_headers, c, args.seconds)
-                results[f"gateway c={c}"] = wrk.run(via, body_for(model), gw_headers, c, args.seconds)
-            d_ttfb, _ = asyncio.run(first_chunk_ms(direct, body_for("gpt", True), direct_headers, 200))
-            g_ttfb, _ = asyncio.run(first_chunk_ms(via, body_for(model, True), gw_headers, 200))
-            stack.mock.configure(chunk_delay_ms=20)
-            _, gaps = asyncio.run(first_chunk_ms(via, body_for(model, True), gw_headers, 3))
-            stack.mock.configure(chunk_delay_ms=0)
+            assert gw.child is not None
+            via = f"{gw.openai_url}/chat/completions"
+            wait_routable(via, NGINX_MODEL, key)
+            trees = {"gateway": gw.child.pid, "redis": redis, "nginx": stack.nginx.child.pid}
+            if n == 1:
+                systems["aikeys"] = sweep(via, NGINX_MODEL, key, seconds, trees)
+                workers[1] = systems["aikeys"][32]
+                stream = streaming(stack, via, key)
+            else:
+                wrk.run(via, body_for(NGINX_MODEL), key, 8, min(seconds, 2))  # warm-up every worker
+                workers[n] = load(via, NGINX_MODEL, key, 32, seconds, trees)
         finally:
-            gw1.stop()
-        gw2: GatewayProcess = stack.gateway(2, "gw2")
+            gw.stop()
+    if with_litellm:
+        log(f"LiteLLM {LITELLM_VERSION} proxy, 1 worker (installs into its own cache when missing)")
+        proxy = launch_litellm(stack.workdir / "litellm", UPSTREAM_MODEL, stack.nginx.url)
         try:
-            results["gateway 2 workers c=32"] = wrk.run(
-                f"{gw2.openai_url}/chat/completions", body_for(model), gw_headers, 32, args.seconds, threads=1
+            trees = {"litellm": proxy.child.pid, "nginx": stack.nginx.child.pid}
+            systems["litellm"] = sweep(
+                f"{proxy.url}/v1/chat/completions", UPSTREAM_MODEL, JSON, seconds, trees
             )
         finally:
-            gw2.stop()
+            proxy.stop()
+    return Results(systems, workers, stream)
 
-    for name, r in results.items():
-        rows.append(f"| {name} | {r.row()} | {r.errors} |")
-    d1, g1 = results["direct c=1"], results["gateway c=1"]
-    d32, g32 = results["direct c=32"], results["gateway c=32"]
-    g2 = results["gateway 2 workers c=32"]
-    ratio = g32.requests_per_second / d32.requests_per_second
-    scaling = g2.requests_per_second / g32.requests_per_second
-    report = "\n".join(
+
+LABELS = {
+    "nginx": "nginx upstream hit directly",
+    "aikeys": "aikeys gateway, 1 worker (auth, reserve, upstream, settle, metrics)",
+    "litellm": f"LiteLLM {LITELLM_VERSION} proxy, 1 worker, passthrough only (no keys, no budgets)",
+}
+TREE = {"nginx": "nginx", "aikeys": "gateway", "litellm": "litellm"}
+
+
+def report(res: Results, seconds: int) -> str:
+    s = res.systems
+    rows = []
+    for name, runs in s.items():
+        one, full = runs[1], runs[32]
+        own = TREE[name]
+        rows.append(
+            f"| {LABELS[name]} | {one.wrk.p50_ms:.3f} | {one.wrk.p99_ms:.3f} | "
+            + " | ".join(f"{runs[c].wrk.requests_per_second:,.0f}" for c in CONNECTIONS)
+            + f" | {full.wrk.p50_ms:.2f} | {one.cpu_us[own]:,.0f} | {full.cpu_us[own]:,.0f} | "
+            f"{sum(r.wrk.errors for r in runs.values())} |"
+        )
+    d1, g1, g32 = s["nginx"][1].wrk, s["aikeys"][1], s["aikeys"][32]
+    derived = [
+        f"| gateway CPU per metered request, c=1 / c=32 | {g1.cpu_us['gateway']:,.0f} / "
+        f"{g32.cpu_us['gateway']:,.0f} µs |",
+        f"| Redis CPU per metered request, c=1 / c=32 | {g1.cpu_us['redis']:,.0f} / "
+        f"{g32.cpu_us['redis']:,.0f} µs |",
+        f"| nginx (upstream) CPU per request through the gateway, c=32 | {g32.cpu_us['nginx']:,.0f} µs |",
+        f"| added latency at c=1, p50 (gateway − direct) | {g1.wrk.p50_ms - d1.p50_ms:.3f} ms |",
+        f"| added latency at c=1, p99 (gateway − direct) | {g1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
+    ]
+    if "litellm" in s:
+        l1, l32 = s["litellm"][1], s["litellm"][32]
+        ratio = g32.wrk.requests_per_second / l32.wrk.requests_per_second
+        derived += [
+            f"| LiteLLM CPU per request, c=1 / c=32 | {l1.cpu_us['litellm']:,.0f} / "
+            f"{l32.cpu_us['litellm']:,.0f} µs |",
+            f"| LiteLLM added latency at c=1, p50 / p99 | {l1.wrk.p50_ms - d1.p50_ms:.3f} / "
+            f"{l1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
+            f"| throughput aikeys / LiteLLM at c=32 (target ≥ 25×) | {ratio:.1f}× "
+            f"({'met' if ratio >= 25 else 'not met'}) |",
+            f"| CPU per request LiteLLM / aikeys at c=32 | "
+            f"{l32.cpu_us['litellm'] / g32.cpu_us['gateway']:.1f}× |",
+        ]
+    d_ttfb, g_ttfb, gaps = res.streaming
+    derived += [
+        f"| streaming (mock upstream): time to first chunk, direct p50 | {d_ttfb:.3f} ms |",
+        f"| streaming (mock upstream): time to first chunk, gateway p50 | {g_ttfb:.3f} ms "
+        f"(+{g_ttfb - d_ttfb:.3f} ms) |",
+        f"| streaming: gaps between chunks through the gateway (upstream sends every 20 ms) | "
+        f"min {min(gaps):.1f} / median {statistics.median(gaps):.1f} / max {max(gaps):.1f} ms |",
+    ]
+    workers = []
+    for n, r in res.workers.items():
+        per_core = 1e6 / r.cpu_us["gateway"]
+        workers.append(
+            f"| {n} | {r.wrk.requests_per_second:,.0f} | {r.wrk.p50_ms:.2f} | {r.wrk.p99_ms:.2f} | "
+            f"{r.cpu_us['gateway']:,.0f} | {r.cpu_us['redis']:,.0f} | {per_core:,.0f} | {r.wrk.errors} |"
+        )
+    w1 = res.workers[1]
+    sizing = (
+        f"Sizing: at {w1.cpu_us['gateway']:,.0f} µs of gateway CPU per metered request, one core serves "
+        f"≈ {1e6 / w1.cpu_us['gateway']:,.0f} requests/s; Redis at {w1.cpu_us['redis']:,.0f} µs per request "
+        f"serves ≈ {1e6 / max(w1.cpu_us['redis'], 1):,.0f} requests/s per core. On this machine a second "
+        "worker competes with wrk, nginx and Redis for the same two cores, so req/s cannot double; "
+        "CPU per request is the figure that carries over."
+    )
+    return "\n".join(
         [
-            "## Gateway vs. direct (non-streaming chat completion, 16 output tokens)",
+            "## Gateway vs. nginx direct vs. LiteLLM (non-streaming chat completion, 16 output tokens)",
             "",
             f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
-            "wrk, mock upstream, gateway, Redis and the control plane all on it.",
+            f"wrk (1 thread, {seconds} s a run), "
+            "nginx, the gateway, Redis, LiteLLM and the control plane all on it. Upstream: a static nginx "
+            "(one worker) answering a fixed completion with a usage block. CPU: utime+stime of the "
+            "process tree over the run ÷ requests completed.",
             "",
-            "| run | req/s | p50 ms | p90 ms | p99 ms | errors |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| system | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=16 req/s | c=32 req/s | c=32 p50 ms "
+            "| CPU µs/req c=1 | CPU µs/req c=32 | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
             "| derived | value |",
             "| --- | --- |",
-            f"| added latency at concurrency 1, p50 | {g1.p50_ms - d1.p50_ms:.3f} ms |",
-            f"| added latency at concurrency 1, p99 | {g1.p99_ms - d1.p99_ms:.3f} ms |",
-            f"| throughput ratio gateway/direct at 32 connections | {ratio:.2f} |",
-            f"| scaling 1 → 2 workers at 32 connections | {scaling:.2f}x |",
-            f"| streaming: time to first chunk, direct p50 | {d_ttfb:.3f} ms |",
-            f"| streaming: time to first chunk, gateway p50 | {g_ttfb:.3f} ms (+{g_ttfb - d_ttfb:.3f} ms) |",
-            f"| streaming: gaps between chunks through the gateway (upstream sends every 20 ms) | "
-            f"min {min(gaps):.1f} / median {statistics.median(gaps):.1f} / max {max(gaps):.1f} ms |",
+            *derived,
+            "",
+            "Gateway workers at c=32 (`--workers N`; CPU summed over the uvicorn parent and its workers):",
+            "",
+            "| workers | req/s | p50 ms | p99 ms | gateway CPU µs/req | Redis CPU µs/req "
+            "| req/s per gateway core | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *workers,
+            "",
+            sizing,
             "",
         ]
     )
-    print(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=int, default=8, help="duration of each wrk run (default 8; 2 for a smoke run)"
+    )
+    parser.add_argument(
+        "--no-litellm", action="store_true", help="skip LiteLLM (it is installed from PyPI on first use)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the Markdown report to this file")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with bench_stack() as stack:
+        results = measure(stack, args.seconds, not args.no_litellm)
+    text = report(results, args.seconds)
+    print(text)
     if args.out:
-        args.out.write_text(report)
+        args.out.write_text(text)
+    log(f"done in {time.monotonic() - started:.0f}s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""A benchmark stack: control plane, Redis, mock upstream, operator, gateway, one key."""
+"""A benchmark stack: control plane, Redis, mock upstream, nginx, operator, gateway, one key.
+
+The key's namespace (`demo`, seeded as by `make dev`) has two providers with the same model:
+`mock` on the Python mock upstream (streaming, delays) and `nginx`, a static nginx answering every
+chat completion with one fixed 16-token completion (the fastest upstream there is, so what is
+measured is the gateway).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,28 @@ from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.devstack.services import GatewayProcess, OperatorProcess
 from aikeys.devstack.stack import seed_demo
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+from bench.nginx import Nginx, launch_nginx
 
 MODEL = "demo:mock/gpt-4o-mini"
+NGINX_MODEL = "demo:nginx/gpt-4o-mini"
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
+# Same model and prices as the demo's mock provider; with an API key, as a real upstream has one.
+NGINX_PROVIDER = """
+apiVersion: v1
+kind: Secret
+metadata: {{name: nginx-upstream}}
+type: aikeys.dev/provider-credentials
+stringData: {{apiKey: sk-upstream}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: AIProvider
+metadata: {{name: nginx}}
+spec:
+  baseURL: {url}
+  credentialsSecretRef: {{name: nginx-upstream}}
+  models:
+  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
+"""
 
 
 @dataclass
@@ -24,6 +49,7 @@ class BenchStack:
     cp: ControlPlane
     redis: RedisServer
     mock: MockUpstreamProcess
+    nginx: Nginx
     operator: OperatorProcess
     key: str
 
@@ -44,6 +70,7 @@ def bench_stack() -> Iterator[BenchStack]:
     cp = launch(workdir / "cp")
     redis = launch_redis(workdir / "redis")
     mock = launch_mock_upstream(workdir)
+    nginx = launch_nginx()
     cp.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds"))
     for crd in ("aikeys", "allocations", "aiproviders"):
         cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.aikeys.dev", "--timeout=60s")
@@ -56,9 +83,11 @@ def bench_stack() -> Iterator[BenchStack]:
     ).start()
     try:
         key = seed_demo(cp, mock)  # the dev stack's demo namespace: a provider on the mock, 10 USD, one key
-        yield BenchStack(workdir, cp, redis, mock, operator, key)
+        cp.kubectl("apply", "-n", "demo", "-f", "-", stdin=NGINX_PROVIDER.format(url=nginx.url))
+        yield BenchStack(workdir, cp, redis, mock, nginx, operator, key)
     finally:
         operator.stop()
+        nginx.stop()
         mock.stop()
         redis.stop()
         cp.stop()
