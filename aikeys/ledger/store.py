@@ -5,8 +5,10 @@
     ...  # call the model only when outcome.accepted
     await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost)
 
-Scripts run with EVALSHA and are reloaded on NOSCRIPT (redis-py's Script objects). Redis errors
-and timeouts surface as `LedgerUnavailable`, so callers can fail closed.
+Scripts run with EVALSHA and are reloaded on NOSCRIPT: through redis-py's Script objects, or,
+when the Ledger is given one, over a pipelined connection of their own (`pipelined()`, the
+gateway's hot path). Redis errors and timeouts surface as `LedgerUnavailable`, so callers can
+fail closed.
 
 A reserve carries a deadline in Redis's own clock (`TIME`): when Redis runs it later than that
 (it was stalled and the caller has already given up and answered 503), the script writes
@@ -33,6 +35,7 @@ import redis.exceptions
 
 from aikeys.ledger import scripts
 from aikeys.ledger.names import AllocationKeys, check_component
+from aikeys.ledger.pipelined import Pipelined
 from aikeys.periods import Period, Window, day_id, window
 
 MAX_AMOUNT = 2**53 - 1  # Lua numbers are doubles: integers are exact below 2^53
@@ -80,6 +83,17 @@ def connect(
         plain = parts._replace(scheme=scheme, query=query).geturl()
         return aiocluster.RedisCluster.from_url(plain, **common)
     return aioredis.Redis.from_url(url, health_check_interval=30, **common)
+
+
+def pipelined(url: str, timeout: float = 0.5, password: str | None = None) -> Pipelined | None:
+    """The ledger scripts' own pipelined connection (the gateway's hot path, see pipelined.py) to
+    the Redis at `url`; None for Redis Cluster, whose scripts go through redis-py (slot routing)."""
+    scheme = urlsplit(url).scheme
+    if scheme.endswith("+cluster") or parse_qs(urlsplit(url).query).get("cluster") == ["true"]:
+        return None
+    password = password or os.environ.get("AIKEYS_REDIS_PASSWORD") or None
+    sources = {name: scripts.source(name) for name in scripts.NAMES}
+    return Pipelined.from_url(url, sources, timeout=timeout, password=password)
 
 
 @dataclass(frozen=True)
@@ -337,8 +351,12 @@ class Ledger:
         settled_ttl: dt.timedelta = dt.timedelta(days=7),
         retention: dt.timedelta = dt.timedelta(days=100),
         reserve_timeout: float | None = None,
+        pipelined: Pipelined | None = None,
     ):
+        """`pipelined`: run the scripts over this connection instead of redis-py's pool (faster;
+        see `pipelined()`); every other command still goes through `client`."""
         self.client = client
+        self.pipelined = pipelined
         self.clock = clock
         self.lease_ms = int(lease.total_seconds() * 1000)
         self.settled_ttl = int(settled_ttl.total_seconds())
@@ -369,6 +387,8 @@ class Ledger:
         return int((local + self.clock_offset) * 1000)
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self.pipelined is not None:
+            return await _guarded(self.pipelined.run(name, keys, args))
         return await _guarded(self._scripts[name](keys=keys, args=args))
 
     async def _run_packed(self, name: str, keys: list[str], args: list[Any]) -> Any:
