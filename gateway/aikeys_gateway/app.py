@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,10 +21,11 @@ from aikeys.estimate import Endpoint
 from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient
 from aikeys.ledger.meter import Meter
-from aikeys.ledger.store import Ledger, connect
+from aikeys.ledger.store import Ledger, connect, pipelined
 from aikeys_gateway import errors, openai_routes, reports, ui
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.config import Settings
+from aikeys_gateway.httpclient import Client
 from aikeys_gateway.intake import request_id
 from aikeys_gateway.kubeauth import KubeAuth
 from aikeys_gateway.logs import configure_logging
@@ -54,12 +54,11 @@ class State:
         self.kube = KubeClient(cfg, user_agent=f"aikeys-gateway/{__version__}")
         self.catalog = Catalog(self.kube, s.credentials_secret, s.watch_timeout)
         self.redis = connect(s.redis_url, timeout=s.redis_timeout, max_connections=256)
-        self.meter = Meter(Ledger(self.redis, lease=dt.timedelta(seconds=s.lease_seconds)), s.failure_policy)
+        self.scripts = pipelined(s.redis_url, timeout=s.redis_timeout)  # the hot path's own connection
+        ledger = Ledger(self.redis, lease=dt.timedelta(seconds=s.lease_seconds), pipelined=self.scripts)
+        self.meter = Meter(ledger, s.failure_policy)
         self.metrics = Metrics(per_key=s.metrics_per_key)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
-        self.http = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+        self.http = Client(connect_timeout=s.upstream_connect_timeout)
         self.stored = StoredResponses(self.redis, s.responses_ttl)
         self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http, self.stored)
         self.gateway.tracer = setup_tracing(s.otlp_endpoint)  # None: tracing off
@@ -92,6 +91,8 @@ class State:
         await self.http.close()
         await self.kube.close()
         await self.redis.aclose()
+        if self.scripts is not None:
+            await self.scripts.close()
 
 
 class FastPath:

@@ -79,7 +79,7 @@ class Charge:
         if m.per_key:
             m.key_requests.labels(ns, self.key.name).inc()
             m.key_cost.labels(ns, self.key.name, alloc).inc(usd)
-        self.ctx.update(input_tokens=tin, output_tokens=tout, cost_usd=format_usd(cost))
+        self.ctx.update(input_tokens=tin, output_tokens=tout, cost=cost)  # nano-USD; logged in USD
 
     def _overrun(self, tin: int, tout: int, cost: int) -> None:
         p = self.route.provider

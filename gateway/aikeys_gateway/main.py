@@ -15,7 +15,9 @@ def create_app() -> Any:
     """The gateway app, with the usage API's listener beside it when AIKEYS_USAGE_API_PORT is set."""
     from aikeys_gateway import aggregated, app
 
-    return aggregated.WithUsageAPI(app.create_app(), aggregated.Settings.from_env())
+    settings = aggregated.Settings.from_env()
+    gateway = app.create_app()
+    return aggregated.WithUsageAPI(gateway, settings) if settings.port else gateway
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,6 +66,7 @@ def main(host: str, port: int, workers: int) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # nothing here reads the client's address; the web pages read X-Forwarded-*
         log_level="warning",
         timeout_graceful_shutdown=30,
     )

@@ -7,7 +7,31 @@ AIKeys, which the operator bounds.
 
 from __future__ import annotations
 
+from typing import Any, Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Labeled(Generic[M]):
+    """A labelled metric whose children are looked up once per set of label values:
+    prometheus_client's `labels()` checks and locks on every call, a dozen times a request."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: M):
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> M:
+        try:
+            return self.children[values]  # type: ignore[no-any-return]
+        except KeyError:
+            child = self.children[values] = self.metric.labels(*values)
+            return child
+
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -35,52 +59,68 @@ class Metrics:
         r = registry or CollectorRegistry()
         self.registry = r
         self.per_key = per_key
-        self.requests = Counter(
-            "aikeys_requests_total",
-            "Requests answered, by outcome.",
-            ["namespace", "model", "endpoint", "code"],
-            registry=r,
+        self.requests = Labeled(
+            Counter(
+                "aikeys_requests_total",
+                "Requests answered, by outcome.",
+                ["namespace", "model", "endpoint", "code"],
+                registry=r,
+            )
         )
-        self.tokens = Counter(
-            "aikeys_tokens_total",
-            "Tokens charged, by direction (input|output).",
-            ["namespace", "allocation", "model", "direction"],
-            registry=r,
+        self.tokens = Labeled(
+            Counter(
+                "aikeys_tokens_total",
+                "Tokens charged, by direction (input|output).",
+                ["namespace", "allocation", "model", "direction"],
+                registry=r,
+            )
         )
-        self.cost = Counter(
-            "aikeys_cost_usd_total",
-            "USD charged to allocations.",
-            ["namespace", "allocation", "model"],
-            registry=r,
+        self.cost = Labeled(
+            Counter(
+                "aikeys_cost_usd_total",
+                "USD charged to allocations.",
+                ["namespace", "allocation", "model"],
+                registry=r,
+            )
         )
-        self.key_requests = Counter(
-            "aikeys_key_requests_total", "Requests charged, per AIKey.", ["namespace", "key"], registry=r
+        self.key_requests = Labeled(
+            Counter(
+                "aikeys_key_requests_total", "Requests charged, per AIKey.", ["namespace", "key"], registry=r
+            )
         )
-        self.key_cost = Counter(
-            "aikeys_key_cost_usd_total",
-            "USD charged, per AIKey.",
-            ["namespace", "key", "allocation"],
-            registry=r,
+        self.key_cost = Labeled(
+            Counter(
+                "aikeys_key_cost_usd_total",
+                "USD charged, per AIKey.",
+                ["namespace", "key", "allocation"],
+                registry=r,
+            )
         )
-        self.request_seconds = Histogram(
-            "aikeys_request_duration_seconds",
-            "Time to answer (or to the end of a stream).",
-            ["endpoint", "stream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = Labeled(
+            Histogram(
+                "aikeys_request_duration_seconds",
+                "Time to answer (or to the end of a stream).",
+                ["endpoint", "stream"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.upstream_seconds = Histogram(
-            "aikeys_upstream_duration_seconds",
-            "Time until the upstream's response headers.",
-            ["provider"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.upstream_seconds = Labeled(
+            Histogram(
+                "aikeys_upstream_duration_seconds",
+                "Time until the upstream's response headers.",
+                ["provider"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.upstream_errors = Counter(
-            "aikeys_upstream_errors_total",
-            "Upstream failures (HTTP >= 500, transport, timeouts).",
-            ["provider", "kind"],
-            registry=r,
+        self.upstream_errors = Labeled(
+            Counter(
+                "aikeys_upstream_errors_total",
+                "Upstream failures (HTTP >= 500, transport, timeouts).",
+                ["provider", "kind"],
+                registry=r,
+            )
         )
         self.ledger_errors = Counter(
             "aikeys_ledger_errors_total", "Ledger calls that failed (Redis down or slow).", registry=r
@@ -90,60 +130,79 @@ class Metrics:
             "Requests let through without a reservation (fail-open mode).",
             registry=r,
         )
-        self.rejected_budget = Counter(
-            "aikeys_budget_rejections_total",
-            "Requests refused with 402.",
-            ["namespace", "allocation"],
-            registry=r,
+        self.rejected_budget = Labeled(
+            Counter(
+                "aikeys_budget_rejections_total",
+                "Requests refused with 402.",
+                ["namespace", "allocation"],
+                registry=r,
+            )
         )
-        self.remaining = Gauge(
-            "aikeys_allocation_remaining_usd",
-            "Budget left in the current period, as last seen.",
-            ["namespace", "allocation"],
-            registry=r,
+        self.remaining = Labeled(
+            Gauge(
+                "aikeys_allocation_remaining_usd",
+                "Budget left in the current period, as last seen.",
+                ["namespace", "allocation"],
+                registry=r,
+            )
         )
-        self.budget = Gauge(
-            "aikeys_allocation_budget_usd",
-            "Budget of the current period.",
-            ["namespace", "allocation"],
-            registry=r,
+        self.budget = Labeled(
+            Gauge(
+                "aikeys_allocation_budget_usd",
+                "Budget of the current period.",
+                ["namespace", "allocation"],
+                registry=r,
+            )
         )
-        self.cache_objects = Gauge(
-            "aikeys_cache_objects", "Objects in the gateway's caches.", ["kind"], registry=r
+        self.cache_objects = Labeled(
+            Gauge("aikeys_cache_objects", "Objects in the gateway's caches.", ["kind"], registry=r)
         )
-        self.relists = Gauge(
-            "aikeys_informer_relists", "Full relists done by each informer since start.", ["kind"], registry=r
+        self.relists = Labeled(
+            Gauge(
+                "aikeys_informer_relists",
+                "Full relists done by each informer since start.",
+                ["kind"],
+                registry=r,
+            )
         )
         self.settle_backlog = Gauge(
             "aikeys_settle_backlog", "Charges waiting for Redis to come back.", registry=r
         )
-        self.overruns = Counter(
-            "aikeys_upstream_overruns_total",
-            "Responses whose reported usage cost more than the reservation (an upstream that ignored "
-            "the output cap or under-estimated input); charged as reported.",
-            ["provider", "model"],
-            registry=r,
+        self.overruns = Labeled(
+            Counter(
+                "aikeys_upstream_overruns_total",
+                "Responses whose reported usage cost more than the reservation (an upstream that ignored "
+                "the output cap or under-estimated input); charged as reported.",
+                ["provider", "model"],
+                registry=r,
+            )
         )
         self.pending_releases = Gauge(
             "aikeys_pending_releases",
             "Reservations of refused requests (Redis timed out) still to be released.",
             registry=r,
         )
-        self.streams_abandoned = Counter(
-            "aikeys_streams_abandoned_total",
-            "Streams the client left early; the gateway kept reading the upstream for its usage.",
-            ["outcome"],
-            registry=r,
+        self.streams_abandoned = Labeled(
+            Counter(
+                "aikeys_streams_abandoned_total",
+                "Streams the client left early; the gateway kept reading the upstream for its usage.",
+                ["outcome"],
+                registry=r,
+            )
         )
-        self.rate_limited = Counter(
-            "aikeys_rate_limited_total",
-            "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
-            ["scope"],
-            registry=r,
+        self.rate_limited = Labeled(
+            Counter(
+                "aikeys_rate_limited_total",
+                "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
+                ["scope"],
+                registry=r,
+            )
         )
-        self.fallbacks = Counter(
-            "aikeys_upstream_fallbacks_total",
-            "Requests sent on to the next backend of a model, by failed and next backend and why.",
-            ["failed", "next", "reason"],
-            registry=r,
+        self.fallbacks = Labeled(
+            Counter(
+                "aikeys_upstream_fallbacks_total",
+                "Requests sent on to the next backend of a model, by failed and next backend and why.",
+                ["failed", "next", "reason"],
+                registry=r,
+            )
         )

@@ -16,12 +16,10 @@ import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -45,7 +43,9 @@ from aikeys_gateway.breakers import Breakers
 from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
-from aikeys_gateway.intake import parse_json_object, read_body, request_id, serialize, validate
+from aikeys_gateway.httpclient import Client, UpstreamError
+from aikeys_gateway.httpclient import Response as Upstream
+from aikeys_gateway.intake import new_id, parse_json_object, read_body, request_id, serialize, validate
 from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.routing import Route, resolve
 from aikeys_gateway.stored import Owner, StoredResponses
@@ -78,7 +78,7 @@ class Gateway:
         catalog: Catalog,
         meter: Meter,
         metrics: Metrics,
-        http: aiohttp.ClientSession,
+        http: Client,
         stored: StoredResponses,
         clock: Callable[[], float] = time.time,
         breakers: Breakers | None = None,
@@ -146,6 +146,8 @@ class Gateway:
             ctx.get("namespace", ""), ctx.get("model", ""), ctx["endpoint"], str(ctx["status"])
         ).inc()
         m.request_seconds.labels(ctx["endpoint"], "true" if ctx.get("stream") else "false").observe(elapsed)
+        if "cost" in ctx and (self.settings.access_log or ex.span is not None):
+            ctx["cost_usd"] = format_usd(ctx.pop("cost"))
         if self.settings.access_log:
             ctx["ms"] = round(elapsed * 1000, 2)
             log.info("request", extra={"access": ctx})
@@ -204,7 +206,7 @@ class Gateway:
         if ex.span is not None:
             ex.span.request(first.body, first.cap, alloc.name)
         est = dearest(plans)
-        ledger_rid = uuid.uuid4().hex
+        ledger_rid = new_id()
         await self._reserve(ex, alloc, ledger_rid, key, route, est)
         sent = await self._upstream(ex, plans, Charge(self, alloc, ledger_rid, key, route, est, ctx))
         if isinstance(sent, Response):
@@ -228,7 +230,7 @@ class Gateway:
 
     async def _upstream(
         self, ex: Exchange, plans: list[Plan], charge: Charge
-    ) -> tuple[Plan, aiohttp.ClientResponse] | Response:
+    ) -> tuple[Plan, Upstream] | Response:
         """Send the reserved request to the first upstream that takes it: on a connection failure,
         timeout, 429 or 5xx — nothing has reached the client yet — the next one is tried. When none
         does, release what the request holds."""
@@ -343,34 +345,31 @@ class Gateway:
             f"{format_usd(est.cost)} USD (lower max_tokens or ask for a larger budget)."
         )
 
-    async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> aiohttp.ClientResponse:
+    async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> Upstream:
         """POST the request upstream; transport failures are 502/504 (nothing was generated)."""
         headers = {"Content-Type": "application/json", **route.auth_headers()}
         if self.tracer is not None:  # W3C trace context for the upstream
             self.tracer.inject(headers, route)
-        timeout = aiohttp.ClientTimeout(
-            total=route.provider.timeout_seconds, sock_connect=self.settings.upstream_connect_timeout
-        )
         started = time.perf_counter()
         provider = f"{route.provider.namespace}:{route.provider.name}"
         try:
-            resp = await self.http.post(
-                route.url(endpoint.value), data=payload, headers=headers, timeout=timeout
+            resp = await self.http.request(
+                "POST", route.url(endpoint.value), payload, headers, total=route.provider.timeout_seconds
             )
         except TimeoutError as err:
             self.metrics.upstream_errors.labels(provider, "timeout").inc()
             raise errors.gateway_timeout(f"The upstream {provider} did not answer in time.") from err
-        except aiohttp.ClientError as err:
+        except UpstreamError as err:
             self.metrics.upstream_errors.labels(provider, "transport").inc()
             raise errors.bad_gateway(
-                f"The upstream {provider} could not be reached: {type(err).__name__}."
+                f"The upstream {provider} could not be reached: {type(err.__cause__ or err).__name__}."
             ) from err
         self.metrics.upstream_seconds.labels(provider).observe(time.perf_counter() - started)
         if resp.status >= 500:
             self.metrics.upstream_errors.labels(provider, "status").inc()
         return resp
 
-    async def _upstream_error(self, resp: aiohttp.ClientResponse, route: Route, rid: str) -> Response:
+    async def _upstream_error(self, resp: Upstream, route: Route, rid: str) -> Response:
         raw = await resp.read()
         resp.release()
         provider = f"{route.provider.namespace}:{route.provider.name}"
@@ -397,7 +396,7 @@ class Gateway:
 
     async def _json(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Upstream,
         charge: Charge,
         ex: Exchange,
         responses_request: dict[str, Any] | None,
@@ -405,7 +404,7 @@ class Gateway:
         """A whole answer: charge it, and hand it on (as a Responses object when translated)."""
         try:
             raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as err:
+        except (TimeoutError, UpstreamError) as err:
             self.spawn(charge.reservation())  # it may have generated everything: charge the bound
             raise errors.bad_gateway("The upstream broke off its response.") from err
         finally:
@@ -418,7 +417,7 @@ class Gateway:
         if ex.span is not None:
             ex.span.response(parsed)
         await charge.usage(usage, output)
-        media_type = resp.headers.get("Content-Type", "application/json")
+        media_type = resp.headers.get("content-type", "application/json")
         if responses_request is not None:
             raw = orjson.dumps(translate.response_from_chat(parsed, responses_request, charge.route.model_id))
             media_type = "application/json"
@@ -433,16 +432,14 @@ class Gateway:
         except Exception:  # the answer stands; only a later GET of it will not find it
             log.warning("stored response not remembered", extra={"access": {"response_id": response_id}})
 
-    def _stream(
-        self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
-    ) -> StreamingResponse:
+    def _stream(self, resp: Upstream, charge: Charge, sse: SSEFilter, ex: Exchange) -> StreamingResponse:
         if ex.span is not None:
             ex.span.watch(sse)
 
         async def events() -> AsyncIterator[bytes]:
             ended = False
             try:
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_any():
                     out = sse.feed(chunk)
                     if out:
                         yield out
@@ -450,7 +447,7 @@ class Gateway:
                 out = sse.end()
                 if out:
                     yield out
-            except (TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, UpstreamError):
                 ex.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
                 ended = True
             finally:
@@ -464,7 +461,7 @@ class Gateway:
         return StreamingResponse(
             events(),
             status_code=resp.status,
-            media_type=resp.headers.get("Content-Type", "text/event-stream"),
+            media_type=resp.headers.get("content-type", "text/event-stream"),
             headers={"x-request-id": ex.rid, "Cache-Control": "no-cache", **ratelimits.headers(ex.rate)},
         )
 
@@ -475,21 +472,19 @@ class Gateway:
             await self.remember(response_id, charge.stored)
         self._finish(ex)
 
-    async def _read_on(
-        self, resp: aiohttp.ClientResponse, charge: Charge, sse: SSEFilter, ex: Exchange
-    ) -> None:
+    async def _read_on(self, resp: Upstream, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
         """Keep reading a stream whose client left, for the usage it ends with (bounded in time);
         without an end in time, charge the reservation."""
         ended = False
         try:
             async with asyncio.timeout(self.settings.drain_seconds):
                 try:
-                    async for chunk in resp.content.iter_any():
+                    async for chunk in resp.iter_any():
                         sse.feed(chunk)
                         if sse.usage is not None or sse.done:
                             break
                     sse.end()
-                except (aiohttp.ClientError, TimeoutError):  # the upstream broke or timed out: it ended
+                except (UpstreamError, TimeoutError):  # the upstream broke or timed out: it ended
                     pass  # (our own bound below cancels the read, it does not raise in here)
                 ended = True
         except TimeoutError:

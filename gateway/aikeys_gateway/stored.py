@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
 from aikeys_gateway import errors
 from aikeys_gateway.catalog import Catalog, KeyEntry, ProviderEntry
+from aikeys_gateway.httpclient import Client, UpstreamError
 from aikeys_gateway.routing import auth_headers, provider_url
 
 TTL_SECONDS = 30 * 86_400
@@ -73,7 +73,7 @@ class StoredResponses:
     async def forward(
         self,
         request: Request,
-        http: aiohttp.ClientSession,
+        http: Client,
         catalog: Catalog,
         key: KeyEntry,
         response_id: str,
@@ -86,16 +86,11 @@ class StoredResponses:
             url += ("&" if "?" in url else "?") + request.url.query
         headers = auth_headers(provider, catalog.credential(provider))
         try:
-            async with http.request(
-                request.method,
-                url,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=provider.timeout_seconds),
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                media_type = resp.headers.get("Content-Type", "application/json")
-        except (TimeoutError, aiohttp.ClientError) as err:
+            resp = await http.request(request.method, url, headers=headers, total=provider.timeout_seconds)
+            body = await resp.read()
+            status = resp.status
+            media_type = resp.headers.get("content-type", "application/json")
+        except (TimeoutError, UpstreamError) as err:
             raise errors.bad_gateway(
                 f"The upstream {provider.namespace}:{provider.name} could not be reached."
             ) from err
