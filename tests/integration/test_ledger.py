@@ -23,6 +23,7 @@ from aikeys.ledger.store import (
     RestoreOutcome,
     SettleStatus,
     connect,
+    pipelined,
 )
 from aikeys.periods import Period
 
@@ -55,9 +56,16 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def ledger(client: aioredis.Redis, clock: Clock) -> Ledger:
-    return Ledger(client, clock=clock)
+@pytest.fixture(params=["redis-py", "pipelined"])
+async def ledger(
+    request: pytest.FixtureRequest, redis_server: RedisServer, client: aioredis.Redis, clock: Clock
+) -> AsyncIterator[Ledger]:
+    """Every test twice: the scripts through redis-py's pool (the operator's way) and over the
+    pipelined connection (the gateway's)."""
+    wire = pipelined(redis_server.url) if request.param == "pipelined" else None
+    yield Ledger(client, clock=clock, pipelined=wire)
+    if wire is not None:
+        await wire.close()
 
 
 def alloc(budget: int, period: Period = Period.MONTHLY, token_limit: int | None = None) -> Allocation:
