@@ -8,6 +8,8 @@ measured is the gateway).
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,13 +83,19 @@ def bench_stack() -> Iterator[BenchStack]:
         workdir / "operator.log",
         extra_env={"AIKEYS_CREDENTIALS_SECRET": CREDENTIALS},
     ).start()
+    failed = True
     try:
         key = seed_demo(cp, mock)  # the dev stack's demo namespace: a provider on the mock, 10 USD, one key
         cp.kubectl("apply", "-n", "demo", "-f", "-", stdin=NGINX_PROVIDER.format(url=nginx.url))
         yield BenchStack(workdir, cp, redis, mock, nginx, operator, key)
+        failed = False
     finally:
         operator.stop()
         nginx.stop()
         mock.stop()
         redis.stop()
         cp.stop()
+        if failed:
+            print(f"[bench] logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)  # etcd's data and the logs: ~60 MB a run
