@@ -9,6 +9,7 @@ import uvicorn
 
 from aikeys import __version__
 from aikeys.settings import SettingsError
+from aikeys_gateway.serving import GatewayHttpProtocol
 
 
 def create_app() -> Any:
@@ -64,7 +65,7 @@ def main(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,  # httptools; a response's head and body in one write (serving.py)
         access_log=False,
         proxy_headers=False,  # nothing here reads the client's address; the web pages read X-Forwarded-*
         log_level="warning",
