@@ -4,6 +4,7 @@ input a 400 before anything is reserved or sent."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 from collections.abc import AsyncIterator
@@ -31,9 +32,22 @@ def request_id(request: Request) -> str:
     return given if given and _REQUEST_ID.match(given) else new_id()
 
 
+_PROCESS = os.urandom(8).hex()  # this process's random half of every id it makes
+_SEQUENCE = itertools.count()
+
+
+def _reseed() -> None:  # a forked child must not repeat its parent's ids
+    global _PROCESS, _SEQUENCE
+    _PROCESS, _SEQUENCE = os.urandom(8).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_id() -> str:
-    """A random 128-bit id in hex (as uuid4().hex, without building a UUID)."""
-    return os.urandom(16).hex()
+    """A 128-bit id in hex, unique across processes and restarts: this process's random 64 bits
+    and a counter (no syscall per id, unlike uuid4)."""
+    return f"{_PROCESS}{next(_SEQUENCE):016x}"
 
 
 async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
