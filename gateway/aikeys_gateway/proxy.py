@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from aikeys import notices
 from aikeys.estimate import Endpoint, OutputCap, apply_cap, estimate, output_cap
+from aikeys.generated import Output, Usage
 from aikeys.ledger.meter import UNMETERED, Meter
 from aikeys.ledger.store import (
     MAX_AMOUNT,
@@ -134,8 +136,8 @@ class Gateway:
             ).response(ex.rid)
             ex.ctx["error"] = "server_error"
         ex.ctx["status"] = response.status_code
-        if not isinstance(response, StreamingResponse):
-            self._finish(ex)
+        if response.background is None and not isinstance(response, StreamingResponse):
+            self._finish(ex)  # else once the charge is settled
         return response
 
     def _finish(self, ex: Exchange) -> None:
@@ -416,7 +418,6 @@ class Gateway:
         usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
         if ex.span is not None:
             ex.span.response(parsed)
-        await charge.usage(usage, output)
         media_type = resp.headers.get("content-type", "application/json")
         if responses_request is not None:
             raw = orjson.dumps(translate.response_from_chat(parsed, responses_request, charge.route.model_id))
@@ -424,7 +425,18 @@ class Gateway:
         elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
             await self.remember(parsed["id"], charge.stored)
         headers = {"x-request-id": ex.rid, **ratelimits.headers(ex.rate)}
-        return Response(raw, status_code=resp.status, media_type=media_type, headers=headers)
+        # Answered first, settled right after (in the same task, once the answer is written): the
+        # reservation holds the budget until then, so no later request can spend it twice.
+        settle = BackgroundTask(self._settle_json, charge, usage, output, ex)
+        return Response(
+            raw, status_code=resp.status, media_type=media_type, headers=headers, background=settle
+        )
+
+    async def _settle_json(self, charge: Charge, usage: Usage | None, output: Output, ex: Exchange) -> None:
+        try:
+            await charge.usage(usage, output)
+        finally:
+            self._finish(ex)
 
     async def remember(self, response_id: str, owner: Owner) -> None:
         try:
