@@ -56,10 +56,14 @@ class Origin:
 
 @lru_cache(maxsize=4096)
 def origin(url: str) -> Origin:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as err:  # also an unclosed IPv6 bracket
+        raise UpstreamError(f"not a valid URL: {err}") from err
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UpstreamError(f"not an http(s) URL: {parts.scheme}://")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = explicit_port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname
     default = port == (443 if parts.scheme == "https" else 80)
     name = f"[{host}]" if ":" in host else host
@@ -76,7 +80,10 @@ def _request_bytes(method: str, o: Origin, headers: Mapping[str, str], body: byt
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1") + body
+    try:
+        return "\r\n".join(lines).encode("latin-1") + body
+    except UnicodeEncodeError as err:
+        raise UpstreamError(f"a request header is not latin-1: {err}") from err
 
 
 class Response:
@@ -188,7 +195,7 @@ class _Connection(asyncio.Protocol):
         self.heard = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as err:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:  # 101: not an answer
             self._fail(UpstreamError(f"invalid HTTP response: {err}"))
             self.abort()
 
@@ -199,8 +206,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.client.forget(self)
         r = self.response
-        if r is not None and r.status and not self._length_known and not r._complete:
-            r._finished()  # a body delimited by the connection's end
+        if exc is None and r is not None and r.status and not self._length_known and not r._complete:
+            r._finished()  # a body delimited by the connection's end (a clean one: not a reset)
         else:
             self._fail(UpstreamError("the upstream closed the connection"))
 
