@@ -27,8 +27,16 @@ _REQUIRED = {
 DISCARD_FACTOR = 4  # an oversized body is read and dropped up to this many times the limit
 
 
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, in one pass (names are lower-case in ASGI; of a
+    repeated header the first): the metered routes look up a handful, each without an exception
+    (Starlette's `Headers.get` raises and catches KeyError for every header that is absent)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
+
+
+def request_id(request: Request, headers: dict[str, str] | None = None) -> str:
+    """The client's x-request-id when it is a sane one, else a new id."""
+    given = (headers if headers is not None else request.headers).get("x-request-id")
     return given if given and _REQUEST_ID.match(given) else new_id()
 
 
@@ -63,12 +71,12 @@ async def _discard(chunks: AsyncIterator[bytes], budget: int) -> None:
         return
 
 
-async def read_body(request: Request, limit: int, seconds: float) -> bytes:
-    """The whole body, or 413 past `limit` bytes, or 408 when it is not complete in `seconds`."""
+async def read_body(request: Request, limit: int, seconds: float, declared: str | None = None) -> bytes:
+    """The whole body, or 413 past `limit` bytes, or 408 when it is not complete in `seconds`.
+    `declared`: the request's Content-Length header."""
     try:
         async with asyncio.timeout(seconds):
             incoming = request.stream()
-            declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await _discard(incoming, DISCARD_FACTOR * limit)
                 raise errors.too_large(limit)

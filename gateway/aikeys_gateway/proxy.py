@@ -47,7 +47,15 @@ from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
 from aikeys_gateway.httpclient import Client, UpstreamError
 from aikeys_gateway.httpclient import Response as Upstream
-from aikeys_gateway.intake import new_id, parse_json_object, read_body, request_id, serialize, validate
+from aikeys_gateway.intake import (
+    headers_of,
+    new_id,
+    parse_json_object,
+    read_body,
+    request_id,
+    serialize,
+    validate,
+)
 from aikeys_gateway.metrics import Metrics
 from aikeys_gateway.routing import Route, resolve
 from aikeys_gateway.stored import Owner, StoredResponses
@@ -117,12 +125,13 @@ class Gateway:
     # --- the request ------------------------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
-        ex = Exchange(request_id(request), endpoint, time.perf_counter())
+        headers = headers_of(request)
+        ex = Exchange(request_id(request, headers), endpoint, time.perf_counter())
         ex.ctx.update(rid=ex.rid, endpoint=endpoint.value)
         if self.tracer is not None:
             ex.span = self.tracer.start(request, endpoint)
         try:
-            response = await self._handle(request, ex)
+            response = await self._handle(request, headers, ex)
         except errors.GatewayError as err:
             response = err.response(ex.rid)
             ex.ctx["error"] = err.code or err.type
@@ -177,10 +186,10 @@ class Gateway:
         )
         self._finish(ex)
 
-    async def _handle(self, request: Request, ex: Exchange) -> Response:
+    async def _handle(self, request: Request, headers: dict[str, str], ex: Exchange) -> Response:
         s, endpoint, ctx = self.settings, ex.endpoint, ex.ctx
-        raw = await read_body(request, s.max_body_bytes, s.body_timeout)
-        key = authenticate(request.headers, self.catalog, self.now())
+        raw = await read_body(request, s.max_body_bytes, s.body_timeout, headers.get("content-length"))
+        key = authenticate(headers, self.catalog, self.now())
         ctx.update(namespace=key.namespace, key=key.name)
         body = request_body = parse_json_object(raw)
         route = resolve(body.get("model"), key, self.catalog, s.upstream_hosts)
