@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import gc
 import hashlib
 import json
@@ -260,8 +261,8 @@ async def seed_layout(kube: KubeClient, layout: Layout, concurrency: int) -> Non
             },
         )
 
-    await bounded((lambda n=n: namespace(n) for n in layout.namespaces), concurrency)
-    await bounded((lambda a=a: allocation(*a) for a in layout.allocations), concurrency)
+    await bounded((functools.partial(namespace, n) for n in layout.namespaces), concurrency)
+    await bounded((functools.partial(allocation, *a) for a in layout.allocations), concurrency)
 
 
 async def seed_keys(kube: KubeClient, layout: Layout, numbers: Iterable[int], concurrency: int) -> int:
@@ -272,7 +273,7 @@ async def seed_keys(kube: KubeClient, layout: Layout, numbers: Iterable[int], co
         with contextlib.suppress(Conflict):
             await kube.create(path(API_VERSION, "aikeys", namespace), aikey(namespace, alloc, name))
 
-    return await bounded((lambda i=i: one(i) for i in numbers), concurrency)
+    return await bounded((functools.partial(one, i) for i in numbers), concurrency)
 
 
 async def seed_keys_etcd(cp: ControlPlane, layout: Layout, numbers: Iterable[int], batch: int = 100) -> int:
@@ -420,11 +421,12 @@ class Scale:
         if n <= 0:
             return
         op = self.start_operator()
+        assert op.child is not None
         time.sleep(3)
         self.report.add(
             "operator RSS, no keys", f"{rss_mb(op.child.pid):.0f} MB", "rss_empty_mb", rss_mb(op.child.pid)
-        )  # type: ignore[union-attr]
-        cpu0 = cpu_seconds(op.child.pid)  # type: ignore[union-attr]
+        )
+        cpu0 = cpu_seconds(op.child.pid)
         names = {(ns, name) for ns, _alloc, name in map(self.layout.key, range(n))}
         writes0 = api_writes(self.cp)
         started = time.monotonic()
@@ -437,7 +439,7 @@ class Scale:
             return created, time.monotonic() - started
 
         created, active = self.run_async(go)
-        cpu = cpu_seconds(op.child.pid) - cpu0  # type: ignore[union-attr]
+        cpu = cpu_seconds(op.child.pid) - cpu0
         writes = writes_between(writes0, api_writes(self.cp))
         self.report.add(
             f"{n:,} AIKeys created at once: the creates took", f"{created:.1f} s", "create_seconds", created
@@ -456,9 +458,9 @@ class Scale:
         )
         self.report.add(
             f"operator RSS after minting {n:,} keys",
-            f"{rss_mb(op.child.pid):.0f} MB",  # type: ignore[union-attr]
+            f"{rss_mb(op.child.pid):.0f} MB",
             "rss_after_create_mb",
-            rss_mb(op.child.pid),  # type: ignore[union-attr]
+            rss_mb(op.child.pid),
         )
 
     # 2 -----------------------------------------------------------------------------------------
@@ -484,9 +486,10 @@ class Scale:
         writes0 = api_writes(self.cp)
         started = time.monotonic()
         op = self.start_operator()
+        assert op.child is not None
         live = time.monotonic() - started
         ready = wait_ready(op, started)
-        quiet = quiet_after(op.child.pid, started)  # type: ignore[union-attr]
+        quiet = quiet_after(op.child.pid, started)
         shown = [f"{live:.1f} s", "-" if ready is None else f"{ready:.1f} s"]
         shown.append("not within 900 s" if quiet is None else f"{quiet:.1f} s")
         self.report.add(
@@ -498,9 +501,9 @@ class Scale:
         )
         self.report.add(
             f"operator RSS right after the restart with {total:,} keys",
-            f"{rss_mb(op.child.pid):.0f} MB",  # type: ignore[union-attr]
+            f"{rss_mb(op.child.pid):.0f} MB",
             "rss_restart_mb",
-            rss_mb(op.child.pid),  # type: ignore[union-attr]
+            rss_mb(op.child.pid),
         )
         hashes_after = self.run_async(key_hashes)
         secrets_after = self.run_async(secret_count)
