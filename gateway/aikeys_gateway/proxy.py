@@ -45,6 +45,7 @@ from aikeys_gateway.breakers import Breakers
 from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
+from aikeys_gateway.eventstream import EventStream
 from aikeys_gateway.httpclient import Client, UpstreamError
 from aikeys_gateway.httpclient import Response as Upstream
 from aikeys_gateway.intake import (
@@ -479,7 +480,7 @@ class Gateway:
                     ex.ctx["client_left"] = True
                     self.spawn(self._read_on(resp, charge, sse, ex))
 
-        return StreamingResponse(
+        return EventStream(
             events(),
             status_code=resp.status,
             media_type=resp.headers.get("content-type", "text/event-stream"),
