@@ -141,6 +141,8 @@ def test_schema_rejects_bad_values_clearly(cluster: ControlPlane) -> None:
         ("--set", "image.pullPolicy=Sometimes"): "image/pullPolicy",
         ("--set", "usageAPI.port=443"): "usageAPI/port",
         ("--set", "usageAPI.certManager.issuerRef.kind=Vault"): "usageAPI/certManager/issuerRef/kind",
+        ("--set", "operator.statusWritesPerSecond=0"): "operator/statusWritesPerSecond",
+        ("--set", "operator.keyWorkers=0"): "operator/keyWorkers",
     }
     for args, message in cases.items():
         result = helm(cluster, "template", "aikeys", str(CHART), *args, check=False)
@@ -150,6 +152,20 @@ def test_schema_rejects_bad_values_clearly(cluster: ControlPlane) -> None:
         cluster, "template", "aikeys", str(CHART), "--set", "redis.bundled.enabled=false", check=False
     )
     assert "redis.external.url is required" in missing.stderr
+
+
+def test_operator_settings_reach_its_environment(cluster: ControlPlane) -> None:
+    """The control loop's bounds (status writes per second, lastUsedAt granularity, key workers)
+    are chart values, rendered into the operator's environment."""
+    args = ("--set", "operator.statusWritesPerSecond=5", "--set", "operator.keyWorkers=4")
+    docs = yaml.safe_load_all(helm(cluster, "template", "aikeys", str(CHART), *args).stdout)
+    operator = next(
+        d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+    )
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AIKEYS_STATUS_WRITES_PER_SECOND"] == "5"
+    assert env["AIKEYS_KEY_WORKERS"] == "4"
+    assert env["AIKEYS_LAST_USED_GRANULARITY"] == "60"
 
 
 def test_alert_rules_pass_promtool(cluster: ControlPlane, tmp_path: Path) -> None:
