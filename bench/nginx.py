@@ -4,6 +4,12 @@ One worker, no access log, listening on a free loopback port; the process stays 
 (`daemon off`) as our child, with its pid file, error log and temp dirs in a work dir.
 `/v1/chat/completions` answers any POST with the JSON the mock upstream would send for a 16-token
 answer (usage block included, so the gateway settles real token counts), `/v1/models` the list.
+`/sse/v1/chat/completions` answers the same completion streamed (nginx cannot tell a streamed
+request from a non-streamed one by its body, hence its own path; a provider's baseURL `…/sse/v1`):
+one static `text/event-stream` body of `chat.completion.chunk` events as OpenAI sends them with
+`stream_options.include_usage` — the role, four content chunks of four tokens (nginx caps a config
+string at 4 KB, so not one chunk per token), the finish, the usage chunk (the same token counts)
+and `data: [DONE]`. Static, so a request's latency is its time to first byte plus a few µs.
 
     python -m bench.nginx     # start it, print its URL and a request, stop on Ctrl-C
 """
@@ -51,6 +57,30 @@ COMPLETION = {
     "service_tier": "default",
     "system_fingerprint": "fp_aikeysnginx",
 }
+USAGE = COMPLETION["usage"]
+CHUNK = {
+    "id": COMPLETION["id"],
+    "object": "chat.completion.chunk",
+    "created": COMPLETION["created"],
+    "model": MODEL,
+    "service_tier": "default",
+    "system_fingerprint": COMPLETION["system_fingerprint"],
+}
+_WORDS = CONTENT.split(" ")  # 16 words, 16 tokens as in the usage
+PIECES = [(" " if i else "") + " ".join(_WORDS[i : i + 4]) for i in range(0, len(_WORDS), 4)]
+
+
+def _chunk(delta: dict[str, object], finish_reason: str | None = None) -> dict[str, object]:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return {**CHUNK, "choices": [choice], "usage": None}
+
+
+STREAM_EVENTS: list[dict[str, object]] = [
+    _chunk({"role": "assistant", "content": "", "refusal": None}),
+    *(_chunk({"content": piece}) for piece in PIECES),
+    _chunk({}, "stop"),
+    {**CHUNK, "choices": [], "usage": USAGE},
+]
 MODELS = {
     "object": "list",
     "data": [{"id": MODEL, "object": "model", "created": 1764288000, "owned_by": "nginx"}],
@@ -75,6 +105,12 @@ http {{
     default_type application/json;
     location = /v1/chat/completions {{ return 200 '{completion}'; }}
     location = /v1/models {{ return 200 '{models}'; }}
+    location = /sse/v1/chat/completions {{
+      default_type text/event-stream;
+      add_header Cache-Control no-cache;
+      return 200 '{stream}';
+    }}
+    location = /sse/v1/models {{ return 200 '{models}'; }}
     location / {{ return 404 '{{"error": {{"message": "not found"}}}}'; }}
   }}
 }}
@@ -87,6 +123,11 @@ def _compact(value: object) -> str:
     return text
 
 
+def sse_body() -> str:
+    """The streamed answer: each event `data: <compact json>` and a blank line, then [DONE]."""
+    return "".join(f"data: {_compact(event)}\n\n" for event in STREAM_EVENTS) + "data: [DONE]\n\n"
+
+
 @dataclass
 class Nginx:
     child: Child
@@ -97,6 +138,11 @@ class Nginx:
     def url(self) -> str:
         """Base URL as OpenAI clients take it (…/v1)."""
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def sse_url(self) -> str:
+        """Base URL of the streamed answer (…/sse/v1)."""
+        return f"http://127.0.0.1:{self.port}/sse/v1"
 
     def stop(self) -> None:
         self.child.stop()  # SIGTERM to its process group: nginx's fast shutdown, then wait
@@ -122,6 +168,7 @@ def launch_nginx(timeout: float = 20) -> Nginx:
             port=port,
             completion=_compact(COMPLETION),
             models=_compact(MODELS),
+            stream=sse_body(),  # its newlines stay literal inside the quoted string
         )
     )
     argv = [binary, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(config)]
@@ -133,7 +180,10 @@ def launch_nginx(timeout: float = 20) -> Nginx:
 
 if __name__ == "__main__":
     n = launch_nginx()
-    print(f"nginx at {n.url}; try:\n  curl -d '{{}}' {n.url}/chat/completions\nCtrl-C stops it.")
+    print(
+        f"nginx at {n.url}; try:\n  curl -d '{{}}' {n.url}/chat/completions\n"
+        f"  curl -Nd '{{}}' {n.sse_url}/chat/completions\nCtrl-C stops it."
+    )
     try:
         while n.child.alive():
             time.sleep(1)

@@ -1,9 +1,10 @@
 """A benchmark stack: control plane, Redis, mock upstream, nginx, operator, gateway, one key.
 
-The key's namespace (`demo`, seeded as by `make dev`) has two providers with the same model:
-`mock` on the Python mock upstream (streaming, delays) and `nginx`, a static nginx answering every
+The key's namespace (`demo`, seeded as by `make dev`) has three providers with the same model:
+`mock` on the Python mock upstream (streaming, delays), `nginx`, a static nginx answering every
 chat completion with one fixed 16-token completion (the fastest upstream there is, so what is
-measured is the gateway).
+measured is the gateway), and `nginx-sse`, the same nginx answering that completion streamed (one
+static SSE body, at its `/sse/v1` path). The key names no models, so it may use all three.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from bench.nginx import Nginx, launch_nginx
 
 MODEL = "demo:mock/gpt-4o-mini"
 NGINX_MODEL = "demo:nginx/gpt-4o-mini"
+SSE_MODEL = "demo:nginx-sse/gpt-4o-mini"
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
 # Same model and prices as the demo's mock provider; with an API key, as a real upstream has one.
+# `nginx-sse` shares the Secret: the same nginx, its streamed answer.
 NGINX_PROVIDER = """
 apiVersion: v1
 kind: Secret
@@ -39,6 +42,15 @@ kind: AIProvider
 metadata: {{name: nginx}}
 spec:
   baseURL: {url}
+  credentialsSecretRef: {{name: nginx-upstream}}
+  models:
+  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
+---
+apiVersion: aikeys.dev/v1alpha1
+kind: AIProvider
+metadata: {{name: nginx-sse}}
+spec:
+  baseURL: {sse_url}
   credentialsSecretRef: {{name: nginx-upstream}}
   models:
   - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
@@ -86,7 +98,14 @@ def bench_stack() -> Iterator[BenchStack]:
     failed = True
     try:
         key = seed_demo(cp, mock)  # the dev stack's demo namespace: a provider on the mock, 10 USD, one key
-        cp.kubectl("apply", "-n", "demo", "-f", "-", stdin=NGINX_PROVIDER.format(url=nginx.url))
+        cp.kubectl(
+            "apply",
+            "-n",
+            "demo",
+            "-f",
+            "-",
+            stdin=NGINX_PROVIDER.format(url=nginx.url, sse_url=nginx.sse_url),
+        )
         yield BenchStack(workdir, cp, redis, mock, nginx, operator, key)
         failed = False
     finally:
