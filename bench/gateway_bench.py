@@ -14,8 +14,17 @@ connections, one after the other:
 
 CPU per request: utime+stime of each process tree (a uvicorn parent and its workers) from /proc
 just before and after a wrk run, divided by the requests wrk completed (bench.cpu). Redis's beside
-the gateway's. Streaming is measured against the Python mock upstream (nginx cannot pace chunks):
-time to first chunk direct and through the gateway, and the gaps of a stream paced at 20 ms.
+the gateway's.
+
+Streaming, twice:
+
+- against the static nginx SSE body (bench.nginx, its `/sse/v1` path; provider `nginx-sse`), with
+  the same wrk at 1 and 32 connections, direct and through the gateway: POSTs with `"stream": true`
+  and `stream_options.include_usage`, so the client gets every event, usage chunk included. The body
+  is static, so a request's latency is the time to its first byte plus a few µs;
+- against the Python mock upstream (nginx cannot pace chunks): time to first chunk direct and
+  through the gateway (aiohttp, sequential), and the gaps of a stream paced at 20 ms. The mock
+  shares the cores with the gateway and the client, so its figures say as much about the mock.
 
 Everything runs on this machine: wrk, nginx, the gateway, Redis and the control plane share its
 cores, so absolute numbers are a floor; compare within one run. `--seconds 2` is a smoke run.
@@ -42,15 +51,22 @@ from bench import cpu, wrk
 from bench.litellm import VERSION as LITELLM_VERSION
 from bench.litellm import launch_litellm
 from bench.nginx import MODEL as UPSTREAM_MODEL
-from bench.stack import MODEL, NGINX_MODEL, BenchStack, bench_stack
+from bench.nginx import sse_body
+from bench.stack import MODEL, NGINX_MODEL, SSE_MODEL, BenchStack, bench_stack
 
 CHAT = {"model": "", "messages": [{"role": "user", "content": "Hello, world!"}], "max_tokens": 16}
 CONNECTIONS = (1, 16, 32)
+STREAM_CONNECTIONS = (1, 32)
 JSON = {"Content-Type": "application/json"}
 
 
 def body_for(model: str, stream: bool = False) -> str:
     return json.dumps({**CHAT, "model": model, "stream": stream})
+
+
+def streamed_body(model: str) -> str:
+    """A streamed request whose client asks for the usage chunk: it gets every upstream event."""
+    return json.dumps({**CHAT, "model": model, "stream": True, "stream_options": {"include_usage": True}})
 
 
 def log(message: str) -> None:
@@ -65,34 +81,55 @@ class Run:
     cpu_us: dict[str, float]
 
 
-def load(url: str, model: str, headers: dict[str, str], c: int, seconds: int, trees: dict[str, int]) -> Run:
+def load(url: str, body: str, headers: dict[str, str], c: int, seconds: int, trees: dict[str, int]) -> Run:
     before = cpu.snapshot(trees)
-    result = wrk.run(url, body_for(model), headers, c, seconds)
+    result = wrk.run(url, body, headers, c, seconds)
     after = cpu.snapshot(trees)
     log(f"{url} c={c}: {result.requests_per_second:,.0f} req/s, {result.errors} errors")
     return Run(result, cpu.per_request_us(before, after, result.requests))
 
 
 def sweep(
-    url: str, model: str, headers: dict[str, str], seconds: int, trees: dict[str, int]
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    seconds: int,
+    trees: dict[str, int],
+    connections: tuple[int, ...] = CONNECTIONS,
 ) -> dict[int, Run]:
-    wrk.run(url, body_for(model), headers, 8, min(seconds, 2))  # warm-up: connections, caches, JIT-less paths
-    return {c: load(url, model, headers, c, seconds, trees) for c in CONNECTIONS}
+    wrk.run(url, body, headers, 8, min(seconds, 2))  # warm-up: connections, caches, JIT-less paths
+    return {c: load(url, body, headers, c, seconds, trees) for c in connections}
 
 
-def wait_routable(url: str, model: str, headers: dict[str, str], timeout: float = 60) -> None:
-    """Until the gateway answers 200 for `model` (its caches learn the provider and its credentials)."""
+def post(url: str, body: str, headers: dict[str, str]) -> bytes:
+    req = urllib.request.Request(url, body.encode(), headers, method="POST")  # noqa: S310
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+        return bytes(resp.read())
+
+
+def wait_routable(url: str, body: str, headers: dict[str, str], timeout: float = 60) -> None:
+    """Until the gateway answers 200 to `body` (its caches learn the provider and its credentials)."""
     deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        req = urllib.request.Request(url, body_for(model).encode(), headers, method="POST")  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
-                if resp.status == 200:
-                    return
+            post(url, body, headers)
+            return
         except urllib.error.HTTPError as err:
             last = f"{err.code} {err.read()[:200]!r}"
         time.sleep(0.2)
-    raise TimeoutError(f"{url} never answered 200 for {model}: {last}")
+    raise TimeoutError(f"{url} never answered 200 to {body}: {last}")
+
+
+def static_stream(
+    url: str, model: str, headers: dict[str, str], seconds: int, trees: dict[str, int]
+) -> dict[int, Run]:
+    """Streamed requests against the static SSE upstream at 1 and 32 connections, after checking
+    that one stream arrives whole (wrk counts a 200 cut short as a success)."""
+    body = streamed_body(model)
+    got = post(url, body, headers).decode()
+    if got != sse_body():
+        raise AssertionError(f"{url} streamed {len(got)} bytes, not the upstream's {len(sse_body())}")
+    return sweep(url, body, headers, seconds, trees, STREAM_CONNECTIONS)
 
 
 async def first_chunk_ms(url: str, body: str, headers: dict[str, str], n: int) -> tuple[float, list[float]]:
@@ -119,8 +156,8 @@ async def first_chunk_ms(url: str, body: str, headers: dict[str, str], n: int) -
 
 
 def streaming(stack: BenchStack, via: str, key: dict[str, str]) -> tuple[float, float, list[float]]:
-    """Against the mock upstream: p50 time to first chunk direct and via the gateway, paced gaps."""
-    log("streaming against the mock upstream")
+    """Against the Python mock upstream: p50 time to first chunk direct and via the gateway, paced gaps."""
+    log("streaming against the Python mock upstream")
     direct = f"{stack.mock.url}/chat/completions"
     upstream = {**JSON, "Authorization": "Bearer sk-upstream"}
     d_ttfb, _ = asyncio.run(first_chunk_ms(direct, body_for("gpt", True), upstream, 200))
@@ -135,7 +172,8 @@ def streaming(stack: BenchStack, via: str, key: dict[str, str]) -> tuple[float, 
 class Results:
     systems: dict[str, dict[int, Run]]
     workers: dict[int, Run]
-    streaming: tuple[float, float, list[float]]  # direct ttfb, gateway ttfb, gaps
+    static_stream: dict[str, dict[int, Run]]  # "nginx" direct, "aikeys" through the gateway; c=1 and 32
+    streaming: tuple[float, float, list[float]]  # against the mock: direct ttfb, gateway ttfb, gaps
 
 
 def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
@@ -144,10 +182,15 @@ def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
     redis = stack.redis.child.pid
     systems: dict[str, dict[int, Run]] = {}
     workers: dict[int, Run] = {}
+    static: dict[str, dict[int, Run]] = {}
     log("nginx direct")
     nginx_trees = {"nginx": stack.nginx.child.pid}
     systems["nginx"] = sweep(
-        f"{stack.nginx.url}/chat/completions", UPSTREAM_MODEL, upstream, seconds, nginx_trees
+        f"{stack.nginx.url}/chat/completions", body_for(UPSTREAM_MODEL), upstream, seconds, nginx_trees
+    )
+    log("nginx direct, streamed (static SSE)")
+    static["nginx"] = static_stream(
+        f"{stack.nginx.sse_url}/chat/completions", UPSTREAM_MODEL, upstream, seconds, nginx_trees
     )
     for n in (1, 2):
         log(f"aikeys gateway, {n} worker(s)")
@@ -155,15 +198,18 @@ def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
         try:
             assert gw.child is not None
             via = f"{gw.openai_url}/chat/completions"
-            wait_routable(via, NGINX_MODEL, key)
+            wait_routable(via, body_for(NGINX_MODEL), key)
             trees = {"gateway": gw.child.pid, "redis": redis, "nginx": stack.nginx.child.pid}
             if n == 1:
-                systems["aikeys"] = sweep(via, NGINX_MODEL, key, seconds, trees)
+                systems["aikeys"] = sweep(via, body_for(NGINX_MODEL), key, seconds, trees)
                 workers[1] = systems["aikeys"][32]
                 stream = streaming(stack, via, key)
+                log("aikeys gateway, streamed (static SSE upstream)")
+                wait_routable(via, streamed_body(SSE_MODEL), key)
+                static["aikeys"] = static_stream(via, SSE_MODEL, key, seconds, trees)
             else:
                 wrk.run(via, body_for(NGINX_MODEL), key, 8, min(seconds, 2))  # warm-up every worker
-                workers[n] = load(via, NGINX_MODEL, key, 32, seconds, trees)
+                workers[n] = load(via, body_for(NGINX_MODEL), key, 32, seconds, trees)
         finally:
             gw.stop()
     if with_litellm:
@@ -172,11 +218,11 @@ def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
         try:
             trees = {"litellm": proxy.child.pid, "nginx": stack.nginx.child.pid}
             systems["litellm"] = sweep(
-                f"{proxy.url}/v1/chat/completions", UPSTREAM_MODEL, JSON, seconds, trees
+                f"{proxy.url}/v1/chat/completions", body_for(UPSTREAM_MODEL), JSON, seconds, trees
             )
         finally:
             proxy.stop()
-    return Results(systems, workers, stream)
+    return Results(systems, workers, static, stream)
 
 
 LABELS = {
@@ -185,6 +231,10 @@ LABELS = {
     "litellm": f"LiteLLM {LITELLM_VERSION} proxy, 1 worker, passthrough only (no keys, no budgets)",
 }
 TREE = {"nginx": "nginx", "aikeys": "gateway", "litellm": "litellm"}
+STREAM_LABELS = {
+    "nginx": "nginx SSE upstream hit directly",
+    "aikeys": "aikeys gateway, 1 worker (auth, reserve, upstream, SSE read for usage, settle, metrics)",
+}
 
 
 def report(res: Results, seconds: int) -> str:
@@ -197,6 +247,16 @@ def report(res: Results, seconds: int) -> str:
             f"| {LABELS[name]} | {one.wrk.p50_ms:.3f} | {one.wrk.p99_ms:.3f} | "
             + " | ".join(f"{runs[c].wrk.requests_per_second:,.0f}" for c in CONNECTIONS)
             + f" | {full.wrk.p50_ms:.2f} | {one.cpu_us[own]:,.0f} | {full.cpu_us[own]:,.0f} | "
+            f"{sum(r.wrk.errors for r in runs.values())} |"
+        )
+    streamed = []
+    for name, runs in res.static_stream.items():
+        one, full = runs[1], runs[32]
+        own = TREE[name]
+        streamed.append(
+            f"| {STREAM_LABELS[name]} | {one.wrk.p50_ms:.3f} | {one.wrk.p99_ms:.3f} | "
+            f"{one.wrk.requests_per_second:,.0f} | {full.wrk.requests_per_second:,.0f} | "
+            f"{full.wrk.p50_ms:.2f} | {one.cpu_us[own]:,.0f} | {full.cpu_us[own]:,.0f} | "
             f"{sum(r.wrk.errors for r in runs.values())} |"
         )
     d1, g1, g32 = s["nginx"][1].wrk, s["aikeys"][1], s["aikeys"][32]
@@ -222,12 +282,26 @@ def report(res: Results, seconds: int) -> str:
             f"| CPU per request LiteLLM / aikeys at c=32 | "
             f"{l32.cpu_us['litellm'] / g32.cpu_us['gateway']:.1f}× |",
         ]
+    sd1, sg1, sg32 = (
+        res.static_stream["nginx"][1].wrk,
+        res.static_stream["aikeys"][1],
+        res.static_stream["aikeys"][32],
+    )
+    derived += [
+        f"| streaming: added latency at c=1, p50 / p99 (gateway − direct), static SSE upstream | "
+        f"{sg1.wrk.p50_ms - sd1.p50_ms:.3f} / {sg1.wrk.p99_ms - sd1.p99_ms:.3f} ms |",
+        f"| streaming: gateway CPU per streamed request, c=1 / c=32, static SSE upstream | "
+        f"{sg1.cpu_us['gateway']:,.0f} / {sg32.cpu_us['gateway']:,.0f} µs |",
+        f"| streaming: Redis CPU per streamed request, c=32, static SSE upstream | "
+        f"{sg32.cpu_us['redis']:,.0f} µs |",
+    ]
     d_ttfb, g_ttfb, gaps = res.streaming
     derived += [
-        f"| streaming (mock upstream): time to first chunk, direct p50 | {d_ttfb:.3f} ms |",
-        f"| streaming (mock upstream): time to first chunk, gateway p50 | {g_ttfb:.3f} ms "
+        f"| streaming against the Python mock upstream: time to first chunk, direct p50 | {d_ttfb:.3f} ms |",
+        f"| streaming against the Python mock upstream: time to first chunk, gateway p50 | {g_ttfb:.3f} ms "
         f"(+{g_ttfb - d_ttfb:.3f} ms) |",
-        f"| streaming: gaps between content chunks through the gateway (upstream sends every 20 ms) | "
+        "| streaming against the Python mock upstream: gaps between content chunks through the gateway "
+        f"(the mock sends one every 20 ms) | "
         f"min {min(gaps):.1f} / median {statistics.median(gaps):.1f} / max {max(gaps):.1f} ms |",
     ]
     workers = []
@@ -248,7 +322,8 @@ def report(res: Results, seconds: int) -> str:
     )
     return "\n".join(
         [
-            "## Gateway vs. nginx direct vs. LiteLLM (non-streaming chat completion, 16 output tokens)",
+            "## Gateway vs. nginx direct vs. LiteLLM "
+            "(chat completion, 16 output tokens: non-streaming, then streamed)",
             "",
             f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
             f"wrk (1 thread, {seconds} s a run), "
@@ -260,6 +335,17 @@ def report(res: Results, seconds: int) -> str:
             "| CPU µs/req c=1 | CPU µs/req c=32 | errors |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
+            "",
+            'Streamed (`"stream": true` with `stream_options.include_usage`, the same wrk): the static nginx '
+            f"answers one {len(sse_body()):,}-byte SSE body (role, four content chunks, finish, usage chunk, "
+            "`[DONE]`) at its `/sse/v1` path, hit directly and through the gateway (provider `nginx-sse`). "
+            "The body is static, so a request's latency is its time to first byte plus a few µs; the "
+            "gateway reads every event (for the usage it charges) and passes them all on.",
+            "",
+            "| streamed, static SSE upstream | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=32 req/s "
+            "| c=32 p50 ms | CPU µs/req c=1 | CPU µs/req c=32 | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *streamed,
             "",
             "| derived | value |",
             "| --- | --- |",
