@@ -1,10 +1,12 @@
-"""httpx vs. aiohttp as the upstream client: the same minimal proxy, the same load.
+"""httpx vs. aiohttp vs. the gateway's own client upstream: the same minimal proxy, the same load.
 
     python -m bench.upstream_clients [--seconds 8]
 
 A bare ASGI app (no framework, no auth, no ledger) forwards each POST body to the mock upstream
-with one shared client and returns its answer; wrk drives it at 32 connections. This isolates
-the cost of the HTTP client the gateway would use.
+with one shared client and returns its answer; wrk drives it at 32 connections. Only the client
+calls differ between the rows: httpx, aiohttp, and `aikeys_gateway.httpclient.Client` (the
+keep-alive HTTP/1.1 client the gateway uses for upstream calls). This isolates the cost of the
+HTTP client.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from aikeys.devstack.processes import Child, free_port
 from aikeys.devstack.upstream import launch_mock_upstream
 from bench import wrk
 
+KINDS = ("httpx", "aiohttp", "gateway")  # the upstream clients measured, in table order
+
 
 def make_app(kind: str, upstream: str) -> Any:
     state: dict[str, Any] = {}
@@ -34,10 +38,14 @@ def make_app(kind: str, upstream: str) -> Any:
                         import httpx
 
                         state["client"] = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
-                    else:
+                    elif kind == "aiohttp":
                         import aiohttp
 
                         state["client"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                    else:
+                        from aikeys_gateway.httpclient import Client
+
+                        state["client"] = Client()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await (state["client"].aclose() if kind == "httpx" else state["client"].close())
@@ -54,9 +62,12 @@ def make_app(kind: str, upstream: str) -> Any:
         if kind == "httpx":
             resp = await client.post(upstream, content=body, headers=headers)
             status, payload = resp.status_code, resp.content
-        else:
+        elif kind == "aiohttp":
             async with client.post(upstream, data=body, headers=headers) as r:
                 status, payload = r.status, await r.read()
+        else:
+            r = await client.request("POST", upstream, body, headers)
+            status, payload = r.status, await r.read()  # read() hands the connection back
         await send(
             {
                 "type": "http.response.start",
@@ -73,6 +84,8 @@ def serve() -> None:
     import uvicorn
 
     kind, upstream, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if kind not in KINDS:
+        raise SystemExit(f"unknown client {kind!r}; one of {', '.join(KINDS)}")
     uvicorn.run(
         make_app(kind, upstream),
         host="127.0.0.1",
@@ -95,13 +108,19 @@ def main() -> None:
     mock = launch_mock_upstream(work)
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16})
     lines = [
-        "## Upstream HTTP client: the same bare proxy with httpx and with aiohttp (32 connections)",
+        "## Upstream HTTP client: the same bare proxy with httpx, aiohttp and the gateway's own client"
+        " (32 connections)",
+        "",
+        "A bare ASGI proxy (no framework, no auth, no ledger) forwarding each request to the mock"
+        " upstream through one shared client; only the client calls differ between the rows."
+        " `gateway` is `aikeys_gateway.httpclient.Client`, the keep-alive HTTP/1.1 client the gateway"
+        " uses for its upstream calls.",
         "",
         "| client | req/s | p50 ms | p90 ms | p99 ms | errors |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     try:
-        for kind in ("httpx", "aiohttp"):
+        for kind in KINDS:
             port = free_port()
             child = Child(
                 f"proxy-{kind}",
