@@ -159,6 +159,9 @@ class MockUpstream:
             "headers": dict(request.headers),
             "body": body,
             "time": time.time(),
+            "peer": "{}:{}".format(*(request.transport.get_extra_info("peername") or ("", 0))[:2])
+            if request.transport is not None
+            else "",  # which connection: clients that keep theirs alive show one peer
         }
         request[LOG_ENTRY] = entry  # the status is added when the answer starts (_log_status)
         self.requests.append(entry)

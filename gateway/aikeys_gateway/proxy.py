@@ -474,7 +474,7 @@ class Gateway:
                 ended = True
             finally:
                 if ended or sse.done:
-                    resp.close()
+                    resp.release()  # kept alive when the upstream finished its body
                     self.spawn(self._after_stream(charge, sse, ex))
                 else:  # the client left while the upstream was still streaming
                     ex.ctx["client_left"] = True
@@ -512,7 +512,7 @@ class Gateway:
         except TimeoutError:
             pass  # still generating after our bound: charge the reservation
         finally:
-            resp.close()
+            resp.release()  # kept alive only when the body was read to its end
         if sse.usage is not None or ended:
             self.metrics.streams_abandoned.labels("usage" if sse.usage is not None else "counted").inc()
             await charge.usage(sse.usage, sse.output)

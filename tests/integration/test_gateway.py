@@ -179,6 +179,19 @@ def test_stream_without_usage_is_metered_but_hides_the_usage_chunk(
     assert after.spent - before.spent == PRICE.cost(PROMPT, 16)
 
 
+def test_answers_and_streams_keep_the_upstream_connection_alive(
+    gateway: GatewayProcess, world: dict[str, str], mock_upstream: MockUpstreamProcess
+) -> None:
+    """One after the other, whole answers and streams (read to their end) travel over the same
+    kept-alive upstream connection: no TCP (or TLS) handshake per request."""
+    c = client(gateway, world["main"])
+    for _ in range(3):
+        c.chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=3)
+        list(c.chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES, stream=True))
+    peers = [r["peer"] for r in mock_upstream.requests()]
+    assert len(peers) == 6 and len(set(peers)) == 1, peers
+
+
 def test_completions_embeddings_and_models(
     gateway: GatewayProcess, world: dict[str, str], redis_server: RedisServer
 ) -> None:
