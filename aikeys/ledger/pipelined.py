@@ -7,9 +7,10 @@ process shares one connection:
 
 * commands issued in the same turn of the event loop leave in one write (one syscall, and one
   read for Redis), replies are matched to callers in order (Redis answers in order);
-* a call waits at most `timeout` (a timer, not a task); when one call times out the connection
-  is dropped and every call still waiting on it fails, as they would have after a stall: the
-  next call connects again;
+* a call waits at most `timeout` (a timer, not a task), then fails alone: its reply, when it
+  comes, is read and dropped. A connection that has answered nothing for `4 × timeout` while
+  calls wait is taken for dead (a half-open socket, a vanished host): it is dropped, every call
+  waiting on it fails, and the next call connects again;
 * scripts go as EVALSHA; they are loaded (SCRIPT LOAD) on each new connection and again after a
   NOSCRIPT (Redis restarted empty or SCRIPT FLUSH).
 
@@ -26,7 +27,7 @@ import hashlib
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,7 +56,7 @@ class Target:
     path: str | None = None  # a unix socket
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = None
 
     @classmethod
@@ -67,9 +68,16 @@ class Target:
         tls = None
         if scheme == "rediss":
             tls = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
-            if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+            if kw.get("ssl_certfile"):  # a client certificate (Redis's tls-auth-clients)
+                tls.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"), kw.get("ssl_password"))
+            if kw.get("ssl_check_hostname") in (False, "false", "False", "0", "no"):
+                tls.check_hostname = False
+            reqs = kw.get("ssl_cert_reqs")
+            if reqs in ("none", ssl.CERT_NONE):
                 tls.check_hostname = False
                 tls.verify_mode = ssl.CERT_NONE
+            elif reqs in ("optional", ssl.CERT_OPTIONAL):
+                tls.verify_mode = ssl.CERT_OPTIONAL
         return cls(
             host=kw.get("host", "localhost"),
             port=int(kw.get("port", 6379)),
@@ -91,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.heard = loop.time()  # when it last answered, or began waiting from silence
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
@@ -99,6 +108,8 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             raise ConnectionError("redis: connection closed")
         fut = self.loop.create_future()
+        if not self.waiting:
+            self.heard = self.loop.time()
         self.waiting.append(fut)
         if not self.out:
             self.loop.call_soon(self._flush)
@@ -123,11 +134,15 @@ class _Connection(asyncio.Protocol):
             if not self.waiting:  # a reply nobody asked for: the stream is out of step
                 self.abort(ConnectionError("redis: unexpected reply"))
                 return
+            self.heard = self.loop.time()
             fut = self.waiting.popleft()
             if fut.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                fut.set_exception(redis.exceptions.ResponseError(str(reply)))
+                fut.set_exception(_error(str(reply)))
+                if str(reply).startswith(_RECONNECT):  # a replica now, or our login is gone
+                    self.abort(ConnectionError(f"redis: {reply}"))
+                    return
             else:
                 fut.set_result(reply)
 
@@ -186,22 +201,17 @@ class Pipelined:
         if conn is None or conn.closed:
             conn = await self._connection()
         fut = conn.send(command)
-        timer = conn.loop.call_later(self.timeout, _expire, conn, fut)
+        timer = conn.loop.call_later(self.timeout, _expire, conn, fut, 4 * self.timeout)
         try:
             return await fut
         finally:
             timer.cancel()
 
     async def _connection(self) -> _Connection:
-        """The open connection, or a new one (one attempt shared by every caller)."""
-        if self._connecting is None:
+        """A new connection (one attempt at a time, shared by every caller that needs one)."""
+        if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._connect())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -241,6 +251,21 @@ class Pipelined:
             self._conn = None
 
 
-def _expire(conn: _Connection, fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        conn.abort(TimeoutError("redis: no reply in time"))
+# Error replies that mean "this Redis cannot serve the ledger now", as redis-py treats them: they
+# are the caller's LedgerUnavailable (503, or the settle backlog), not a script error.
+_UNAVAILABLE = ("LOADING", "BUSY", "MASTERDOWN", "NOAUTH", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
+_RECONNECT = ("READONLY", "NOAUTH")
+
+
+def _error(message: str) -> Exception:
+    if message.startswith(_UNAVAILABLE):
+        return ConnectionError(f"redis: {message}")
+    return redis.exceptions.ResponseError(message)
+
+
+def _expire(conn: _Connection, fut: asyncio.Future[Any], dead_after: float) -> None:
+    if fut.done():
+        return
+    fut.set_exception(TimeoutError("redis: no reply in time"))
+    if conn.loop.time() - conn.heard >= dead_after:
+        conn.abort(ConnectionError(f"redis: no answer for {dead_after:g} s; connecting again"))

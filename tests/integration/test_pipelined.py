@@ -5,6 +5,7 @@ them, AUTH and SELECT from the URL."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_targets_come_from_the_url() -> None:
     assert tls is not None and tls.check_hostname
     relaxed = Target.from_url("rediss://r:6379/0?ssl_cert_reqs=none").tls
     assert relaxed is not None and not relaxed.check_hostname
+    by_ip = Target.from_url("rediss://10.0.0.1:6379/0?ssl_check_hostname=false").tls
+    assert by_ip is not None and not by_ip.check_hostname and by_ip.verify_mode == ssl.CERT_REQUIRED
     assert Target.from_url("unix:///run/redis.sock?db=2").path == "/run/redis.sock"
     with pytest.raises(ValueError, match="not a single Redis URL"):
         Target.from_url("redis+cluster://r:6379")
@@ -128,23 +131,65 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_others(
     assert wire.connects == 1
 
 
-async def test_a_stall_longer_than_the_timeout_fails_the_waiting_calls_then_it_reconnects(
-    own_redis: RedisServer,
-) -> None:
+async def test_a_stall_longer_than_the_timeout_fails_each_waiting_call_alone(own_redis: RedisServer) -> None:
+    """Each call gives up after its own timeout; the connection stays (a short stall is not a dead
+    Redis), the late replies are read and dropped, and the next call is answered on it."""
     wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=0.3)
     try:
         await wire.command("PING")
-        blocked = await stall(own_redis.url, 1.5)
+        blocked = await stall(own_redis.url, 0.8)
         started = time.monotonic()
         results = await asyncio.gather(*(wire.command("INCR", "t") for _ in range(5)), return_exceptions=True)
         waited = time.monotonic() - started
-        assert all(isinstance(r, TimeoutError | ConnectionError) for r in results), results
-        assert waited < 1.2  # they did not wait for the stall to end
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert waited < 0.7  # they did not wait for the stall to end
         await blocked
-        assert await wire.command("PING") == "PONG"
-        assert wire.connects == 2
+        assert await wire.command("ECHO", "after") == "after"  # the five late replies were skipped
+        assert await wire.command("GET", "t") == "5"  # Redis did run them: the caller must not assume
+        assert wire.connects == 1
     finally:
         await wire.close()
+
+
+async def test_a_connection_silent_for_four_timeouts_is_dropped_and_made_again(
+    own_redis: RedisServer,
+) -> None:
+    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=0.2)
+    try:
+        await wire.command("PING")
+        blocked = await stall(own_redis.url, 2.0)
+        outcomes: list[BaseException | object] = []
+        for _ in range(8):  # keep asking through the stall, as traffic would
+            outcomes.append((await asyncio.gather(wire.command("PING"), return_exceptions=True))[0])
+        assert all(isinstance(o, TimeoutError | ConnectionError) for o in outcomes), outcomes
+        dropped = [o for o in outcomes if "no connection within" in str(o)]  # trying a new one
+        assert dropped and outcomes.index(dropped[0]) >= 4, outcomes  # after ≥ 4 silent timeouts
+        await blocked
+        assert await wire.command("PING") == "PONG"
+        assert wire.connects >= 2
+    finally:
+        await wire.close()
+
+
+async def test_a_redis_that_cannot_serve_is_unavailable_not_a_script_error(own_redis: RedisServer) -> None:
+    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=2.0)
+    admin = connect(own_redis.url)
+    try:
+        await wire.command("PING")
+        await admin.config_set("requirepass", "now-required")
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        with pytest.raises(ConnectionError):  # NOAUTH on a new connection: the ledger is unavailable
+            await wire.command("PING")
+    finally:
+        again = connect(f"redis://:now-required@127.0.0.1:{own_redis.port}/0")
+        await again.config_set("requirepass", "")
+        await again.aclose()
+        await admin.aclose()
+        await wire.close()
+
+
+def test_the_password_never_shows_in_a_target() -> None:
+    assert "s3cret" not in repr(Target.from_url("redis://:s3cret@r:1/0"))
 
 
 async def test_a_dead_redis_is_a_connection_error_and_a_restarted_empty_one_gets_the_scripts_again(
