@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -78,6 +77,7 @@ class Exchange:
     span: RequestSpan | None = None  # its trace span, when tracing is on (tracing.py)
     rate: RateState = NO_RATE  # the tightest rate limits met, for the x-ratelimit-* headers
     model_window: tuple[str, int, int] | None = None  # a model's rate window: scope, start, tokens
+    settling: bool = False  # a whole answer's charge is being settled; it finishes the exchange
 
 
 class Gateway:
@@ -141,12 +141,13 @@ class Gateway:
             if ex.held is not None:
                 self.spawn(self.meter.release(*ex.held))
                 self.give_back_window(ex)
+            charged = "the upstream answered and it was charged" if ex.settling else "it was not charged"
             response = errors.server_error(
-                "The gateway failed unexpectedly; the request was not charged."
+                f"The gateway failed unexpectedly with this request; {charged}."
             ).response(ex.rid)
             ex.ctx["error"] = "server_error"
         ex.ctx["status"] = response.status_code
-        if response.background is None and not isinstance(response, StreamingResponse):
+        if not ex.settling and not isinstance(response, StreamingResponse):
             self._finish(ex)  # else once the charge is settled
         return response
 
@@ -426,21 +427,24 @@ class Gateway:
         except orjson.JSONDecodeError:
             parsed = None
         usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
-        if ex.span is not None:
-            ex.span.response(parsed)
-        media_type = resp.headers.get("content-type", "application/json")
-        if responses_request is not None:
-            raw = orjson.dumps(translate.response_from_chat(parsed, responses_request, charge.route.model_id))
-            media_type = "application/json"
-        elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
-            await self.remember(parsed["id"], charge.stored)
+        # Answered first, settled right after: the settle starts in the next turn of the event
+        # loop, once this answer is written (the reservation holds the budget until it lands), and
+        # whatever happens to the answer, it is settled. It finishes the exchange (log, metrics), so
+        # it starts only once nothing here awaits anymore: `handle` records the status first.
+        ex.settling = True
+        try:
+            if ex.span is not None:
+                ex.span.response(parsed)
+            media_type = resp.headers.get("content-type", "application/json")
+            if responses_request is not None:
+                translated = translate.response_from_chat(parsed, responses_request, charge.route.model_id)
+                raw, media_type = orjson.dumps(translated), "application/json"
+            elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
+                await self.remember(parsed["id"], charge.stored)
+        finally:
+            self.spawn(self._settle_json(charge, usage, output, ex))
         headers = {"x-request-id": ex.rid, **ratelimits.headers(ex.rate)}
-        # Answered first, settled right after (in the same task, once the answer is written): the
-        # reservation holds the budget until then, so no later request can spend it twice.
-        settle = BackgroundTask(self._settle_json, charge, usage, output, ex)
-        return Response(
-            raw, status_code=resp.status, media_type=media_type, headers=headers, background=settle
-        )
+        return Response(raw, status_code=resp.status, media_type=media_type, headers=headers)
 
     async def _settle_json(self, charge: Charge, usage: Usage | None, output: Output, ex: Exchange) -> None:
         try:

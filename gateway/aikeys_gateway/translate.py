@@ -344,11 +344,22 @@ def response_from_chat(completion: Any, request: dict[str, Any], model: str) -> 
     if isinstance(message.get("content"), str) and message["content"]:
         output.append(_message_item(message["content"]))
     names = namespaced(request)
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        call_id = call.get("id") or _new_id("call_")
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        if not isinstance(call, dict):  # an upstream's malformed entry: nothing a client could call
+            continue
+        found_fn = call.get("function")
+        function: dict[str, Any] = found_fn if isinstance(found_fn, dict) else {}
+        name, arguments = function.get("name"), function.get("arguments")
+        given = call.get("id")
+        call_id = given if isinstance(given, str) and given else _new_id("call_")
         output.append(
-            _call_item(call_id, function.get("name", ""), function.get("arguments", ""), names=names)
+            _call_item(
+                call_id,
+                name if isinstance(name, str) else "",
+                arguments if isinstance(arguments, str) else "",
+                names=names,
+            )
         )
     cut = choice.get("finish_reason") == "length"
     usage = _usage(completion.get("usage")) if isinstance(completion, dict) else None

@@ -246,3 +246,33 @@ def test_a_namespace_of_tools_becomes_chat_functions_and_comes_back_namespaced()
     )
     [call] = translate.response_from_chat(answer, request, "ns:p/m")["output"]
     assert (call["namespace"], call["name"]) == ("multi_agent_v1", "close_agent")
+
+
+def test_malformed_tool_calls_from_an_upstream_are_skipped_not_a_crash() -> None:
+    """A chat-only upstream's odd tool_calls (not objects, a string function) never make the
+    translation fail: the answer is already generated and charged."""
+    answer = {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": "ok",
+                    "tool_calls": ["x", {"id": 7, "function": "f"}, {"id": "c1", "function": {"name": "g"}}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+    out = translate.response_from_chat(answer, {"input": "hi"}, "ns:p/m")["output"]
+    calls = [item for item in out if item["type"] == "function_call"]
+    assert [(c["call_id"].startswith("call_"), c["name"], c["arguments"]) for c in calls] == [
+        (True, "", ""),
+        (False, "g", ""),
+    ]
+    assert calls[1]["call_id"] == "c1"
+    tool_calls = {"tool_calls": "not a list"}
+    answer["choices"][0]["message"] = {"role": "assistant", "content": "ok", **tool_calls}  # type: ignore[index]
+    assert [
+        item["type"] for item in translate.response_from_chat(answer, {"input": "hi"}, "ns:p/m")["output"]
+    ] == ["message"]
