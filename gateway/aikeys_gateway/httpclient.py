@@ -12,7 +12,9 @@ chunk by chunk for a stream. What this client does:
   closes); the body reaches the caller as it arrives, reading pauses while more than
   `HIGH_WATER` bytes wait for a slow reader;
 * connections kept per (scheme, host, port) and reused after a complete response the server let
-  live; idle ones are dropped after `idle_seconds`, or as soon as the server closes them;
+  live; idle ones are dropped after `idle_seconds`, or as soon as the server closes them; a
+  request that meets a kept-alive connection the server closed at that moment is sent once more
+  on a new one, never a request the server may have started on (`RETRY_WINDOW`);
 * TLS with the system's trust store (`ssl.create_default_context()`), SNI, hostname checks;
 * `connect_timeout` for the connection (and TLS handshake), `timeout` for the whole exchange,
   from sending to the body's end (aiohttp's `total`).
@@ -37,10 +39,18 @@ from urllib.parse import urlsplit
 import httptools
 
 HIGH_WATER = 256 * 1024  # bytes of a response waiting for its reader before reading pauses
+# A request on a reused connection that died before any answer is sent again only when it died at
+# once: the server had closed the idle connection as we wrote (the keep-alive race). Later, the
+# upstream may have been working on it (a POST that generates, and bills): that is an error.
+RETRY_WINDOW = 0.1
 
 
 class UpstreamError(Exception):
     """The upstream could not be reached, or broke off / garbled its response."""
+
+
+class _Stray(Exception):
+    """More bytes than the answer: the connection is out of step and must not be reused."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.idle_since = 0.0
         self.heard = False  # any byte of the current exchange's response arrived
+        self.sent_at = 0.0  # loop time the current request was written
+        self.stray: _Stray | None = None
         self._header: list[tuple[bytes, bytes]] = []
         self._length_known = False
         self._informational = False  # a 1xx response before the real one
@@ -195,11 +207,16 @@ class _Connection(asyncio.Protocol):
         self.heard = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not isinstance(self.stray, _Stray):
+                raise
+            self.abort()  # the complete answer is kept; the connection is out of step
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:  # 101: not an answer
             self._fail(UpstreamError(f"invalid HTTP response: {err}"))
             self.abort()
 
     def eof_received(self) -> bool | None:
+        self.closed = True  # the server is done with it: never handed out again
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -212,6 +229,12 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamError("the upstream closed the connection"))
 
     # --- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        r = self.response
+        if r is None or r._complete:  # bytes beyond the answer (a body longer than announced…)
+            self.stray = _Stray()
+            raise self.stray  # stops the parser: the connection is dropped, the answer stays whole
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header.append((name, value))
@@ -262,6 +285,7 @@ class _Connection(asyncio.Protocol):
         self._length_known = False
         self._informational = False
         self.heard = False
+        self.sent_at = self.loop.time()
         self.keep_alive = False
         self.headers_received = self.loop.create_future()
         self.deadline = self.loop.call_later(timeout, self._timed_out)
@@ -352,8 +376,8 @@ class Client:
                 await conn.headers_received
             except UpstreamError:
                 response.close()
-                if reused and not conn.heard and not retry:
-                    continue  # a kept-alive connection the server had just closed: not an answer
+                if reused and not conn.heard and not retry and conn.loop.time() - conn.sent_at < RETRY_WINDOW:
+                    continue  # a kept-alive connection the server closed as we wrote: not an answer
                 raise
             except BaseException:
                 response.close()

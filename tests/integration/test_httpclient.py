@@ -458,6 +458,47 @@ async def test_reused_connection_closed_just_before_the_request_is_retried(clien
             await client.close()  # an empty pool for the next round
 
 
+async def test_reused_connection_dying_after_the_upstream_had_the_request_a_while_is_not_retried(
+    client: Client,
+) -> None:
+    """A POST the upstream held (and may have started generating, and billing) before its
+    connection died is an error, not a second request."""
+
+    async def handler(c: Conn) -> None:
+        await c.request()
+        c.send(http(200, b"first"))
+        await c.drain()
+        await c.request()
+        await asyncio.sleep(0.3)  # working on it...
+        c.reset()
+
+    async with RawServer(handler) as srv:
+        assert (await get(client, srv.url()))[1] == b"first"
+        with pytest.raises(UpstreamError):
+            await client.request("POST", srv.url(), b"generate", total=OK)
+        assert [r.body for r in srv.requests] == [b"", b"generate"] and srv.connections == 1
+
+
+async def test_bytes_beyond_the_announced_body_are_dropped_with_the_connection(client: Client) -> None:
+    """An upstream that sends more than its Content-Length (here a whole second answer): the
+    caller gets exactly the announced body, and the connection, out of step, is not reused."""
+
+    async def handler(c: Conn) -> None:
+        if c.server.connections == 1:
+            await c.request()
+            c.send(http(200, b"mine") + http(200, b"someone else's"))
+            await c.drain()
+            await asyncio.sleep(5)
+            return
+        await ok(b"fresh")(c)
+
+    async with RawServer(handler) as srv:
+        resp, body = await get(client, srv.url())
+        assert (resp.status, body) == (200, b"mine")
+        assert await fetch(client, srv.url()) == b"fresh"
+        assert client.connections == 2
+
+
 async def test_fresh_connection_closed_without_answer_is_not_retried(client: Client) -> None:
     async def handler(c: Conn) -> None:
         await c.request()
