@@ -5,12 +5,16 @@ watch for the client leaving in an anyio task group: a cancel scope and two task
 about a fifth of a millisecond before the first event reaches the client. Here the stream runs
 in the request's own task and one small task waits for `http.disconnect`; when the client
 leaves, the stream's task is cancelled (the proxy's generator then reads on for the usage, as
-before) and the answer ends quietly.
+before) and the answer ends quietly. Whatever way the answer ends, the body's generator is closed
+(its `finally` runs now, not when the garbage collector gets to it) and then `on_close` is called:
+the place for work that must happen even when the generator never started (a client that left
+while the head was still waiting to be sent).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -18,6 +22,13 @@ from starlette.types import Receive, Scope, Send
 
 
 class EventStream(StreamingResponse):
+    def __init__(
+        self, content: AsyncIterator[bytes], *args: Any, on_close: Callable[[], None] | None = None, **kw: Any
+    ):
+        super().__init__(content, *args, **kw)
+        self.content = content
+        self.on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = asyncio.current_task()
         assert stream is not None
@@ -39,6 +50,11 @@ class EventStream(StreamingResponse):
             stream.uncancel()  # ours: the client left, the request itself goes on (background work)
         finally:
             watcher.cancel()
+            closing = getattr(self.content, "aclose", None)
+            if closing is not None:
+                await closing()
+            if self.on_close is not None:
+                self.on_close()
         if self.background is not None:
             await self.background()
 

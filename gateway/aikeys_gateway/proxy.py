@@ -462,6 +462,22 @@ class Gateway:
         if ex.span is not None:
             ex.span.watch(sse)
 
+        settled = False
+
+        def settle(ended: bool) -> None:
+            """Once per stream: charge what it used, or — the client left while the upstream
+            was still streaming — read on for the usage first."""
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            if ended or sse.done:
+                resp.release()  # kept alive when the upstream finished its body
+                self.spawn(self._after_stream(charge, sse, ex))
+            else:
+                ex.ctx["client_left"] = True
+                self.spawn(self._read_on(resp, charge, sse, ex))
+
         async def events() -> AsyncIterator[bytes]:
             ended = False
             try:
@@ -477,18 +493,14 @@ class Gateway:
                 ex.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
                 ended = True
             finally:
-                if ended or sse.done:
-                    resp.release()  # kept alive when the upstream finished its body
-                    self.spawn(self._after_stream(charge, sse, ex))
-                else:  # the client left while the upstream was still streaming
-                    ex.ctx["client_left"] = True
-                    self.spawn(self._read_on(resp, charge, sse, ex))
+                settle(ended)
 
         return EventStream(
             events(),
             status_code=resp.status,
             media_type=resp.headers.get("content-type", "text/event-stream"),
             headers={"x-request-id": ex.rid, "Cache-Control": "no-cache", **ratelimits.headers(ex.rate)},
+            on_close=lambda: settle(False),  # the client left before the stream even began
         )
 
     async def _after_stream(self, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:

@@ -93,3 +93,54 @@ async def test_a_cancellation_from_outside_is_not_swallowed() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+async def test_a_client_gone_before_the_head_was_sent_still_calls_on_close() -> None:
+    """The head waits on flow control when the client leaves: the body never starts, so only
+    `on_close` can settle the charge."""
+    gone = asyncio.Event()
+    started: list[str] = []
+    closed: list[str] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        started.append("started")
+        yield b"data: x\n\n"
+
+    async def receive() -> Message:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        gone.set()
+        await asyncio.Event().wait()  # the head is stuck behind a client that does not read
+
+    stream = EventStream(events(), on_close=lambda: closed.append("closed"))
+    await asyncio.wait_for(stream({"type": "http"}, receive, send), 5)
+    assert started == [] and closed == ["closed"]
+
+
+async def test_a_client_gone_while_an_event_is_being_sent_closes_the_generator_at_once() -> None:
+    """Cancelled inside `send` (the generator waits at its `yield`): its `finally` runs before the
+    answer returns, not whenever the garbage collector closes it."""
+    gone = asyncio.Event()
+    order: list[str] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            yield b"data: second\n\n"
+        finally:
+            order.append("generator finally")
+
+    async def receive() -> Message:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message.get("body") == b"data: first\n\n":
+            gone.set()
+            await asyncio.Event().wait()  # stuck sending the first event
+
+    stream = EventStream(events(), on_close=lambda: order.append("on_close"))
+    await asyncio.wait_for(stream({"type": "http"}, receive, send), 5)
+    assert order == ["generator finally", "on_close"]
