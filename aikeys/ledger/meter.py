@@ -229,7 +229,11 @@ class Meter:
         """Background task: keep retrying the backlog and the releases until cancelled."""
         while True:
             await self._wake.wait()
-            await self.drain_once()
+            try:
+                await self.drain_once()
+            except Exception:  # a script error (BUSY, OOM…) must not end the retries for good
+                self.errors += 1
+                log.exception("settle backlog: drain failed; retrying")
             if not self.backlog and not self.releases:
                 self._wake.clear()
             else:

@@ -87,7 +87,10 @@ class StoredResponses:
         headers = auth_headers(provider, catalog.credential(provider))
         try:
             resp = await http.request(request.method, url, headers=headers, total=provider.timeout_seconds)
-            body = await resp.read()
+            try:
+                body = await resp.read()
+            finally:
+                resp.release()  # read to its end: kept alive; cancelled midway: closed
             status = resp.status
             media_type = resp.headers.get("content-type", "application/json")
         except (TimeoutError, UpstreamError) as err:
