@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def debuggable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own that accepts DEBUG SLEEP (tests.integration.stalls)."""
+    server = launch_redis(tmp_path / "debug", ("--enable-debug-command", "yes"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

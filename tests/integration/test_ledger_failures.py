@@ -22,6 +22,7 @@ from aikeys.ledger.store import (
     connect,
 )
 from aikeys.periods import Period
+from tests.integration.stalls import stall
 
 pytestmark = pytest.mark.integration
 
@@ -31,30 +32,6 @@ def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = launch_redis(tmp_path / "aof", ("--appendonly", "yes", "--appendfsync", "always"))
     yield server
     server.stop()
-
-
-@pytest.fixture
-def debuggable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = launch_redis(tmp_path / "debug", ("--enable-debug-command", "yes"))
-    yield server
-    server.stop()
-
-
-async def stall(url: str, seconds: float) -> asyncio.Task[object]:
-    """Block the whole redis-server for `seconds` (DEBUG SLEEP from another connection), as a
-    burst or a slow fork would; returns once the server is blocked."""
-    other = connect(url, timeout=seconds + 5)
-    await other.ping()
-
-    async def sleep() -> object:
-        try:
-            return await other.execute_command("DEBUG", "SLEEP", str(seconds))
-        finally:
-            await other.aclose()
-
-    task = asyncio.create_task(sleep())
-    await asyncio.sleep(0.1)
-    return task
 
 
 async def test_a_reserve_redis_runs_after_the_client_gave_up_takes_no_effect(

@@ -23,6 +23,7 @@ from aikeys.ledger.store import (
     SettleStatus,
     connect,
 )
+from tests.integration.stalls import stall
 
 pytestmark = pytest.mark.integration
 
@@ -74,29 +75,6 @@ async def test_fail_open_serves_counts_and_still_charges(own_redis: RedisServer)
     own_redis.start()
     assert await meter.drain_once() == 1
     assert (await meter.ledger.period_state(a)).spent == 70
-
-
-@pytest.fixture
-def debuggable_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = launch_redis(tmp_path / "debug", ("--enable-debug-command", "yes"))
-    yield server
-    server.stop()
-
-
-async def stall(url: str, seconds: float) -> asyncio.Task[object]:
-    """Block the whole redis-server for `seconds` (DEBUG SLEEP from another connection)."""
-    other = connect(url, timeout=seconds + 5)
-    await other.ping()
-
-    async def sleep() -> object:
-        try:
-            return await other.execute_command("DEBUG", "SLEEP", str(seconds))
-        finally:
-            await other.aclose()
-
-    task = asyncio.create_task(sleep())
-    await asyncio.sleep(0.1)
-    return task
 
 
 async def until(condition: Callable[[], bool], within: float = 10.0) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from aikeys.ledger.store import (
     pipelined,
 )
 from aikeys.periods import Period
+from tests.integration.stalls import stall
 
 pytestmark = pytest.mark.integration
 
@@ -33,33 +34,10 @@ SOURCES = {name: scripts.source(name) for name in scripts.NAMES}
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = launch_redis(tmp_path / "redis", ("--enable-debug-command", "yes"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def wire(own_redis: RedisServer) -> AsyncIterator[Pipelined]:
-    p = Pipelined.from_url(own_redis.url, SOURCES, timeout=2.0)
+async def wire(debuggable_redis: RedisServer) -> AsyncIterator[Pipelined]:
+    p = Pipelined.from_url(debuggable_redis.url, SOURCES, timeout=2.0)
     yield p
     await p.close()
-
-
-async def stall(url: str, seconds: float) -> asyncio.Task[object]:
-    """Block the redis-server for `seconds` from another connection; returns once it is blocked."""
-    other = connect(url, timeout=seconds + 5)
-    await other.ping()
-
-    async def sleep() -> object:
-        try:
-            return await other.execute_command("DEBUG", "SLEEP", str(seconds))
-        finally:
-            await other.aclose()
-
-    task = asyncio.create_task(sleep())
-    await asyncio.sleep(0.1)
-    return task
 
 
 def test_commands_are_encoded_as_resp_arrays_of_bulk_strings() -> None:
@@ -99,7 +77,7 @@ def test_targets_come_from_the_url() -> None:
 
 
 async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(
-    wire: Pipelined, own_redis: RedisServer
+    wire: Pipelined, debuggable_redis: RedisServer
 ) -> None:
     replies = await asyncio.gather(*(wire.command("INCR", "n") for _ in range(200)))
     assert replies == list(range(1, 201))  # issued in order, answered in order
@@ -117,10 +95,10 @@ async def test_a_script_error_reaches_its_caller_and_leaves_the_connection_up(wi
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies_of_others(
-    wire: Pipelined, own_redis: RedisServer
+    wire: Pipelined, debuggable_redis: RedisServer
 ) -> None:
     await wire.command("PING")
-    blocked = await stall(own_redis.url, 0.5)
+    blocked = await stall(debuggable_redis.url, 0.5)
     calls = [asyncio.create_task(wire.command("ECHO", f"r{i}")) for i in range(5)]
     await asyncio.sleep(0.05)
     calls[1].cancel()
@@ -131,13 +109,15 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_others(
     assert wire.connects == 1
 
 
-async def test_a_stall_longer_than_the_timeout_fails_each_waiting_call_alone(own_redis: RedisServer) -> None:
+async def test_a_stall_longer_than_the_timeout_fails_each_waiting_call_alone(
+    debuggable_redis: RedisServer,
+) -> None:
     """Each call gives up after its own timeout; the connection stays (a short stall is not a dead
     Redis), the late replies are read and dropped, and the next call is answered on it."""
-    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=0.3)
+    wire = Pipelined.from_url(debuggable_redis.url, SOURCES, timeout=0.3)
     try:
         await wire.command("PING")
-        blocked = await stall(own_redis.url, 0.8)
+        blocked = await stall(debuggable_redis.url, 0.8)
         started = time.monotonic()
         results = await asyncio.gather(*(wire.command("INCR", "t") for _ in range(5)), return_exceptions=True)
         waited = time.monotonic() - started
@@ -152,12 +132,12 @@ async def test_a_stall_longer_than_the_timeout_fails_each_waiting_call_alone(own
 
 
 async def test_a_connection_silent_for_four_timeouts_is_dropped_and_made_again(
-    own_redis: RedisServer,
+    debuggable_redis: RedisServer,
 ) -> None:
-    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=0.2)
+    wire = Pipelined.from_url(debuggable_redis.url, SOURCES, timeout=0.2)
     try:
         await wire.command("PING")
-        blocked = await stall(own_redis.url, 2.0)
+        blocked = await stall(debuggable_redis.url, 2.0)
         outcomes: list[BaseException | object] = []
         for _ in range(8):  # keep asking through the stall, as traffic would
             outcomes.append((await asyncio.gather(wire.command("PING"), return_exceptions=True))[0])
@@ -171,9 +151,11 @@ async def test_a_connection_silent_for_four_timeouts_is_dropped_and_made_again(
         await wire.close()
 
 
-async def test_a_redis_that_cannot_serve_is_unavailable_not_a_script_error(own_redis: RedisServer) -> None:
-    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=2.0)
-    admin = connect(own_redis.url)
+async def test_a_redis_that_cannot_serve_is_unavailable_not_a_script_error(
+    debuggable_redis: RedisServer,
+) -> None:
+    wire = Pipelined.from_url(debuggable_redis.url, SOURCES, timeout=2.0)
+    admin = connect(debuggable_redis.url)
     try:
         await wire.command("PING")
         await admin.config_set("requirepass", "now-required")
@@ -181,7 +163,7 @@ async def test_a_redis_that_cannot_serve_is_unavailable_not_a_script_error(own_r
         with pytest.raises(ConnectionError):  # NOAUTH on a new connection: the ledger is unavailable
             await wire.command("PING")
     finally:
-        again = connect(f"redis://:now-required@127.0.0.1:{own_redis.port}/0")
+        again = connect(f"redis://:now-required@127.0.0.1:{debuggable_redis.port}/0")
         await again.config_set("requirepass", "")
         await again.aclose()
         await admin.aclose()
@@ -193,18 +175,18 @@ def test_the_password_never_shows_in_a_target() -> None:
 
 
 async def test_a_dead_redis_is_a_connection_error_and_a_restarted_empty_one_gets_the_scripts_again(
-    own_redis: RedisServer,
+    debuggable_redis: RedisServer,
 ) -> None:
-    wire = Pipelined.from_url(own_redis.url, SOURCES, timeout=1.0)
-    ledger = Ledger(connect(own_redis.url), pipelined=wire)
+    wire = Pipelined.from_url(debuggable_redis.url, SOURCES, timeout=1.0)
+    ledger = Ledger(connect(debuggable_redis.url), pipelined=wire)
     alloc = Allocation("ns", "a", 10_000, Period.MONTHLY)
     try:
         ok = await ledger.reserve(alloc, "r1", "k", "m", Estimate(100, 1, 1))
         assert ok.status is ReserveStatus.RESERVED
-        own_redis.stop()
+        debuggable_redis.stop()
         with pytest.raises(LedgerUnavailable):
             await ledger.reserve(alloc, "r2", "k", "m", Estimate(100, 1, 1))
-        own_redis.start()  # empty: no data, no scripts
+        debuggable_redis.start()  # empty: no data, no scripts
         again = await ledger.reserve(alloc, "r3", "k", "m", Estimate(100, 1, 1))
         assert again.status is ReserveStatus.RESERVED and again.reserved == 100
     finally:
@@ -213,9 +195,9 @@ async def test_a_dead_redis_is_a_connection_error_and_a_restarted_empty_one_gets
 
 
 async def test_scripts_flushed_under_a_live_connection_are_loaded_again(
-    wire: Pipelined, own_redis: RedisServer
+    wire: Pipelined, debuggable_redis: RedisServer
 ) -> None:
-    ledger = Ledger(connect(own_redis.url), pipelined=wire)
+    ledger = Ledger(connect(debuggable_redis.url), pipelined=wire)
     alloc = Allocation("ns", "flush", 10_000, Period.MONTHLY)
     try:
         await ledger.reserve(alloc, "r1", "k", "m", Estimate(100, 1, 1))
