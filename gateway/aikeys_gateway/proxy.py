@@ -221,12 +221,13 @@ class Gateway:
         est = dearest(plans)
         ledger_rid = new_id()
         await self._reserve(ex, alloc, ledger_rid, key, route, est)
-        sent = await self._upstream(ex, plans, Charge(self, alloc, ledger_rid, key, route, est, ctx))
+        charge = Charge(self, alloc, ledger_rid, key, route, est, ctx)
+        sent = await self._upstream(ex, plans, charge)
         if isinstance(sent, Response):
             return sent
         used, resp = sent
         ex.held = None  # from here on the Charge settles it, whatever happens
-        charge = Charge(self, alloc, ledger_rid, key, used.route, est, ctx, exchange=ex)
+        charge.route, charge.exchange = used.route, ex  # at the answering backend's price
         if used.route is not route:
             ctx["backend"] = used.route.model_id
         if (
