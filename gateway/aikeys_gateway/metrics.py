@@ -59,68 +59,50 @@ class Metrics:
         r = registry or CollectorRegistry()
         self.registry = r
         self.per_key = per_key
-        self.requests = Labeled(
-            Counter(
-                "aikeys_requests_total",
-                "Requests answered, by outcome.",
-                ["namespace", "model", "endpoint", "code"],
-                registry=r,
-            )
+
+        def counter(name: str, doc: str, *labels: str) -> Labeled[Counter]:
+            return Labeled(Counter(name, doc, labels, registry=r))
+
+        def gauge(name: str, doc: str, *labels: str) -> Labeled[Gauge]:
+            return Labeled(Gauge(name, doc, labels, registry=r))
+
+        def histogram(name: str, doc: str, *labels: str) -> Labeled[Histogram]:
+            return Labeled(Histogram(name, doc, labels, buckets=LATENCY_BUCKETS, registry=r))
+
+        self.requests = counter(
+            "aikeys_requests_total",
+            "Requests answered, by outcome.",
+            "namespace",
+            "model",
+            "endpoint",
+            "code",
         )
-        self.tokens = Labeled(
-            Counter(
-                "aikeys_tokens_total",
-                "Tokens charged, by direction (input|output).",
-                ["namespace", "allocation", "model", "direction"],
-                registry=r,
-            )
+        self.tokens = counter(
+            "aikeys_tokens_total",
+            "Tokens charged, by direction (input|output).",
+            *("namespace", "allocation", "model", "direction"),
         )
-        self.cost = Labeled(
-            Counter(
-                "aikeys_cost_usd_total",
-                "USD charged to allocations.",
-                ["namespace", "allocation", "model"],
-                registry=r,
-            )
+        self.cost = counter(
+            "aikeys_cost_usd_total", "USD charged to allocations.", "namespace", "allocation", "model"
         )
-        self.key_requests = Labeled(
-            Counter(
-                "aikeys_key_requests_total", "Requests charged, per AIKey.", ["namespace", "key"], registry=r
-            )
+        self.key_requests = counter(
+            "aikeys_key_requests_total", "Requests charged, per AIKey.", "namespace", "key"
         )
-        self.key_cost = Labeled(
-            Counter(
-                "aikeys_key_cost_usd_total",
-                "USD charged, per AIKey.",
-                ["namespace", "key", "allocation"],
-                registry=r,
-            )
+        self.key_cost = counter(
+            "aikeys_key_cost_usd_total", "USD charged, per AIKey.", "namespace", "key", "allocation"
         )
-        self.request_seconds = Labeled(
-            Histogram(
-                "aikeys_request_duration_seconds",
-                "Time to answer (or to the end of a stream).",
-                ["endpoint", "stream"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.request_seconds = histogram(
+            "aikeys_request_duration_seconds",
+            "Time to answer (or to the end of a stream).",
+            *("endpoint", "stream"),
         )
-        self.upstream_seconds = Labeled(
-            Histogram(
-                "aikeys_upstream_duration_seconds",
-                "Time until the upstream's response headers.",
-                ["provider"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.upstream_seconds = histogram(
+            "aikeys_upstream_duration_seconds", "Time until the upstream's response headers.", "provider"
         )
-        self.upstream_errors = Labeled(
-            Counter(
-                "aikeys_upstream_errors_total",
-                "Upstream failures (HTTP >= 500, transport, timeouts).",
-                ["provider", "kind"],
-                registry=r,
-            )
+        self.upstream_errors = counter(
+            "aikeys_upstream_errors_total",
+            "Upstream failures (HTTP >= 500, transport, timeouts).",
+            *("provider", "kind"),
         )
         self.ledger_errors = Counter(
             "aikeys_ledger_errors_total", "Ledger calls that failed (Redis down or slow).", registry=r
@@ -130,79 +112,47 @@ class Metrics:
             "Requests let through without a reservation (fail-open mode).",
             registry=r,
         )
-        self.rejected_budget = Labeled(
-            Counter(
-                "aikeys_budget_rejections_total",
-                "Requests refused with 402.",
-                ["namespace", "allocation"],
-                registry=r,
-            )
+        self.rejected_budget = counter(
+            "aikeys_budget_rejections_total", "Requests refused with 402.", "namespace", "allocation"
         )
-        self.remaining = Labeled(
-            Gauge(
-                "aikeys_allocation_remaining_usd",
-                "Budget left in the current period, as last seen.",
-                ["namespace", "allocation"],
-                registry=r,
-            )
+        self.remaining = gauge(
+            "aikeys_allocation_remaining_usd",
+            "Budget left in the current period, as last seen.",
+            *("namespace", "allocation"),
         )
-        self.budget = Labeled(
-            Gauge(
-                "aikeys_allocation_budget_usd",
-                "Budget of the current period.",
-                ["namespace", "allocation"],
-                registry=r,
-            )
+        self.budget = gauge(
+            "aikeys_allocation_budget_usd", "Budget of the current period.", "namespace", "allocation"
         )
-        self.cache_objects = Labeled(
-            Gauge("aikeys_cache_objects", "Objects in the gateway's caches.", ["kind"], registry=r)
-        )
-        self.relists = Labeled(
-            Gauge(
-                "aikeys_informer_relists",
-                "Full relists done by each informer since start.",
-                ["kind"],
-                registry=r,
-            )
+        self.cache_objects = gauge("aikeys_cache_objects", "Objects in the gateway's caches.", "kind")
+        self.relists = gauge(
+            "aikeys_informer_relists", "Full relists done by each informer since start.", "kind"
         )
         self.settle_backlog = Gauge(
             "aikeys_settle_backlog", "Charges waiting for Redis to come back.", registry=r
         )
-        self.overruns = Labeled(
-            Counter(
-                "aikeys_upstream_overruns_total",
-                "Responses whose reported usage cost more than the reservation (an upstream that ignored "
-                "the output cap or under-estimated input); charged as reported.",
-                ["provider", "model"],
-                registry=r,
-            )
+        self.overruns = counter(
+            "aikeys_upstream_overruns_total",
+            "Responses whose reported usage cost more than the reservation (an upstream that ignored "
+            "the output cap or under-estimated input); charged as reported.",
+            *("provider", "model"),
         )
         self.pending_releases = Gauge(
             "aikeys_pending_releases",
             "Reservations of refused requests (Redis timed out) still to be released.",
             registry=r,
         )
-        self.streams_abandoned = Labeled(
-            Counter(
-                "aikeys_streams_abandoned_total",
-                "Streams the client left early; the gateway kept reading the upstream for its usage.",
-                ["outcome"],
-                registry=r,
-            )
+        self.streams_abandoned = counter(
+            "aikeys_streams_abandoned_total",
+            "Streams the client left early; the gateway kept reading the upstream for its usage.",
+            "outcome",
         )
-        self.rate_limited = Labeled(
-            Counter(
-                "aikeys_rate_limited_total",
-                "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
-                ["scope"],
-                registry=r,
-            )
+        self.rate_limited = counter(
+            "aikeys_rate_limited_total",
+            "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
+            "scope",
         )
-        self.fallbacks = Labeled(
-            Counter(
-                "aikeys_upstream_fallbacks_total",
-                "Requests sent on to the next backend of a model, by failed and next backend and why.",
-                ["failed", "next", "reason"],
-                registry=r,
-            )
+        self.fallbacks = counter(
+            "aikeys_upstream_fallbacks_total",
+            "Requests sent on to the next backend of a model, by failed and next backend and why.",
+            *("failed", "next", "reason"),
         )
