@@ -31,7 +31,11 @@ from aikeys.devstack.controlplane import ADMIN_USER
 from aikeys.devstack.images import Images, build_all
 from aikeys.devstack.node import Node, ensure_node_built, launch_node, reap_stale
 from aikeys.devstack.processes import pid_alive
-from aikeys.devstack.stack import render_env, write_private
+from aikeys.devstack.stack import (
+    DEMO,  # the dev stack's demo objects, the same on the real node
+    render_env,
+    write_private,
+)
 
 CHART = REPO_ROOT / "charts" / "aikeys"
 RELEASE = "aikeys"
@@ -187,33 +191,18 @@ def helm_install(
     )
 
 
-DEMO = """
-apiVersion: aikeys.dev/v1alpha1
-kind: AIProvider
-metadata: {{name: mock}}
-spec:
-  baseURL: {mock}
-  models:
-  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
-  - {{name: embeddings, inputPricePerMillion: "0.02", outputPricePerMillion: "0"}}
----
-apiVersion: aikeys.dev/v1alpha1
-kind: Allocation
-metadata: {{name: demo}}
-spec: {{budget: "10.00", period: Monthly}}
----
-apiVersion: aikeys.dev/v1alpha1
-kind: AIKey
-metadata: {{name: demo}}
-spec: {{allocationRef: {{name: demo}}, owner: {owner}, ttl: 720h, description: "make cluster demo key"}}
-"""
-
-
 def seed_demo(node: Node, mock_url: str, namespace: str = "demo", timeout: float = 60) -> str:
     """Like the dev stack's demo: a provider on the mock, a 10 USD allocation and a key owned by the
     kubeconfig's user; returns the key."""
     node.kubectl("create", "namespace", namespace, check=False)
-    node.kubectl("apply", "-n", namespace, "-f", "-", stdin=DEMO.format(mock=mock_url, owner=ADMIN_USER))
+    node.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=DEMO.format(mock=mock_url, owner=ADMIN_USER, source="cluster"),
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = node.kubectl("get", "secret", "aikey-demo", "-n", namespace, "-o", "json", check=False)

@@ -125,7 +125,7 @@ spec: {{budget: "10.00", period: Monthly}}
 apiVersion: aikeys.dev/v1alpha1
 kind: AIKey
 metadata: {{name: demo}}
-spec: {{allocationRef: {{name: demo}}, owner: {owner}, ttl: 720h, description: "make dev demo key"}}
+spec: {{allocationRef: {{name: demo}}, owner: {owner}, ttl: 720h, description: "make {source} demo key"}}
 """
 
 
@@ -165,7 +165,7 @@ def seed_demo(cp: ControlPlane, mock: MockUpstreamProcess, timeout: float = 60) 
         "demo",
         "-f",
         "-",
-        stdin=DEMO.format(mock=mock.url, owner=ADMIN_USER) + "---" + DEMO_USER,
+        stdin=DEMO.format(mock=mock.url, owner=ADMIN_USER, source="dev") + "---" + DEMO_USER,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
