@@ -52,8 +52,8 @@ class _Builder:
         self.root = root
         self.nodes = 0
 
-    def resolve(self, ref: str) -> Any:
-        if not ref.startswith("#"):
+    def resolve(self, ref: Any) -> Any:
+        if not isinstance(ref, str) or not ref.startswith("#"):  # remote, or not a reference at all
             return True
         node: Any = self.root
         for raw in ref[1:].split("/"):

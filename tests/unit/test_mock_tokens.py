@@ -149,7 +149,10 @@ def test_schema_instances_terminate_on_hostile_schemas() -> None:
     assert isinstance(schema.instance(cyclic), dict)
     loop = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
     assert schema.instance(loop) == "mock"
-    junk: list[Any] = [None, 3, "x", [], {"type": 5}, {"$ref": "http://x"}, {"allOf": [1, {"$ref": "#/x"}]}]
+    junk: list[Any] = [
+        *(None, 3, "x", [], {"type": 5}, {"$ref": "http://x"}, {"allOf": [1, {"$ref": "#/x"}]}),
+        {"allOf": [{"$ref": None}]},  # a reference that is not a string (found by the test below)
+    ]
     for value in junk:
         schema.instance(value)  # never raises
 
