@@ -217,7 +217,12 @@ def test_metrics_without_per_key_labels_when_switched_off(
         openai.OpenAI(base_url=gw.openai_url, api_key=key, max_retries=0).chat.completions.create(
             model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=1
         )
-        text = urllib.request.urlopen(gw.url + "/metrics").read().decode()  # noqa: S310
+
+        def charged() -> str | None:  # the charge (and its series) lands just after the answer
+            text = urllib.request.urlopen(gw.url + "/metrics").read().decode()  # noqa: S310
+            return text if "aikeys_cost_usd_total{" in text else None
+
+        text = wait_for(charged, 5, "the request's cost in /metrics")
         assert "aikeys_cost_usd_total{" in text
         assert "aikeys_key_cost_usd_total{" not in text
         assert 'key="quiet"' not in text
