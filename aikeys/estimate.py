@@ -1,15 +1,21 @@
 """Upper bounds of what a request can cost, computed before it is sent — and the output cap that
 makes them hold.
 
-Input tokens, by the model's tokenizer setting (`tokenizers.resolve`):
-  * An OpenAI vocabulary (o200k_base, cl100k_base): the tiktoken count of every text the request
-    carries (message contents, names, tool definitions, prompts), plus OpenAI's chat framing
-    (3 tokens a message, 1 a name, 3 to prime the reply), plus a 1 % + 8 token margin.
-  * bytes: the UTF-8 byte count of the same texts plus 8 tokens a message. A byte-level BPE never
+Input tokens: one walk over the whole request body counts every string it carries, whatever its
+field — a content part or field the gateway does not know yet is still inside the bound (roles and
+part types are structure; tool and format definitions count as their JSON text, keys included). By
+the model's tokenizer setting (`tokenizers.resolve`):
+  * An OpenAI vocabulary (o200k_base, cl100k_base): the tiktoken count of those strings, plus
+    OpenAI's chat framing (3 tokens a message, 1 a name, 3 to prime the reply), plus a 1 % + 8
+    token margin.
+  * bytes: the UTF-8 byte count of the same strings plus 8 tokens a message. A byte-level BPE never
     spends more than one token per byte, so this bounds every such tokenizer (Llama, Qwen,
     Mistral, …), at the price of reserving more than needed.
   * Each image part adds `IMAGE_TOKENS` (a high-detail image is at most 1,105 tokens on
-    OpenAI's models; we hold 1,536).
+    OpenAI's models; we hold 1,536); file and audio data count their decoded size, a token a byte.
+  * Input the gateway cannot see — `previous_response_id`, a conversation, a stored prompt, item
+    references, file ids and file URLs — is bounded by the model's context window (the most it
+    reads); a model without `contextWindow` cannot take such requests (`UnboundedInput` → 400).
 Output tokens: a cap per choice × the number of choices the upstream generates. The cap is the
 request's max_completion_tokens / max_tokens (the lower if both), clamped to the model's
 maxOutputTokens; without either, the model's maxOutputTokens, else `DEFAULT_MAX_OUTPUT`. The
@@ -21,7 +27,7 @@ generated and billed). Embeddings produce none.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -57,120 +63,146 @@ def _dump(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-@dataclass(frozen=True)
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+FILE_PARTS = frozenset({"file", "input_file", "input_audio"})
+# values that are structure, not text the model reads (the framing below counts roles)
+STRUCTURE_KEYS = frozenset({"role", "type"})
+# definitions the model reads as rendered JSON, keys included: counted as their JSON text
+JSON_KEYS = frozenset({"tools", "functions", "response_format", "text", "tool_calls", "function_call"})
+# top-level fields of a Responses request that refer to input stored upstream
+RESPONSES_REFERENCES = ("previous_response_id", "conversation", "prompt")
+
+
+class UnboundedInput(ValueError):
+    """The request refers to input the gateway cannot see, and the model has no context window to
+    bound it by. `param` names the field."""
+
+    def __init__(self, param: str):
+        super().__init__(param)
+        self.param = param
+
+
+@dataclass
 class _Texts:
-    texts: list[str]
-    messages: int
-    names: int
-    images: int
-    token_ids: int  # inputs given as token-id arrays count exactly
+    """What a request gives the model to read, gathered in one walk over the whole body."""
+
+    texts: list[str] = field(default_factory=list)
+    messages: int = 0
+    names: int = 0
+    images: int = 0
+    token_ids: int = 0  # inputs given as token-id arrays count exactly
+    data_bytes: int = 0  # decoded file and audio data: at most a token a byte
+    reference: str | None = None  # the first field that refers to input stored upstream
 
 
-def _content(content: Any, out: list[str]) -> int:
-    """Collect the text of a message content; return how many image parts it has."""
-    if isinstance(content, str):
-        out.append(content)
-        return 0
-    images = 0
-    if isinstance(content, list):
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            if isinstance(part.get("text"), str):
-                out.append(part["text"])
-            elif part.get("type") in ("image_url", "input_image", "image"):
-                images += 1
-            elif part.get("type") in ("input_audio", "file"):
-                out.append(_dump(part))  # bounded by its size
-    return images
+def _decoded_size(data: str) -> int:
+    """Bytes a base64 payload (optionally a data: URL) decodes to."""
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    return len(data) * 3 // 4 + 3
 
 
-def _prompt_texts(value: Any, out: list[str]) -> int:
-    """Strings of a completions/embeddings input; returns the number of given token ids."""
+def _file(part: dict[str, Any], out: _Texts) -> None:
+    """A file or audio part: its data by decoded size, its name as text, a stored id or a URL as a
+    reference (only the upstream sees what it holds)."""
+    nested = part.get(str(part.get("type")))
+    inner: dict[str, Any] = nested if isinstance(nested, dict) else part
+    for name, value in inner.items():
+        if name in ("file_data", "data") and isinstance(value, str):
+            out.data_bytes += _decoded_size(value)
+        elif name in ("file_id", "file_url") and value is not None and out.reference is None:
+            out.reference = name
+        elif name not in STRUCTURE_KEYS:
+            _walk(value, out)
+
+
+def _walk(value: Any, out: _Texts) -> None:
+    """Every string a request part carries, whatever its field — so a content type or field the
+    gateway does not know yet is still inside the bound. Images count `IMAGE_TOKENS`, decoded data
+    its size, JSON definitions their JSON text, token-id arrays their length."""
     if isinstance(value, str):
-        out.append(value)
-        return 0
-    if isinstance(value, list):
-        if value and all(isinstance(x, int) for x in value):
-            return len(value)
-        return sum(_prompt_texts(v, out) for v in value)
-    return 0
+        out.texts.append(value)
+    elif isinstance(value, list):
+        if value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            out.token_ids += len(value)
+            return
+        for item in value:
+            _walk(item, out)
+    elif isinstance(value, dict):
+        _object(value, out)
+
+
+def _object(value: dict[str, Any], out: _Texts) -> None:
+    kind = value.get("type")
+    if kind in IMAGE_PARTS:
+        out.images += 1
+        if value.get("file_id") is not None and out.reference is None:
+            out.reference = "file_id"
+        return
+    if kind in FILE_PARTS:
+        _file(value, out)
+        return
+    if kind == "item_reference" and out.reference is None:
+        out.reference = "item_reference"
+    for name, item in value.items():
+        if name in STRUCTURE_KEYS:
+            continue
+        if name in JSON_KEYS and isinstance(item, dict | list):
+            out.texts.append(_dump(item))
+        else:
+            _walk(item, out)
 
 
 def _collect(endpoint: Endpoint, body: dict[str, Any]) -> _Texts:
-    texts: list[str] = []
-    messages = names = images = ids = 0
+    out = _Texts()
+    _walk({k: v for k, v in body.items() if k != "model"}, out)
     if endpoint is Endpoint.CHAT:
         for message in body.get("messages") or []:
-            if not isinstance(message, dict):
-                continue
-            messages += 1
-            images += _content(message.get("content"), texts)
-            if isinstance(message.get("name"), str):
-                names += 1
-                texts.append(message["name"])
-            for extra in ("tool_calls", "function_call", "audio"):
-                if message.get(extra) is not None:
-                    texts.append(_dump(message[extra]))
-        for extra in ("tools", "functions", "response_format"):
-            if body.get(extra) is not None:
-                texts.append(_dump(body[extra]))
+            if isinstance(message, dict):
+                out.messages += 1
+                out.names += isinstance(message.get("name"), str)
     elif endpoint is Endpoint.RESPONSES:
-        return _collect_responses(body)
-    else:
-        key = "prompt" if endpoint is Endpoint.COMPLETIONS else "input"
-        ids = _prompt_texts(body.get(key), texts)
-        if isinstance(body.get("suffix"), str):
-            texts.append(body["suffix"])
-    return _Texts(texts, messages, names, images, ids)
-
-
-def _collect_responses(body: dict[str, Any]) -> _Texts:
-    """Texts of a Responses request: instructions, every input item, tools and the text format."""
-    texts: list[str] = []
-    messages = images = 0
-    if isinstance(body.get("instructions"), str):
-        texts.append(body["instructions"])
-        messages += 1
-    items = body.get("input")
-    if isinstance(items, str):
-        items = [{"role": "user", "content": items}]
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        kind = item.get("type", "message")
-        if kind == "message":
-            messages += 1
-            images += _content(item.get("content"), texts)
-        elif kind == "function_call":
-            texts += [v for v in (item.get("name"), item.get("arguments")) if isinstance(v, str)]
-        elif kind == "function_call_output":
-            images += _content(item.get("output"), texts)
-        else:  # reasoning (with its encrypted content), hosted tool calls, …: bounded by their size
-            texts.append(_dump(item))
-    for extra in ("tools", "text"):
-        if body.get(extra) is not None:
-            texts.append(_dump(body[extra]))
-    return _Texts(texts, messages, 0, images, 0)
+        items = body.get("input")
+        out.messages += isinstance(body.get("instructions"), str) + (
+            1
+            if isinstance(items, str)
+            else sum(isinstance(i, dict) and i.get("type", "message") == "message" for i in items)
+            if isinstance(items, list)
+            else 0
+        )
+        for name in RESPONSES_REFERENCES:
+            if body.get(name) is not None and out.reference is None:
+                out.reference = name
+    return out
 
 
 def _iter_nonempty(texts: list[str]) -> Iterator[str]:
     return (t for t in texts if t)
 
 
-def input_tokens(endpoint: Endpoint, body: dict[str, Any], encoding_name: str | None) -> int:
+def input_tokens(
+    endpoint: Endpoint, body: dict[str, Any], encoding_name: str | None, context_window: int | None = None
+) -> int:
     """Upper bound of the input tokens the upstream will count for this request.
-    `encoding_name`: an OpenAI vocabulary the model really uses, or None for the byte bound."""
+    `encoding_name`: an OpenAI vocabulary the model really uses, or None for the byte bound.
+    A request that refers to input stored upstream is bounded by the model's `context_window`
+    (the most the model reads); without one it raises `UnboundedInput`."""
     c = _collect(endpoint, body)
-    images = c.images * IMAGE_TOKENS
+    fixed = c.token_ids + c.images * IMAGE_TOKENS + c.data_bytes
     if encoding_name is None:
         raw = sum(len(t.encode()) for t in _iter_nonempty(c.texts))
-        return raw + c.token_ids + images + UNKNOWN_PER_MESSAGE * (c.messages + 1) + MARGIN_TOKENS
-    enc = encoding(encoding_name)
-    counted = sum(len(enc.encode(t, disallowed_special=())) for t in _iter_nonempty(c.texts))
-    framing = (PER_MESSAGE * c.messages + PER_NAME * c.names + REPLY_PRIMING) if c.messages else 0
-    total = counted + c.token_ids + framing + images
-    return total + ceil_div(total, 100) + MARGIN_TOKENS
+        counted = raw + fixed + UNKNOWN_PER_MESSAGE * (c.messages + 1) + MARGIN_TOKENS
+    else:
+        enc = encoding(encoding_name)
+        tokens = sum(len(enc.encode(t, disallowed_special=())) for t in _iter_nonempty(c.texts))
+        framing = (PER_MESSAGE * c.messages + PER_NAME * c.names + REPLY_PRIMING) if c.messages else 0
+        total = tokens + fixed + framing
+        counted = total + ceil_div(total, 100) + MARGIN_TOKENS
+    if c.reference is None:
+        return counted
+    if context_window is None:
+        raise UnboundedInput(c.reference)
+    return max(counted, context_window)
 
 
 def _count(value: Any) -> int | None:
@@ -227,8 +259,13 @@ def apply_cap(endpoint: Endpoint, body: dict[str, Any], cap: OutputCap, paramete
 
 
 def estimate(
-    endpoint: Endpoint, body: dict[str, Any], price: Price, encoding_name: str | None, cap: OutputCap
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    price: Price,
+    encoding_name: str | None,
+    cap: OutputCap,
+    context_window: int | None = None,
 ) -> Estimate:
-    tin = input_tokens(endpoint, body, encoding_name)
+    tin = input_tokens(endpoint, body, encoding_name, context_window)
     tout = cap.total
     return Estimate(cost=price.cost(tin, tout), input_tokens=tin, output_tokens=tout)

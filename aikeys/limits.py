@@ -11,6 +11,7 @@ from __future__ import annotations
 MAX_BUDGET_USD = 9_000_000  # an Allocation's budget per period
 MAX_PRICE_PER_MILLION_USD = 1_000_000  # a model's price per million tokens, each direction
 MAX_OUTPUT_TOKENS = 10_000_000  # an AIProvider model's maxOutputTokens
+MAX_CONTEXT_TOKENS = 100_000_000  # an AIProvider model's contextWindow
 MAX_TOKEN_LIMIT = 2**53 - 1  # an Allocation's tokenLimit
 MAX_CHOICES = 128  # n (chat, completions) and best_of, as OpenAI allows
 MAX_JSON_DEPTH = 254  # nesting of a request body the gateway re-serializes (orjson's); deeper: 400

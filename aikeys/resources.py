@@ -357,6 +357,14 @@ class ProviderModel(Schema):
         ge=1,
         le=limits.MAX_OUTPUT_TOKENS,
     )
+    context_window: int | None = Field(
+        None,
+        description="Most tokens the model reads in one request (its context window). Requests that refer "
+        "to input the gateway cannot see (previous_response_id, a conversation, file ids or URLs) are "
+        "bounded by it; without it such requests are refused with 400.",
+        ge=1,
+        le=limits.MAX_CONTEXT_TOKENS,
+    )
     limits: RateLimits | None = rate_limits(
         "this model across every key and allocation that uses it (to stay inside a shared deployment's quota)"
     )

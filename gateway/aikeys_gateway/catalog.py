@@ -140,6 +140,7 @@ class ModelEntry:
     max_output_tokens: int | None
     encoding: str | None  # the OpenAI vocabulary that bounds its input, None: the byte bound
     responses_native: bool  # serves POST /responses itself (else: translated to chat completions)
+    context_window: int | None = None  # bounds input stored upstream (previous_response_id, file ids)
     limits: RateLimit | None = None  # across every key and allocation
     rate_scope: str = ""  # its rate window's Redis key
     weight: int = 1  # share of first attempts among its backends
@@ -194,6 +195,7 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
                 tokenizers.resolve(m.tokenizer.value, m.upstream_name or m.name, native),
                 (m.responses_api or (ResponsesAPI.NATIVE if host == OPENAI_HOST else ResponsesAPI.CHAT))
                 is ResponsesAPI.NATIVE,
+                m.context_window,
                 rate_limit(m.limits),
                 f"aikeys:{{model/{meta['namespace']}/{meta['name']}/{m.name}}}:rl",
                 m.weight,

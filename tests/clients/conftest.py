@@ -53,6 +53,7 @@ def _provider(cp: ControlPlane, name: str, url: str, responses_api: str | None) 
     model: dict[str, object] = {"name": "m", "inputPricePerMillion": "1.00", "outputPricePerMillion": "2.00"}
     if responses_api:
         model["responsesAPI"] = responses_api
+        model["contextWindow"] = 400_000  # bounds input stored upstream (previous_response_id)
     body = {
         "apiVersion": "aikeys.dev/v1alpha1",
         "kind": "AIProvider",

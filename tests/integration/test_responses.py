@@ -43,6 +43,8 @@ def provider(cp: ControlPlane, name: str, url: str, responses_api: str | None) -
     model: dict[str, Any] = {"name": "m", "inputPricePerMillion": "1.00", "outputPricePerMillion": "2.00"}
     if responses_api:
         model["responsesAPI"] = responses_api
+    if responses_api == "native":  # it takes previous_response_id: bounded by its context window
+        model["contextWindow"] = 128_000
     body = {
         "apiVersion": "aikeys.dev/v1alpha1",
         "kind": "AIProvider",

@@ -198,3 +198,110 @@ def test_responses_requests_bound_every_input_item_and_their_own_cap() -> None:
     sent = {"input": "hi", "max_tokens": 3}
     apply_cap(responses, sent, OutputCap(77, 1), "max_tokens")
     assert sent == {"input": "hi", "max_tokens": 3, "max_output_tokens": 77}
+
+
+def test_every_string_is_inside_the_bound_whatever_its_field() -> None:
+    """A refusal part, an unknown content type, an unknown field: all counted (issue 21, #1)."""
+    big = "x" * 200_000
+    refusal = {"messages": [{"role": "assistant", "content": [{"type": "refusal", "refusal": big}]}]}
+    unknown = {"messages": [{"role": "user", "content": [{"type": "future_part", "payload": {"v": big}}]}]}
+    extra_field = {"messages": [{"role": "user", "content": "hi"}], "new_context": [big]}
+    for body in (refusal, unknown, extra_field):
+        assert input_tokens(CHAT, body, None) >= 200_000
+        assert input_tokens(CHAT, body, "o200k_base") >= len(encoding("o200k_base").encode(big))
+
+
+def test_file_and_audio_data_count_their_decoded_size() -> None:
+    import base64
+
+    data = base64.b64encode(b"\x00" * 300_000).decode()
+    responses = {"input": [{"role": "user", "content": [{"type": "input_file", "file_data": data}]}]}
+    chat_file = chat("hi")
+    chat_file["messages"][0]["content"] = [
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{data}", "filename": "a.pdf"}}
+    ]
+    audio = chat("hi")
+    audio["messages"][0]["content"] = [
+        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+    ]
+    for endpoint, body in ((Endpoint.RESPONSES, responses), (CHAT, chat_file), (CHAT, audio)):
+        assert input_tokens(endpoint, body, "o200k_base") >= 300_000
+
+
+def test_input_stored_upstream_is_bounded_by_the_context_window_or_refused() -> None:
+    import pytest
+
+    from aikeys.estimate import UnboundedInput
+
+    responses = Endpoint.RESPONSES
+    file_part = {"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}
+    chat_file_part = {"type": "file", "file": {"file_id": "f"}}
+    referring: list[tuple[Endpoint, dict[str, Any], str]] = [
+        (responses, {"input": "more", "previous_response_id": "resp_1"}, "previous_response_id"),
+        (responses, {"input": "more", "conversation": "conv_1"}, "conversation"),
+        (responses, {"input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
+        (responses, {"input": [{"type": "item_reference", "id": "msg_1"}]}, "item_reference"),
+        (
+            responses,
+            {"input": [file_part]},
+            "file_id",
+        ),
+        (
+            responses,
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x/a.pdf"}]}]},
+            "file_url",
+        ),
+        (
+            CHAT,
+            {"messages": [{"role": "user", "content": [chat_file_part]}]},
+            "file_id",
+        ),
+    ]
+    for endpoint, body, param in referring:
+        with pytest.raises(UnboundedInput) as raised:
+            input_tokens(endpoint, body, None)
+        assert raised.value.param == param
+        assert input_tokens(endpoint, body, None, context_window=128_000) == 128_000
+    # what the request itself carries still counts when it is more than the window
+    body = {"input": "y" * 200_000, "previous_response_id": "resp_1"}
+    assert input_tokens(responses, body, None, context_window=1_000) >= 200_000
+    # a completions prompt is text, not a stored prompt
+    assert input_tokens(Endpoint.COMPLETIONS, {"prompt": "hello"}, None) > 0
+
+
+@settings(max_examples=300)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=30,
+    )
+)
+def test_no_string_anywhere_escapes_the_byte_bound(value: Any) -> None:
+    """Wherever a string sits in a chat request, the byte bound covers its bytes (or raises for a
+    stored reference)."""
+    import contextlib
+
+    from aikeys.estimate import UnboundedInput
+
+    body = {"messages": [{"role": "user", "content": "q"}], "extra": value}
+    strings: list[str] = []
+
+    def gather(v: Any) -> None:
+        if isinstance(v, str):
+            strings.append(v)
+        elif isinstance(v, list):
+            for x in v:
+                gather(x)
+        elif isinstance(v, dict):
+            if v.get("type") in ("image_url", "input_image", "image", "file", "input_file", "input_audio"):
+                return
+            for k, x in v.items():
+                if k not in ("role", "type"):
+                    gather(x)
+
+    gather(value)
+    with contextlib.suppress(UnboundedInput):
+        assert input_tokens(CHAT, body, None) >= sum(len(s.encode()) for s in strings)
