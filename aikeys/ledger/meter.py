@@ -18,8 +18,10 @@ refuses a reserve Redis runs later. With the reserve deadline (a late reserve wr
 a request answered 503 is never charged. Releases that fail are retried the same way.
 
 Reservations in flight are kept in `live`; `run_heartbeat` renews their leases every lease/4,
-so a stream longer than the lease is never reaped while this process runs. If it dies, the
-heartbeats stop and the leases expire as before.
+so a stream longer than the lease is never reaped while this process runs — but only while the
+request still holds it (`in_flight`): a reservation whose request is gone is left to expire and
+the reaper charges its estimate. If the process dies, the heartbeats stop and the leases expire
+as before.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import enum
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aikeys.ledger.store import (
@@ -70,13 +73,19 @@ class PendingSettle:
     cost: int
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass
 class LiveReservation:
-    """A reservation this process holds: `renewed` is when its lease was last set (monotonic)."""
+    """A reservation this process holds: `renewed` is when its lease was last set (monotonic);
+    `in_flight` says whether its request is still being served (else its lease is left to expire)."""
 
     alloc: Allocation
     started: float
     renewed: float
+    in_flight: Callable[[], bool] = _always
 
 
 @dataclass(frozen=True)
@@ -138,9 +147,11 @@ class Meter:
         model: str,
         estimate: Estimate,
         key_limits: RateLimit | None = None,
+        in_flight: Callable[[], bool] = _always,
     ) -> ReserveOutcome | Unmetered:
         """Reserve, or apply the failure policy when Redis is down or answered too late (an
-        EXPIRED reserve counts as unavailable: the caller never sees that status)."""
+        EXPIRED reserve counts as unavailable: the caller never sees that status). The heartbeat
+        renews the reservation's lease while `in_flight()` is true."""
         try:
             outcome = await self.ledger.reserve(
                 alloc, request_id, key, model, estimate, key_limits=key_limits
@@ -158,7 +169,7 @@ class Meter:
             raise
         if outcome.accepted:
             now = time.monotonic()
-            self.live[_ref(alloc, request_id)] = LiveReservation(alloc, now, now)
+            self.live[_ref(alloc, request_id)] = LiveReservation(alloc, now, now, in_flight)
         return outcome
 
     async def settle(self, pending: PendingSettle) -> SettleOutcome | None:
@@ -248,10 +259,13 @@ class Meter:
         quarter = self.ledger.lease_ms / 4000
         due: dict[str, tuple[Allocation, list[str]]] = {}
         for ref, live in list(self.live.items()):
-            if now - live.started > self.max_hold:
+            if now - live.started > self.max_hold or not live.in_flight():
                 del self.live[ref]
                 self.holds_dropped += 1
-                log.warning("reservation held too long: no longer renewed", extra={"request_id": ref[1]})
+                log.warning(
+                    "reservation no longer renewed: held too long or its request is gone",
+                    extra={"request_id": ref[1]},
+                )
             elif now - live.renewed >= quarter:
                 due.setdefault(ref[0], (live.alloc, []))[1].append(ref[1])
         renewed = 0

@@ -49,6 +49,19 @@ class UpstreamError(Exception):
     """The upstream could not be reached, or broke off / garbled its response."""
 
 
+class Unanswered(Exception):
+    """The request was written but no answer came (a timeout, a reset, an EOF before the status
+    line): the upstream may be generating it — and billing it."""
+
+
+class UnansweredTimeout(Unanswered, TimeoutError):
+    pass
+
+
+class UnansweredError(Unanswered, UpstreamError):
+    pass
+
+
 class _Stray(Exception):
     """More bytes than the answer: the connection is out of step and must not be reused."""
 
@@ -362,7 +375,8 @@ class Client:
         total: float = 600.0,
     ) -> Response:
         """Send a request; returns once the response's status and headers have arrived. `total`
-        (seconds) bounds the whole exchange, to the body's end."""
+        (seconds) bounds the whole exchange, to the body's end. Failures before the request was
+        written raise `UpstreamError` / `TimeoutError`; after it, their `Unanswered` kinds."""
         o = origin(url)
         data = _request_bytes(method, o, headers or {}, body)
         for retry in (False, True):
@@ -374,11 +388,14 @@ class Client:
             assert conn.headers_received is not None
             try:
                 await conn.headers_received
-            except UpstreamError:
+            except UpstreamError as err:
                 response.close()
                 if reused and not conn.heard and not retry and conn.loop.time() - conn.sent_at < RETRY_WINDOW:
                     continue  # a kept-alive connection the server closed as we wrote: not an answer
-                raise
+                raise UnansweredError(str(err)) from err
+            except TimeoutError as err:
+                response.close()
+                raise UnansweredTimeout(str(err)) from err
             except BaseException:
                 response.close()
                 raise

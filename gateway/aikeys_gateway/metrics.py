@@ -151,6 +151,11 @@ class Metrics:
             "Requests refused with 429 by a rate limit, by scope (model, allocation_or_key).",
             "scope",
         )
+        self.background_failures = Counter(
+            "aikeys_background_failures_total",
+            "Background tasks (settles, read-ons) that failed; their charges were ended anyway.",
+            registry=r,
+        )
         self.fallbacks = counter(
             "aikeys_upstream_fallbacks_total",
             "Requests sent on to the next backend of a model, by failed and next backend and why.",

@@ -6,13 +6,17 @@ use) ─► validate (400) ─► cap the output and write the cap into the upst
   ├► JSON: settle with its usage (or the counted output)
   └► SSE: forward each event, settle when it ends; a client that leaves does not stop the count:
           the upstream is read on (bounded) for its usage, else the reservation is charged
-upstream error, transport failure, or our own failure ─► release the reservation
+an error answer, or a request that never left ─► release the reservation
+a request that left and got no answer (timeout, reset) ─► charge its bound; a fallback reserves anew
+
+Each attempt passes its own model's rate limits. The reservation lives in a `Charge` (charge.py),
+the only thing that ends it: whatever fails after reserving, the Charge is ended — released while
+nothing may have been generated, else charged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -25,8 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from aikeys import notices
-from aikeys.estimate import Endpoint, OutputCap, apply_cap, estimate, output_cap
-from aikeys.generated import Output, Usage
+from aikeys.estimate import Endpoint, OutputCap, UnboundedInput, apply_cap, estimate, output_cap
 from aikeys.ledger.meter import UNMETERED, Meter
 from aikeys.ledger.store import (
     MAX_AMOUNT,
@@ -45,7 +48,7 @@ from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
 from aikeys_gateway.eventstream import EventStream
-from aikeys_gateway.httpclient import Client, UpstreamError
+from aikeys_gateway.httpclient import Client, Unanswered, UpstreamError
 from aikeys_gateway.httpclient import Response as Upstream
 from aikeys_gateway.intake import (
     headers_of,
@@ -73,10 +76,9 @@ class Exchange:
     endpoint: Endpoint
     started: float
     ctx: dict[str, Any] = field(default_factory=dict)
-    held: tuple[Allocation, str] | None = None  # a reservation not yet settled or released
+    charge: Charge | None = None  # the reservation it holds (ended by the Charge, whatever happens)
     span: RequestSpan | None = None  # its trace span, when tracing is on (tracing.py)
     rate: RateState = NO_RATE  # the tightest rate limits met, for the x-ratelimit-* headers
-    model_window: tuple[str, int, int] | None = None  # a model's rate window: scope, start, tokens
     settling: bool = False  # a whole answer's charge is being settled; it finishes the exchange
 
 
@@ -108,10 +110,31 @@ class Gateway:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run outside the request's cancellation scope (a client leaving must not stop a charge)."""
+        """Run outside the request's cancellation scope (a client leaving must not stop a charge).
+        A background task that fails is logged, never silent."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics.background_failures.inc()
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _settles(self, charge: Charge, ex: Exchange, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work`, which ends `charge`; if it fails, end the charge anyway (released while
+        nothing can have been generated, else charged) and finish the exchange."""
+        try:
+            await work
+        except Exception:
+            self.metrics.background_failures.inc()
+            log.exception("settling failed; the charge is ended anyway", extra={"access": {"rid": ex.rid}})
+        finally:
+            try:
+                await charge.release()  # a no-op when `work` ended it
+            finally:
+                self._finish(ex)
 
     async def drain(self) -> None:
         if self._background:
@@ -134,22 +157,33 @@ class Gateway:
         try:
             response = await self._handle(request, headers, ex)
         except errors.GatewayError as err:
+            self._abandon(ex)
             response = err.response(ex.rid)
             ex.ctx["error"] = err.code or err.type
         except Exception:
             log.exception("unexpected error", extra={"access": {"rid": ex.rid}})
-            if ex.held is not None:
-                self.spawn(self.meter.release(*ex.held))
-                self.give_back_window(ex)
-            charged = "the upstream answered and it was charged" if ex.settling else "it was not charged"
+            charge = ex.charge
+            charged = ex.settling or (charge is not None and charge.billable)
+            self._abandon(ex)
+            charged_text = "it was charged" if charged else "it was not charged"
             response = errors.server_error(
-                f"The gateway failed unexpectedly with this request; {charged}."
+                f"The gateway failed unexpectedly with this request; {charged_text}."
             ).response(ex.rid)
             ex.ctx["error"] = "server_error"
+        except BaseException:  # cancelled: the client left, or shutdown
+            self._abandon(ex)
+            raise
         ex.ctx["status"] = response.status_code
         if not ex.settling and not isinstance(response, StreamingResponse):
             self._finish(ex)  # else once the charge is settled
         return response
+
+    def _abandon(self, ex: Exchange) -> None:
+        """The request ends without an answer that settles its charge: end the charge (released
+        while nothing may have been generated, else charged its bound)."""
+        charge = ex.charge
+        if charge is not None and not charge.ended and not ex.settling:
+            self.spawn(charge.release())
 
     def _finish(self, ex: Exchange) -> None:
         elapsed = time.perf_counter() - ex.started
@@ -166,20 +200,6 @@ class Gateway:
             log.info("request", extra={"access": ctx})
         if ex.span is not None:  # ends when the request is done, a stream's charge settled
             ex.span.end(ctx)
-
-    def give_back_window(self, ex: Exchange, used_tokens: int | None = None) -> None:
-        """Correct a model's rate window: to the tokens used (settled), or give the whole request
-        back (refused or never sent). Best effort, off the request path."""
-        if ex.model_window is None:
-            return
-        scope, start, bound = ex.model_window
-        ex.model_window = None
-        requests, tokens = (-1, -bound) if used_tokens is None else (0, used_tokens - bound)
-        self.spawn(self._adjust_window(scope, start, requests, tokens))
-
-    async def _adjust_window(self, scope: str, start: int, requests: int, tokens: int) -> None:
-        with contextlib.suppress(LedgerUnavailable):  # the window ends soon; it only stays stricter
-            await self.meter.ledger.adjust_rate(scope, start, requests, tokens)
 
     def observe(self, method: str, route: str, status: int, started: float, rid: str) -> None:
         """A request outside the metered routes (models, usage, stored responses, unknown URLs)."""
@@ -218,16 +238,12 @@ class Gateway:
             ctx["translated"] = True
         if ex.span is not None:
             ex.span.request(first.body, first.cap, alloc.name)
-        est = dearest(plans)
-        ledger_rid = new_id()
-        await self._reserve(ex, alloc, ledger_rid, key, route, est)
-        charge = Charge(self, alloc, ledger_rid, key, route, est, ctx)
+        charge = await self._reserve(ex, alloc, key, plans)
         sent = await self._upstream(ex, plans, charge)
         if isinstance(sent, Response):
             return sent
         used, resp = sent
-        ex.held = None  # from here on the Charge settles it, whatever happens
-        charge.route, charge.exchange = used.route, ex  # at the answering backend's price
+        charge = ex.charge or charge  # a fallback after an unanswered attempt holds its own
         if used.route is not route:
             ctx["backend"] = used.route.model_id
         if (
@@ -245,37 +261,46 @@ class Gateway:
     async def _upstream(
         self, ex: Exchange, plans: list[Plan], charge: Charge
     ) -> tuple[Plan, Upstream] | Response:
-        """Send the reserved request to the first upstream that takes it: on a connection failure,
-        timeout, 429 or 5xx — nothing has reached the client yet — the next one is tried. When none
-        does, release what the request holds."""
-        ex.held = (charge.alloc, charge.ledger_rid)
+        """Send the reserved request to the first upstream that takes it; each attempt passes its
+        own model's rate limits first. On a refused connection, a model rate limit, a 429 or 5xx —
+        nothing has reached the client yet — the next one is tried. An attempt that left and got no
+        answer is charged its bound (the upstream may have generated it), and the next one is
+        reserved anew. When none answers, the last error is the answer."""
         for i, attempt in enumerate(plans):
             last = i == len(plans) - 1
             try:
+                await self._admit(ex, charge, attempt)
+                charge.attempt(attempt.route, attempt.estimate)
                 resp = await self._send(attempt.route, attempt.endpoint, attempt.payload)
-            except errors.GatewayError:  # the upstream never took the request
+            except _Unanswered as unanswered:  # it left: charged, whatever follows
                 self.breakers.failed(attempt.route)
+                await charge.reservation()
+                if last:
+                    raise unanswered.error from unanswered
+                self._fell_back(ex, attempt.route, plans[i + 1].route, "unanswered")
+                charge = await self._reserve(ex, charge.alloc, charge.key, plans[i + 1 :])
+                continue
+            except errors.GatewayError as err:  # it never left (or a model's rate limit refused it)
+                charge.billable = False
+                if err.status != 429:
+                    self.breakers.failed(attempt.route)
                 if not last:
-                    self._fell_back(ex, attempt.route, plans[i + 1].route, "transport")
+                    charge.give_back_window()
+                    self._fell_back(ex, attempt.route, plans[i + 1].route, _why(err))
                     continue
-                ex.held = None
-                await self.meter.release(charge.alloc, charge.ledger_rid)
-                self.give_back_window(ex)
-                raise
-            except BaseException:  # cancelled mid-call: the upstream may be generating, charge the bound
-                ex.held = None
-                self.spawn(charge.reservation())
+                await charge.release()
                 raise
             if resp.status == 429 or resp.status >= 500:
                 self.breakers.failed(attempt.route)
                 if not last:
                     resp.release()
+                    charge.billable = False  # an error answer: not billed
+                    charge.give_back_window()
                     self._fell_back(ex, attempt.route, plans[i + 1].route, str(resp.status))
                     continue
             if resp.status >= 400:
-                ex.held = None
-                await self.meter.release(charge.alloc, charge.ledger_rid)
-                self.give_back_window(ex)
+                charge.billable = False
+                await charge.release()
                 return await self._upstream_error(resp, attempt.route, ex.rid)
             self.breakers.succeeded(attempt.route)
             return attempt, resp
@@ -299,46 +324,59 @@ class Gateway:
             )
         return holders
 
-    async def _reserve(
-        self, ex: Exchange, alloc: Allocation, ledger_rid: str, key: KeyEntry, route: Route, est: Estimate
-    ) -> None:
+    async def _admit(self, ex: Exchange, charge: Charge, attempt: Plan) -> None:
+        """An attempt's model rate limits (a model's window spans allocations: its own call)."""
+        model = attempt.route.model
+        if model.limits is None:
+            return
+        bound = attempt.estimate.input_tokens + attempt.estimate.output_tokens
+        try:
+            admitted = await self.meter.ledger.admit_rate(model.rate_scope, model.limits, bound)
+        except LedgerUnavailable as err:
+            self.metrics.ledger_errors.inc()
+            raise errors.unavailable(
+                "The budget ledger is unreachable; no request is served unmetered. Retry shortly."
+            ) from err
+        ex.rate = ex.rate.tighter(admitted.state)
+        if not admitted.admitted:
+            self.metrics.rate_limited.labels("model").inc()
+            scope = f"model {attempt.route.model_id}"
+            raise ratelimits.limited(admitted.state, admitted.status, scope, bound)
+        charge.window = (model.rate_scope, admitted.window_start, bound)
+
+    async def _reserve(self, ex: Exchange, alloc: Allocation, key: KeyEntry, plans: list[Plan]) -> Charge:
+        """Reserve what covers whichever of `plans` answers; the Charge it returns holds it."""
+        est = dearest(plans)
         bound = est.input_tokens + est.output_tokens
         if est.cost > MAX_AMOUNT or bound > MAX_AMOUNT:
             self.metrics.rejected_budget.labels(alloc.namespace, alloc.name).inc()
             raise errors.insufficient_quota(
                 "This request's upper bound is beyond what any allocation can cover; lower max_tokens or n."
             )
-        model_rate = NO_RATE
+        first = plans[0]
+        charge = Charge(self, alloc, new_id(), key, first.route, est, ex.ctx, first.estimate)
         try:
-            if route.model.limits is not None:  # a model's window spans allocations: its own call
-                admitted = await self.meter.ledger.admit_rate(
-                    route.model.rate_scope, route.model.limits, bound
-                )
-                model_rate = admitted.state
-                if not admitted.admitted:
-                    self.metrics.rate_limited.labels("model").inc()
-                    raise ratelimits.limited(model_rate, admitted.status, f"model {route.model_id}", bound)
-                ex.model_window = (route.model.rate_scope, admitted.window_start, bound)
-            outcome = await self.meter.reserve(alloc, ledger_rid, key.name, route.model_id, est, key.limits)
+            outcome = await self.meter.reserve(
+                alloc, charge.ledger_rid, key.name, first.route.model_id, est, key.limits, charge.in_flight()
+            )
         except LedgerUnavailable as err:
-            self.give_back_window(ex)
             self.metrics.ledger_errors.inc()
             raise errors.unavailable(
                 "The budget ledger is unreachable; no request is served unmetered. Retry shortly."
             ) from err
         if outcome is UNMETERED:
             self.metrics.unmetered.inc()
-            return
-        if not outcome.accepted:
-            self.give_back_window(ex)
-        ex.rate = model_rate.tighter(outcome.rate)
+            ex.charge = charge
+            return charge
+        ex.rate = ex.rate.tighter(outcome.rate)
         if outcome.status in (ReserveStatus.RATE_LIMITED_REQUESTS, ReserveStatus.RATE_LIMITED_TOKENS):
             self.metrics.rate_limited.labels("allocation_or_key").inc()
             scope = f"allocation {alloc.namespace}/{alloc.name} or key {key.name}"
             raise ratelimits.limited(ex.rate, outcome.status, scope, bound)
         self.metrics.budget.labels(alloc.namespace, alloc.name).set(alloc.budget / NANO_PER_USD)
         if outcome.accepted:
-            return
+            ex.charge = charge
+            return charge
         if outcome.status is ReserveStatus.EXPIRED:  # reached Redis after we would have given up
             self.metrics.ledger_errors.inc()
             raise errors.unavailable(
@@ -360,7 +398,8 @@ class Gateway:
         )
 
     async def _send(self, route: Route, endpoint: Endpoint, payload: bytes) -> Upstream:
-        """POST the request upstream; transport failures are 502/504 (nothing was generated)."""
+        """POST the request upstream. Failures before it left are 502/504 (`GatewayError`); after it
+        left, with no answer, `_Unanswered` carrying the 502/504."""
         headers = {"Content-Type": "application/json", **route.auth_headers()}
         if self.tracer is not None:  # W3C trace context for the upstream
             self.tracer.inject(headers, route)
@@ -370,6 +409,14 @@ class Gateway:
             resp = await self.http.request(
                 "POST", route.url(endpoint.value), payload, headers, total=route.provider.timeout_seconds
             )
+        except Unanswered as err:
+            timed_out = isinstance(err, TimeoutError)
+            self.metrics.upstream_errors.labels(provider, "timeout" if timed_out else "transport").inc()
+            raise _Unanswered(
+                errors.gateway_timeout(f"The upstream {provider} did not answer in time.")
+                if timed_out
+                else errors.bad_gateway(f"The upstream {provider} broke off before answering.")
+            ) from err
         except TimeoutError as err:
             self.metrics.upstream_errors.labels(provider, "timeout").inc()
             raise errors.gateway_timeout(f"The upstream {provider} did not answer in time.") from err
@@ -418,8 +465,7 @@ class Gateway:
         """A whole answer: charge it, and hand it on (as a Responses object when translated)."""
         try:
             raw = await resp.read()
-        except (TimeoutError, UpstreamError) as err:
-            self.spawn(charge.reservation())  # it may have generated everything: charge the bound
+        except (TimeoutError, UpstreamError) as err:  # it may have generated everything: the bound
             raise errors.bad_gateway("The upstream broke off its response.") from err
         finally:
             resp.release()
@@ -443,15 +489,9 @@ class Gateway:
             elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
                 await self.remember(parsed["id"], charge.stored)
         finally:
-            self.spawn(self._settle_json(charge, usage, output, ex))
+            self.spawn(self._settles(charge, ex, charge.usage(usage, output)))
         headers = {"x-request-id": ex.rid, **ratelimits.headers(ex.rate)}
         return Response(raw, status_code=resp.status, media_type=media_type, headers=headers)
-
-    async def _settle_json(self, charge: Charge, usage: Usage | None, output: Output, ex: Exchange) -> None:
-        try:
-            await charge.usage(usage, output)
-        finally:
-            self._finish(ex)
 
     async def remember(self, response_id: str, owner: Owner) -> None:
         try:
@@ -474,10 +514,10 @@ class Gateway:
             settled = True
             if ended or sse.done:
                 resp.release()  # kept alive when the upstream finished its body
-                self.spawn(self._after_stream(charge, sse, ex))
+                self.spawn(self._settles(charge, ex, self._after_stream(charge, sse)))
             else:
                 ex.ctx["client_left"] = True
-                self.spawn(self._read_on(resp, charge, sse, ex))
+                self.spawn(self._settles(charge, ex, self._read_on(resp, charge, sse)))
 
         async def events() -> AsyncIterator[bytes]:
             ended = False
@@ -504,14 +544,13 @@ class Gateway:
             on_close=lambda: settle(False),  # the client left before the stream even began
         )
 
-    async def _after_stream(self, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
+    async def _after_stream(self, charge: Charge, sse: SSEFilter) -> None:
         await charge.usage(sse.usage, sse.output)
         response_id = getattr(sse.reader, "response_id", None)
         if charge.stored is not None and response_id:
             await self.remember(response_id, charge.stored)
-        self._finish(ex)
 
-    async def _read_on(self, resp: Upstream, charge: Charge, sse: SSEFilter, ex: Exchange) -> None:
+    async def _read_on(self, resp: Upstream, charge: Charge, sse: SSEFilter) -> None:
         """Keep reading a stream whose client left, for the usage it ends with (bounded in time);
         without an end in time, charge the reservation."""
         ended = False
@@ -536,7 +575,19 @@ class Gateway:
         else:
             self.metrics.streams_abandoned.labels("reservation").inc()
             await charge.reservation()
-        self._finish(ex)
+
+
+class _Unanswered(Exception):
+    """The request left and no answer came: `error` is what the client gets if nothing else answers."""
+
+    def __init__(self, error: errors.GatewayError):
+        super().__init__(error.message)
+        self.error = error
+
+
+def _why(err: errors.GatewayError) -> str:
+    """The fallback reason of an attempt that never left."""
+    return "rate_limited" if err.status == 429 else "transport"
 
 
 def _reader(endpoint: Endpoint, translated: bool, request: dict[str, Any], route: Route) -> Reader:
@@ -559,6 +610,7 @@ class Plan:
     cap: OutputCap
     payload: bytes
     translated: bool
+    estimate: Estimate  # what this attempt may cost at its model's price
 
 
 def plan(endpoint: Endpoint, body: dict[str, Any], route: Route, stream: bool) -> Plan:
@@ -571,14 +623,24 @@ def plan(endpoint: Endpoint, body: dict[str, Any], route: Route, stream: bool) -
     apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
     if stream and endpoint is not Endpoint.RESPONSES and route.provider.stream_usage:
         upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    return Plan(route, endpoint, body, cap, serialize(upstream_body), translated)
+    payload = serialize(upstream_body)  # first: it refuses bodies nested too deep to walk
+    model = route.model
+    try:
+        bound = estimate(endpoint, body, model.price, model.encoding, cap, model.context_window)
+    except UnboundedInput as err:
+        raise errors.invalid_request(
+            f"This request refers to input the gateway cannot see ({err.param}), and the model "
+            f"{route.model_id} has no context window to bound it by: its provider's owner can set "
+            "spec.models[].contextWindow on the AIProvider.",
+            param=err.param,
+            code="context_window_required",
+        ) from err
+    return Plan(route, endpoint, body, cap, payload, translated, bound)
 
 
 def dearest(plans: list[Plan]) -> Estimate:
     """One reservation that covers whichever upstream answers."""
-    estimates = [
-        estimate(p.endpoint, p.body, p.route.model.price, p.route.model.encoding, p.cap) for p in plans
-    ]
+    estimates = [p.estimate for p in plans]
     return Estimate(
         max(e.cost for e in estimates),
         max(e.input_tokens for e in estimates),

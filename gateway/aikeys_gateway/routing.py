@@ -77,21 +77,29 @@ def resolve(model_id: object, key: KeyEntry, catalog: Catalog, allowed_hosts: tu
         raise forbidden(
             f"The provider {owner}:{provider_name} has no credentials yet.", code="provider_not_ready"
         )
-    backends = tuple(_backends(model, provider, catalog, allowed_hosts))
+    backends = tuple(_backends(model, provider, key.namespace, catalog, allowed_hosts))
     return Route(model_id, provider, model, credential, model.weight, backends)
 
 
 def _backends(
-    model: ModelEntry, provider: ProviderEntry, catalog: Catalog, allowed_hosts: tuple[str, ...]
+    model: ModelEntry,
+    provider: ProviderEntry,
+    caller: str,
+    catalog: Catalog,
+    allowed_hosts: tuple[str, ...],
 ) -> list[Route]:
-    """The usable backends of a model: existing, shared with its provider's namespace, on an allowed
-    host, with credentials. Others are left out (the AIProvider's status says why)."""
+    """The usable backends of a model: existing, shared with its provider's namespace *and* with the
+    caller's (sharing is not transitive: a model published to everyone cannot lend out a provider
+    shared only with its publisher), on an allowed host, with credentials. Others are left out (the
+    AIProvider's status says why)."""
     found = []
     for backend_id, weight in model.backends:
         parsed = parse_model_id(backend_id)
         other = catalog.provider(parsed[0], parsed[1]) if parsed else None
         served = other.models.get(parsed[2]) if other and parsed else None
-        if other is None or served is None or not other.shared_to(provider.namespace):
+        if other is None or served is None:
+            continue
+        if not (other.shared_to(provider.namespace) and other.shared_to(caller)):
             continue
         credential = catalog.credential(other)
         if not host_allowed(other.host, allowed_hosts) or (other.has_credentials and credential is None):

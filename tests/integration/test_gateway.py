@@ -20,6 +20,7 @@ from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess
 from aikeys.devstack.upstream import MockUpstreamProcess
+from aikeys.estimate import Endpoint, input_tokens
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
@@ -422,19 +423,25 @@ def test_upstream_error_releases_the_reservation(
     assert (after.spent, after.requests, after.reserved) == (before.spent, before.requests, 0)
 
 
-def test_upstream_timeout_is_504_and_releases(
+def test_upstream_timeout_after_the_request_left_is_504_and_charged_its_bound(
     gateway: GatewayProcess,
     world: dict[str, str],
     mock_upstream: MockUpstreamProcess,
     redis_server: RedisServer,
 ) -> None:
+    """The upstream had the request and may be generating it (and billing it): a sent request is
+    never simply released (issue 21, #2). It was: 504 and nothing charged."""
     before = state(redis_server, "main")
     mock_upstream.configure(latency_ms=3000)  # the provider's timeout is 2s
     with pytest.raises(openai.APIStatusError) as slow:
-        client(gateway, world["main"]).chat.completions.create(model=f"{NS}:mock/gpt", messages=MESSAGES)
+        client(gateway, world["main"]).chat.completions.create(
+            model=f"{NS}:mock/gpt", messages=MESSAGES, max_tokens=7
+        )
     assert slow.value.status_code == 504
-    after = state(redis_server, "main")
-    assert (after.spent, after.reserved) == (before.spent, 0)
+    assert len(mock_upstream.requests()) == 1
+    bound_in = input_tokens(Endpoint.CHAT, {"messages": MESSAGES}, None)
+    after = settled(redis_server, "main", before.requests + 1)
+    assert (after.spent - before.spent, after.reserved) == (PRICE.cost(bound_in, 7), 0)
 
 
 def test_secrets_stay_out_of_logs(
