@@ -114,7 +114,7 @@ metadata: {{name: mock}}
 spec:
   baseURL: {mock}
   models:
-  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096, contextWindow: 128000}}
+  - {{name: gpt-4o-mini, inputPricePerMillion: "0.15", outputPricePerMillion: "0.60", maxOutputTokens: 4096}}
   - {{name: embeddings, inputPricePerMillion: "0.02", outputPricePerMillion: "0"}}
 ---
 apiVersion: aikeys.dev/v1alpha1
