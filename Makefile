@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-scale crds help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
+.PHONY: bench bench-scale crds fuzz help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ typecheck: venv ## mypy (strict)
 
 test: setup lint typecheck ## THE test command: installs what is missing, then ruff, mypy and pytest
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 2000
+fuzz: setup ## The generative pipeline test at length (FUZZ_EXAMPLES requests; make test runs 100)
+	AIKEYS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/integration/test_pipeline_fuzz.py $(PYTEST_ARGS)
 
 unit: venv ## Only the fast tests that need no servers
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

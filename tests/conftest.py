@@ -75,6 +75,9 @@ MOCK_DEFAULTS: dict[str, object] = {
     "usage_prompt_tokens": None,
     "usage_completion_tokens": None,
     "stall_before_usage_ms": 0.0,
+    "late_ms": 0.0,
+    "reset": False,
+    "fault_count": None,
 }
 
 

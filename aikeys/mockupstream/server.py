@@ -52,6 +52,9 @@ class Behaviour:
     usage_prompt_tokens: int | None = None  # report this prompt_tokens (input_tokens) instead of the count
     usage_completion_tokens: int | None = None  # report this completion_tokens (output_tokens) instead
     stall_before_usage_ms: float = 0.0  # streams: pause after the last delta, before the finish tail
+    late_ms: float = 0.0  # JSON answers: generated (and billed) at once, sent this much later
+    reset: bool = False  # JSON answers: generated (and billed), then the connection is cut unanswered
+    fault_count: int | None = None  # late_ms / reset apply to this many answers (None: until changed)
 
     def update(self, changes: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -108,7 +111,11 @@ class MockUpstream:
     # --- plumbing ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_log_status])
+        @web.middleware
+        async def faults(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await self._faults(request, handler)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_log_status, faults])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -130,6 +137,30 @@ class MockUpstream:
         app.router.add_delete("/_mock/requests", self.clear_requests)
         app.router.add_get("/healthz", self.healthz)
         return app
+
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A generated JSON answer sent late (`late_ms`) or never (`reset`): the upstream did the
+        work, and a real provider bills it."""
+        response: web.StreamResponse = await handler(request)
+        b = self.behaviour
+        entry = request.get(LOG_ENTRY)
+        faulty = (b.late_ms or b.reset) and b.fault_count != 0
+        if not faulty or entry is None or "billed" not in entry or response.prepared:
+            return response
+        if b.fault_count is not None:
+            b.fault_count -= 1
+        entry["fault"] = "reset" if b.reset else "late"
+        if b.late_ms:
+            await asyncio.sleep(b.late_ms / 1000)
+        if b.reset and request.transport is not None:
+            request.transport.abort()
+        return response
+
+    def _bill(self, request: web.Request, input_tokens: int, output_tokens: int) -> None:
+        """What this generation costs at a provider: the honest counts, whatever usage reports."""
+        entry = request.get(LOG_ENTRY)
+        if entry is not None:
+            entry["billed"] = {"input": input_tokens, "output": output_tokens}
 
     def _error(
         self, status: int, message: str, type_: str, param: str | None = None, code: str | None = None
@@ -301,6 +332,7 @@ class MockUpstream:
         call_ids = [[wire.new_id("call_", 24) for _ in reply.calls] for _ in range(n)]
         model = body["model"]
         with_usage = self.behaviour.usage
+        self._bill(request, prompt, reply.generated * n)
         usage = self._usage(prompt, reply.generated * n, reply.reasoning_tokens * n) if with_usage else None
         if not body.get("stream"):
             answers = [_message(reply, ids) for ids in call_ids]
@@ -384,6 +416,7 @@ class MockUpstream:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         reply = self._plan(replies.Ask(limit=limit), kind="text")
         generated = reply.generated * best_of * len(prompts)  # every candidate is billed
+        self._bill(request, prompt, generated)
         choices = n * len(prompts)
         model = body["model"]
         with_usage = self.behaviour.usage
@@ -423,6 +456,7 @@ class MockUpstream:
                 param="encoding_format",
             )
         prompt = tokens.count_prompt(inputs)
+        self._bill(request, prompt, 0)
         if self.behaviour.usage_prompt_tokens is not None:
             prompt = self.behaviour.usage_prompt_tokens
         usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": prompt}
@@ -598,6 +632,7 @@ class MockUpstream:
             obfuscate=obfuscate,
         )
         prompt = tokens.count_items(context, body.get("instructions"))
+        self._bill(request, prompt, reply.generated)
         usage = self._response_usage(prompt, reply.generated, reply.reasoning_tokens) if b.usage else None
         resp_id, created = responses.hex_id("resp_"), int(time.time())
         status = "incomplete" if reply.cut else "completed"

@@ -512,7 +512,12 @@ class Gateway:
             if settled:
                 return
             settled = True
-            if ended or sse.done:
+            if ex.ctx.get("upstream_broke") and sse.usage is None:
+                # broken off without its usage: it may have generated more than it sent (tokens in
+                # flight, hidden reasoning), and the provider bills that: the bound
+                resp.release()
+                self.spawn(self._settles(charge, ex, charge.reservation()))
+            elif ended or sse.done:
                 resp.release()  # kept alive when the upstream finished its body
                 self.spawn(self._settles(charge, ex, self._after_stream(charge, sse)))
             else:

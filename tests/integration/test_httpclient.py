@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aikeys_gateway.httpclient import HIGH_WATER, Client, Response, UpstreamError, origin
+from aikeys_gateway.httpclient import HIGH_WATER, Client, Response, UnansweredError, UpstreamError, origin
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -407,9 +407,13 @@ async def test_idle_connection_closed_by_the_server_is_dropped(client: Client) -
         assert client.connections == 3 and srv.connections == 3 and len(srv.requests) == 3
 
 
-async def test_reused_connection_dying_unanswered_is_retried_once(
-    client: Client,
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_reused_connection_dying_unanswered_is_retried_once_unless_it_is_a_post(
+    client: Client, method: str
 ) -> None:
+    """An idempotent request is sent again; a POST the upstream had is not: it may have generated
+    (and billed) it, so the caller gets Unanswered and charges it (issue 21, #2)."""
+
     async def handler(c: Conn) -> None:
         if c.server.connections == 1:
             await c.request()
@@ -423,7 +427,12 @@ async def test_reused_connection_dying_unanswered_is_retried_once(
     async with RawServer(handler) as srv:
         _, body = await get(client, srv.url())
         assert body == b"first"
-        resp = await client.request("POST", srv.url(), b"again", total=OK)
+        if method == "POST":
+            with pytest.raises(UnansweredError):
+                await client.request("POST", srv.url(), b"again", total=OK)
+            assert [r.body for r in srv.requests] == [b"", b"again"]  # sent once
+            return
+        resp = await client.request(method, srv.url(), b"again", total=OK)
         assert await resp.read() == b"fresh again"
         assert client.connections == 2 and srv.connections == 2
         assert [r.body for r in srv.requests] == [b"", b"again", b"again"]  # sent twice: once per connection
@@ -1341,7 +1350,9 @@ UVLOOP_CASES: dict[str, Callable[[Client, dict[str, Cert]], Awaitable[None]]] = 
     "1xx": lambda c, _: test_informational_responses_are_skipped(c, True),
     "large-request": lambda c, _: test_large_request_body_arrives_intact(c),
     "idle-closed": lambda c, _: test_idle_connection_closed_by_the_server_is_dropped(c),
-    "retry": lambda c, _: test_reused_connection_dying_unanswered_is_retried_once(c),
+    "retry": lambda c, _: test_reused_connection_dying_unanswered_is_retried_once_unless_it_is_a_post(
+        c, "GET"
+    ),
     "retry-race": lambda c, _: test_reused_connection_closed_just_before_the_request_is_retried(c),
     "no-retry": lambda c, _: test_fresh_connection_closed_without_answer_is_not_retried(c),
     "concurrent": lambda c, _: test_fifty_concurrent_requests_get_their_own_answers(c),
