@@ -85,6 +85,11 @@ def test_sign_in_cookie_flags_and_csrf(ui_gateway: GatewayProcess, people: Peopl
     )
     max_age = int(re.search(r"max-age=(\d+)", flags).group(1))  # type: ignore[union-attr]
     assert 0 < max_age <= 2 * 3600  # never longer than the token (2h)
+    # the sign-in form's cookie is cleared with the attributes it was set with (a browser matches them)
+    cleared = cookie_header(ok, "aikeys_login").lower()
+    assert cleared.startswith('aikeys_login="";') and "max-age=0" in cleared
+    assert "httponly" in cleared and "samesite=strict" in cleared and "path=/ui" in cleared
+    assert "secure" not in cleared
     value = session.split(";")[0].split("=", 1)[1]
     for form_of_token in (people.alice, base64.b64encode(people.alice.encode()).decode()[:40]):
         assert form_of_token not in value  # sealed: the token cannot be read out of the cookie
@@ -102,10 +107,15 @@ def test_sign_in_cookie_flags_and_csrf(ui_gateway: GatewayProcess, people: Peopl
     tls.cookies.set("aikeys_login", csrf_of(tls_form.text))  # httpx keeps Secure cookies off plain http
     tls_ok = tls.post("/ui/login", data={"csrf": csrf_of(tls_form.text), "credential": people.alice})
     assert "; secure" in cookie_header(tls_ok, "aikeys_session").lower()
+    tls_cleared = cookie_header(tls_ok, "aikeys_login").lower()
+    assert "max-age=0" in tls_cleared and "samesite=strict" in tls_cleared and "; secure" in tls_cleared
     # signing out needs the session's CSRF token too
     assert client.post("/ui/logout", data={}).status_code == 403
     out = client.post("/ui/logout", data={"csrf": csrf_of(keys.text)})
-    assert out.status_code == 303 and 'aikeys_session=""' in out.headers["set-cookie"]
+    assert out.status_code == 303
+    ended = cookie_header(out, "aikeys_session").lower()
+    assert ended.startswith('aikeys_session="";') and "max-age=0" in ended
+    assert "httponly" in ended and "samesite=strict" in ended and "path=/ui" in ended
 
 
 def test_keys_with_the_persons_own_rbac(

@@ -34,10 +34,10 @@ from aikeys_gateway.ui.session import (
     COOKIE,
     LOGIN_COOKIE,
     MAX_COOKIE_BYTES,
-    PATH,
     Kind,
     Sealer,
     Session,
+    clear_cookie,
     derive_key,
     jwt_expiry,
     new_csrf,
@@ -417,7 +417,7 @@ class UI:
             session = Session(Kind.TOKEN, credential, who.username, new_csrf(), expires)
         response = redirect("/ui/keys")
         self.set_session(response, request, session)
-        response.delete_cookie(LOGIN_COOKIE, path=PATH)
+        clear_cookie(response, LOGIN_COOKIE, secure=self.secure(request))
         return response
 
     @handled
@@ -427,9 +427,7 @@ class UI:
         if signed is not None:
             self.check_post(request, signed, form)
         response = redirect("/ui/login")
-        response.delete_cookie(
-            COOKIE, path=PATH, secure=self.secure(request), httponly=True, samesite="strict"
-        )
+        clear_cookie(response, COOKIE, secure=self.secure(request))
         return response
 
     # --- AI Keys --------------------------------------------------------------------------------
