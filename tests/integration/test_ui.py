@@ -279,9 +279,36 @@ def test_a_token_without_rbac_sees_nothing(ui_gateway: GatewayProcess, people: P
     assert keys.status_code == 403 and "web-" not in keys.text
     assert f'<option value="{NS}">' not in keys.text  # the picker offers only what one may list
     usage = nobody.get("/ui/usage", params={"namespace": NS})
-    assert usage.status_code == 403 and "may not list aikeys" in usage.text and "USD" not in usage.text
+    assert usage.status_code == 403 and "USD" not in usage.text
+    assert "may not list keyusages.usage.aikeys.dev in namespace" in usage.text
     assert nobody.get("/ui/usage.json", params={"namespace": NS}).status_code == 403
     assert nobody.get("/ui/usage.json", params={"namespace": "*"}).status_code == 403
+
+
+def test_the_usage_page_needs_the_usage_right_alone(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    """The AI Usage page asks what /api/usage and `kubectl get keyusages` ask: list keyusages."""
+    cp = control_plane
+    tokens = {}
+    for who, resource in (("usage-only", "keyusages.usage.aikeys.dev"), ("keys-only", "aikeys.aikeys.dev")):
+        cp.kubectl("create", "serviceaccount", who, "-n", NS)
+        cp.kubectl("create", "role", who, "-n", NS, "--verb=get,list", f"--resource={resource}")
+        cp.kubectl("create", "rolebinding", who, "-n", NS, f"--role={who}", f"--serviceaccount={NS}:{who}")
+        tokens[who] = cp.kubectl("create", "token", who, "-n", NS).stdout.strip()
+    reader = sign_in(ui_gateway, tokens["usage-only"])
+    page = reader.get("/ui/usage")
+    assert page.status_code == 200 and "Spend per day" in page.text
+    assert f'<option value="{NS}" selected>' in page.text and f'<option value="{OTHER}"' not in page.text
+    assert reader.get("/ui/usage.json", params={"namespace": NS}).status_code == 200
+    assert reader.get("/ui/usage.json", params={"namespace": OTHER}).status_code == 403
+    manager = sign_in(ui_gateway, tokens["keys-only"])
+    assert manager.get("/ui/keys", params={"namespace": NS}).status_code == 200
+    usage = manager.get("/ui/usage", params={"namespace": NS})
+    assert usage.status_code == 403 and "USD" not in usage.text
+    assert (
+        f"may not list keyusages.usage.aikeys.dev in namespace {NS}, so may not read its usage." in usage.text
+    )
 
 
 def test_an_ai_key_sees_only_itself(ui_gateway: GatewayProcess, people: People) -> None:
