@@ -4,8 +4,9 @@ One right reads usage on every path: whoever may `list keyusages.usage.aikeys.de
 reads that namespace's usage (`/api/usage`, the AI Usage page, `kubectl get keyusages`); across the
 cluster, every namespace's. The gateway asks the API server with its own identity (it needs
 `create` on tokenreviews and subjectaccessreviews, nothing more). Answers are cached briefly: a
-token for at most 5 s (a deleted ServiceAccount's token stops working within that), a right for 10 s
-(as the usage API's), a refusal for 2 s.
+token for 5 s (one the API server stops accepting, a deleted ServiceAccount's, is refused here at
+most 5 s later; kube-apiserver itself keeps a valid token's answer for 10 s), a right for 10 s (as
+the usage API's), a refusal for 2 s.
 """
 
 from __future__ import annotations
