@@ -1,8 +1,12 @@
 """People, not keys: Kubernetes tokens checked with TokenReview, rights with SubjectAccessReview.
 
-Whoever may `list aikeys` in a namespace may read that namespace's usage; `list aikeys` across the
-cluster reads every namespace's. The gateway asks the API server with its own identity (it needs
-`create` on tokenreviews and subjectaccessreviews, nothing more). Answers are cached briefly.
+One right reads usage on every path: whoever may `list keyusages.usage.aikeys.dev` in a namespace
+reads that namespace's usage (`/api/usage`, the AI Usage page, `kubectl get keyusages`); across the
+cluster, every namespace's. The gateway asks the API server with its own identity (it needs
+`create` on tokenreviews and subjectaccessreviews, nothing more). Answers are cached briefly: a
+token for 5 s (one the API server stops accepting, a deleted ServiceAccount's, is refused here at
+most 5 s later; kube-apiserver itself keeps a valid token's answer for 10 s), a right for 10 s (as
+the usage API's), a refusal for 2 s.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Generic, TypeVar
 from aikeys.kube.client import KubeClient
 from aikeys.resources import GROUP
 from aikeys_gateway.errors import GatewayError, unauthorized
+
+USAGE_GROUP = "usage.aikeys.dev"
+USAGE = (USAGE_GROUP, "keyusages")  # the usage API's resource: the one right to read usage
+AIKEYS = (GROUP, "aikeys")
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,24 @@ class TTLCache(Generic[K, V]):
 
 
 class KubeAuth:
-    """TokenReview answers are cached for `ttl` (a refusal only for `refused_ttl`), at most
-    `size` of each kind, so neither a flood of bad tokens nor of good ones grows memory."""
+    """TokenReview answers are cached for `ttl`, SubjectAccessReview answers for `rights_ttl` (a
+    refusal of either only for `refused_ttl`), at most `size` of each kind, so neither a flood of
+    bad tokens nor of good ones grows memory."""
 
-    def __init__(self, kube: KubeClient, ttl: float = 30.0, refused_ttl: float = 2.0, size: int = 4096):
+    def __init__(
+        self,
+        kube: KubeClient,
+        ttl: float = 5.0,
+        rights_ttl: float = 10.0,
+        refused_ttl: float = 2.0,
+        size: int = 4096,
+    ):
         self.kube = kube
         self.ttl = ttl
+        self.rights_ttl = rights_ttl
         self.refused_ttl = refused_ttl
         self._people: TTLCache[str, Person | None] = TTLCache(size)
-        self._rights: TTLCache[tuple[str, str], bool] = TTLCache(size)
+        self._rights: TTLCache[tuple[str, str, str, str], bool] = TTLCache(size)
 
     async def person(self, token: str) -> Person:
         digest = hashlib.sha256(token.encode()).hexdigest()
@@ -89,13 +106,14 @@ class KubeAuth:
             )
         return found
 
-    async def may_list_aikeys(self, person: Person, namespace: str) -> bool:
-        """namespace "" asks about the whole cluster."""
-        cache_key = (person.username + "|" + ",".join(person.groups), namespace)
+    async def may_list(self, person: Person, namespace: str, resource: tuple[str, str] = USAGE) -> bool:
+        """May the person `list` the (group, resource) in the namespace ("": the whole cluster)?"""
+        group, plural = resource
+        cache_key = (person.username + "|" + ",".join(person.groups), namespace, group, plural)
         hit, cached = self._rights.get(cache_key)
         if hit and cached is not None:
             return cached
-        attrs = {"verb": "list", "group": GROUP, "resource": "aikeys"}
+        attrs = {"verb": "list", "group": group, "resource": plural}
         if namespace:
             attrs["namespace"] = namespace
         review = await self.kube.create(
@@ -112,15 +130,17 @@ class KubeAuth:
             },
         )
         allowed = bool((review.get("status") or {}).get("allowed"))
-        self._rights.put(cache_key, allowed, self.ttl if allowed else self.refused_ttl)
+        self._rights.put(cache_key, allowed, self.rights_ttl if allowed else self.refused_ttl)
         return allowed
 
-    async def require(self, person: Person, namespace: str) -> None:
-        if not await self.may_list_aikeys(person, namespace):
+    async def require_usage(self, person: Person, namespace: str) -> None:
+        """403 unless the person may read the namespace's usage ("": every namespace's)."""
+        if not await self.may_list(person, namespace, USAGE):
             where = f"namespace {namespace}" if namespace else "all namespaces"
             raise GatewayError(
                 403,
-                f"{person.username} may not list aikeys in {where}, so may not read its usage.",
+                f"{person.username} may not list keyusages.{USAGE_GROUP} in {where}, so may not read "
+                "its usage.",
                 "permission_error",
                 "forbidden",
             )

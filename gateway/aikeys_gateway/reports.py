@@ -99,7 +99,8 @@ def router(state: State) -> APIRouter:
         until: Until = None,
     ) -> UsageReport:
         """Usage over days. With an AI key: that key's own usage. With a Kubernetes bearer token:
-        a namespace's (or, with namespace=*, every namespace's) usage, for whoever may list its AIKeys."""
+        a namespace's (or, with namespace=*, every namespace's) usage, for whoever may list its
+        KeyUsages (`list keyusages.usage.aikeys.dev`, the right `kubectl get keyusages` needs)."""
         today = dt.datetime.now(dt.UTC).date()
         end = until or today
         if not EARLIEST <= end <= today + dt.timedelta(days=1):
@@ -126,7 +127,7 @@ def router(state: State) -> APIRouter:
             raise errors.invalid_request(
                 "With a Kubernetes token, pass namespace=<name> (or * for all).", param="namespace"
             )
-        await state.kubeauth.require(person, "" if namespace == "*" else namespace)
+        await state.kubeauth.require_usage(person, "" if namespace == "*" else namespace)
         allocations = [
             a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
         ]

@@ -120,6 +120,29 @@ def test_lint_and_server_side_dry_run(cluster: ControlPlane, values: Path) -> No
         )
 
 
+def test_the_usage_right_ships_without_the_aggregated_api(cluster: ControlPlane) -> None:
+    """/api/usage and the AI Usage page ask for `list keyusages` whether or not the usage API is served:
+    the ClusterRole that gives it to view, edit and admin is there either way."""
+    for enabled in ("true", "false"):
+        rendered = helm(
+            cluster, "template", "aikeys", str(CHART), "--set", f"usageAPI.enabled={enabled}"
+        ).stdout
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+        [reader] = [
+            d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "aikeys-usage-reader"
+        ]
+        assert reader["rules"] == [
+            {"apiGroups": ["usage.aikeys.dev"], "resources": ["keyusages"], "verbs": ["get", "list"]}
+        ]
+        for role in ("view", "edit", "admin"):
+            assert reader["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{role}"] == "true"
+        assert ("APIService" in {d["kind"] for d in docs}) is (enabled == "true")
+    off = helm(
+        cluster, "template", "aikeys", str(CHART), "--set", "usageAPI.aggregateToViewRoles=false"
+    ).stdout
+    assert "aikeys-usage-reader" not in off
+
+
 @contextlib.contextmanager
 def usage_api_released(cp: ControlPlane, usage_api: usageapi.UsageAPI) -> Iterator[None]:
     """An APIService name is cluster-wide: the test gateway's registration steps aside while a release

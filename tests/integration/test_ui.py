@@ -85,6 +85,11 @@ def test_sign_in_cookie_flags_and_csrf(ui_gateway: GatewayProcess, people: Peopl
     )
     max_age = int(re.search(r"max-age=(\d+)", flags).group(1))  # type: ignore[union-attr]
     assert 0 < max_age <= 2 * 3600  # never longer than the token (2h)
+    # the sign-in form's cookie is cleared with the attributes it was set with (a browser matches them)
+    cleared = cookie_header(ok, "aikeys_login").lower()
+    assert cleared.startswith('aikeys_login="";') and "max-age=0" in cleared
+    assert "httponly" in cleared and "samesite=strict" in cleared and "path=/ui" in cleared
+    assert "secure" not in cleared
     value = session.split(";")[0].split("=", 1)[1]
     for form_of_token in (people.alice, base64.b64encode(people.alice.encode()).decode()[:40]):
         assert form_of_token not in value  # sealed: the token cannot be read out of the cookie
@@ -102,10 +107,15 @@ def test_sign_in_cookie_flags_and_csrf(ui_gateway: GatewayProcess, people: Peopl
     tls.cookies.set("aikeys_login", csrf_of(tls_form.text))  # httpx keeps Secure cookies off plain http
     tls_ok = tls.post("/ui/login", data={"csrf": csrf_of(tls_form.text), "credential": people.alice})
     assert "; secure" in cookie_header(tls_ok, "aikeys_session").lower()
+    tls_cleared = cookie_header(tls_ok, "aikeys_login").lower()
+    assert "max-age=0" in tls_cleared and "samesite=strict" in tls_cleared and "; secure" in tls_cleared
     # signing out needs the session's CSRF token too
     assert client.post("/ui/logout", data={}).status_code == 403
     out = client.post("/ui/logout", data={"csrf": csrf_of(keys.text)})
-    assert out.status_code == 303 and 'aikeys_session=""' in out.headers["set-cookie"]
+    assert out.status_code == 303
+    ended = cookie_header(out, "aikeys_session").lower()
+    assert ended.startswith('aikeys_session="";') and "max-age=0" in ended
+    assert "httponly" in ended and "samesite=strict" in ended and "path=/ui" in ended
 
 
 def test_keys_with_the_persons_own_rbac(
@@ -269,9 +279,36 @@ def test_a_token_without_rbac_sees_nothing(ui_gateway: GatewayProcess, people: P
     assert keys.status_code == 403 and "web-" not in keys.text
     assert f'<option value="{NS}">' not in keys.text  # the picker offers only what one may list
     usage = nobody.get("/ui/usage", params={"namespace": NS})
-    assert usage.status_code == 403 and "may not list aikeys" in usage.text and "USD" not in usage.text
+    assert usage.status_code == 403 and "USD" not in usage.text
+    assert "may not list keyusages.usage.aikeys.dev in namespace" in usage.text
     assert nobody.get("/ui/usage.json", params={"namespace": NS}).status_code == 403
     assert nobody.get("/ui/usage.json", params={"namespace": "*"}).status_code == 403
+
+
+def test_the_usage_page_needs_the_usage_right_alone(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    """The AI Usage page asks what /api/usage and `kubectl get keyusages` ask: list keyusages."""
+    cp = control_plane
+    tokens = {}
+    for who, resource in (("usage-only", "keyusages.usage.aikeys.dev"), ("keys-only", "aikeys.aikeys.dev")):
+        cp.kubectl("create", "serviceaccount", who, "-n", NS)
+        cp.kubectl("create", "role", who, "-n", NS, "--verb=get,list", f"--resource={resource}")
+        cp.kubectl("create", "rolebinding", who, "-n", NS, f"--role={who}", f"--serviceaccount={NS}:{who}")
+        tokens[who] = cp.kubectl("create", "token", who, "-n", NS).stdout.strip()
+    reader = sign_in(ui_gateway, tokens["usage-only"])
+    page = reader.get("/ui/usage")
+    assert page.status_code == 200 and "Spend per day" in page.text
+    assert f'<option value="{NS}" selected>' in page.text and f'<option value="{OTHER}"' not in page.text
+    assert reader.get("/ui/usage.json", params={"namespace": NS}).status_code == 200
+    assert reader.get("/ui/usage.json", params={"namespace": OTHER}).status_code == 403
+    manager = sign_in(ui_gateway, tokens["keys-only"])
+    assert manager.get("/ui/keys", params={"namespace": NS}).status_code == 200
+    usage = manager.get("/ui/usage", params={"namespace": NS})
+    assert usage.status_code == 403 and "USD" not in usage.text
+    assert (
+        f"may not list keyusages.usage.aikeys.dev in namespace {NS}, so may not read its usage." in usage.text
+    )
 
 
 def test_an_ai_key_sees_only_itself(ui_gateway: GatewayProcess, people: People) -> None:

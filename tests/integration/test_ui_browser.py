@@ -230,5 +230,5 @@ def test_keys_and_usage_in_chromium(
     assert "The cluster refused" in b("text", selector=".notice.error")
     assert b("visible", selector="#keys-table tbody tr[data-search]") == []
     b("goto", url=f"{gw.url}/ui/usage?namespace={NS}")
-    assert "may not list aikeys" in b("text", selector=".notice.error")
+    assert "may not list keyusages" in b("text", selector=".notice.error")
     assert "total-spend" not in b("html")

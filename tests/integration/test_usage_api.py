@@ -11,6 +11,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,7 +29,7 @@ from aikeys.devstack.usageapi import UsageAPI
 from aikeys.ledger.store import Ledger, connect
 from aikeys.money import Price, format_usd
 from aikeys.periods import Period
-from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows
+from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows, wait_for
 from tests.integration.test_credentials import exec_plugin, exec_user, kubeconfig_with
 
 pytestmark = pytest.mark.integration
@@ -241,3 +242,91 @@ def test_the_port_needs_the_front_proxy_certificate(world: ControlPlane, usage_a
     assert (code, body["reason"]) == (403, "Forbidden")  # the identity is authorised like any other
     code, body = _call(url, front_proxy, admin)
     assert code == 200 and [i["metadata"]["name"] for i in body["items"]] == ["alice", "bob"]
+
+
+def _api_usage(gateway: GatewayProcess, token: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        f"{gateway.url}/api/usage?namespace={NS}&days=1", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_one_right_reads_usage_on_every_path(
+    world: ControlPlane, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """`list keyusages` reads usage through kubectl and /api/usage alike; managing AIKeys does not."""
+    world.kubectl("create", "serviceaccount", "key-manager", "-n", NS)
+    world.kubectl(
+        "create",
+        "role",
+        "key-manager",
+        "-n",
+        NS,
+        "--verb=get,list,watch,create,update,patch,delete",
+        "--resource=aikeys.aikeys.dev",
+    )
+    world.kubectl(
+        "create",
+        "rolebinding",
+        "key-manager",
+        "-n",
+        NS,
+        "--role=key-manager",
+        f"--serviceaccount={NS}:key-manager",
+    )
+    for sa, allowed in (("reader", True), ("key-manager", False)):  # reader: get/list keyusages only
+        token = world.kubectl("create", "token", sa, "-n", NS).stdout.strip()
+        config = kubeconfig_with(world, tmp_path / sa, {"token": token}, namespace=NS)
+        listed = world.kubectl("get", "keyusages", f"--kubeconfig={config}", check=False)
+        code, body = _api_usage(gateway, token)
+        if allowed:
+            assert listed.returncode == 0 and "alice" in listed.stdout, listed.stderr
+            assert code == 200 and body["totals"]["requests"] == 2, body
+        else:
+            user = f"system:serviceaccount:{NS}:{sa}"
+            assert (
+                listed.returncode != 0
+                and (f'User "{user}" cannot list resource "keyusages" in API group "usage.aikeys.dev"')
+                in listed.stderr
+            )
+            assert code == 403 and body["error"]["message"] == (
+                f"{user} may not list keyusages.usage.aikeys.dev in namespace {NS}, so may not read "
+                "its usage."
+            )
+
+
+def test_a_deleted_service_accounts_token_stops_working(world: ControlPlane, gateway: GatewayProcess) -> None:
+    """The gateway believes a TokenReview for at most 5 s: once the API server stops accepting a
+    token (its ServiceAccount deleted), /api/usage refuses it within 5 s. (The API server itself
+    keeps accepting it for up to 10 s: kube-apiserver caches successful token authentications.)"""
+    world.kubectl("create", "serviceaccount", "leaver", "-n", NS)
+    world.kubectl(
+        "create", "rolebinding", "leaver", "-n", NS, "--role=usage-reader", f"--serviceaccount={NS}:leaver"
+    )
+    token = world.kubectl("create", "token", "leaver", "-n", NS).stdout.strip()
+    assert _api_usage(gateway, token)[0] == 200  # and now cached
+    world.kubectl("delete", "serviceaccount", "leaver", "-n", NS)
+    deleted = time.monotonic()
+    context = world.ssl_context()
+
+    def api_server_refuses() -> bool:
+        req = urllib.request.Request(f"{world.url}/api", headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=5, context=context):  # noqa: S310 - loopback
+                return False
+        except urllib.error.HTTPError as err:
+            return err.code == 401
+
+    wait_for(api_server_refuses, 30, "the API server to refuse the token", interval=0.1)
+    by_api_server = time.monotonic() - deleted
+    wait_for(
+        lambda: _api_usage(gateway, token)[0] == 401, 30, "the gateway to refuse the token", interval=0.1
+    )
+    by_gateway = time.monotonic() - deleted
+    print(f"\na deleted ServiceAccount's token refused by the API server after {by_api_server:.2f}s,")
+    print(f"by the gateway after {by_gateway:.2f}s")
+    assert by_gateway <= by_api_server + 5.5

@@ -26,7 +26,7 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 @dataclass(frozen=True)
 class People:
-    alice: str  # manages keys in NS (Role like `edit`)
+    alice: str  # manages keys and reads usage in NS (Role like `edit`)
     nobody: str  # no RBAC anywhere
     admin_token: str
 
@@ -68,7 +68,7 @@ def people(control_plane: ControlPlane, mock_upstream_process: MockUpstreamProce
         "-n",
         NS,
         "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=aikeys.aikeys.dev,allocations.aikeys.dev,secrets",
+        "--resource=aikeys.aikeys.dev,allocations.aikeys.dev,secrets,keyusages.usage.aikeys.dev",
         check=False,
     )
     cp.kubectl(

@@ -1,5 +1,7 @@
 """The gateway's key lookup without a server: watch events applied to the informer, the catalog's
-hash index they feed, and `authenticate` on top (format, checksum, revocation, expiry, rotation)."""
+hash index they feed, and `authenticate` on top (format, checksum, revocation, expiry, rotation);
+and the people behind Kubernetes tokens (`KubeAuth`): how long a token is believed, which right
+reads usage."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from aikeys_gateway import aggregated
 from aikeys_gateway.auth import authenticate, presented_key
 from aikeys_gateway.catalog import Catalog
 from aikeys_gateway.errors import GatewayError
+from aikeys_gateway.kubeauth import USAGE, KubeAuth, Person
 
 from aikeys import keys
 from aikeys.kube.client import KubeClient
@@ -104,3 +108,73 @@ def test_which_header_carries_the_key() -> None:
     assert presented_key({}) is None
     with pytest.raises(GatewayError, match="didn't provide an API key"):
         authenticate({}, _catalog(), NOW)
+
+
+class FakeReviews(KubeClient):
+    """The API server's TokenReview and SubjectAccessReview answers, counted."""
+
+    def __init__(self) -> None:
+        super().__init__(KubeConfig(server="http://127.0.0.1:1"))
+        self.valid: set[str] = {"good-token"}
+        self.allowed: set[tuple[str, str, str]] = set()  # (namespace, group, resource)
+        self.reviews: list[dict[str, Any]] = []
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.reviews.append(body)
+        if body["kind"] == "TokenReview":
+            ok = body["spec"]["token"] in self.valid
+            return {"status": {"authenticated": ok, "user": {"username": "alice"} if ok else {}}}
+        attrs = body["spec"]["resourceAttributes"]
+        where = (attrs.get("namespace", ""), attrs["group"], attrs["resource"])
+        return {"status": {"allowed": where in self.allowed}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_token_that_stops_validating_is_refused_within_five_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr("aikeys_gateway.kubeauth.time.monotonic", clock)
+    api = FakeReviews()
+    auth = KubeAuth(api)
+    assert (await auth.person("good-token")).username == "alice"
+    api.valid.clear()  # its ServiceAccount is deleted
+    clock.now += 4.9
+    assert (await auth.person("good-token")).username == "alice"  # still the cached answer
+    clock.now += 0.2
+    with pytest.raises(GatewayError) as refused:
+        await auth.person("good-token")
+    assert refused.value.status == 401
+
+
+async def test_usage_needs_the_usage_apis_own_right() -> None:
+    api = FakeReviews()
+    auth = KubeAuth(api)
+    alice = Person("alice", "", ())
+    assert USAGE == (aggregated.GROUP, aggregated.RESOURCE)  # the right `kubectl get keyusages` needs
+    api.allowed.add(("team", "aikeys.dev", "aikeys"))  # managing keys is not reading usage
+    with pytest.raises(GatewayError) as refused:
+        await auth.require_usage(alice, "team")
+    assert refused.value.status == 403
+    assert refused.value.message == (
+        "alice may not list keyusages.usage.aikeys.dev in namespace team, so may not read its usage."
+    )
+    api.allowed.add(("team", "usage.aikeys.dev", "keyusages"))
+    auth = KubeAuth(api)  # no cached refusal
+    await auth.require_usage(alice, "team")
+    asked = api.reviews[-1]["spec"]["resourceAttributes"]
+    assert asked == {
+        "verb": "list",
+        "group": "usage.aikeys.dev",
+        "resource": "keyusages",
+        "namespace": "team",
+    }
+    with pytest.raises(GatewayError, match="in all namespaces"):
+        await auth.require_usage(alice, "")

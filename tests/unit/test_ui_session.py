@@ -10,7 +10,17 @@ from decimal import Decimal
 import pytest
 from aikeys_gateway.ui import Settings
 from aikeys_gateway.ui.pages import ago, short_usd
-from aikeys_gateway.ui.session import Kind, Sealer, Session, derive_key, jwt_expiry, same
+from aikeys_gateway.ui.session import (
+    Kind,
+    Sealer,
+    Session,
+    clear_cookie,
+    derive_key,
+    jwt_expiry,
+    same,
+    set_cookie,
+)
+from starlette.responses import Response
 
 from aikeys.settings import SettingsError
 
@@ -49,6 +59,24 @@ def test_proxy_sessions_derive_a_stable_csrf_token() -> None:
     assert one.csrf != sealer.proxy_session(Kind.TOKEN, "other", "", 0).csrf
     assert one.csrf != Sealer(derive_key(SECRET + "x")).proxy_session(Kind.TOKEN, "tok", "", 0).csrf
     assert same("a", "a") and not same("a", "b") and not same(None, None) and not same("", "")
+
+
+def _set_cookie_header(response: Response) -> str:
+    return response.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_a_cookie_is_cleared_with_the_attributes_it_was_set_with(secure: bool) -> None:
+    def attributes(header: str) -> set[str]:
+        return {a.strip() for a in header.split(";")[1:] if not a.strip().startswith(("max-age", "expires"))}
+
+    set_, cleared = Response(), Response()
+    set_cookie(set_, "aikeys_login", "csrf", secure=secure, max_age=3600)
+    clear_cookie(cleared, "aikeys_login", secure=secure)
+    header = _set_cookie_header(cleared)
+    assert header.startswith('aikeys_login="";') and "max-age=0" in header
+    assert "samesite=strict" in header and "httponly" in header and "path=/ui" in header
+    assert attributes(header) == attributes(_set_cookie_header(set_))  # secure included, or not
 
 
 def test_jwt_expiry_and_random_keys() -> None:

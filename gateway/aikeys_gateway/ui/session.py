@@ -136,3 +136,8 @@ def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_a
     response.set_cookie(
         name, value, max_age=max_age, path=PATH, secure=secure, httponly=True, samesite="strict"
     )
+
+
+def clear_cookie(response: Response, name: str, *, secure: bool) -> None:
+    """Ends a cookie with the attributes `set_cookie` gave it (a browser matches them)."""
+    response.delete_cookie(name, path=PATH, secure=secure, httponly=True, samesite="strict")

@@ -27,17 +27,17 @@ from aikeys.resources import NAME_PATTERN
 from aikeys_gateway import errors
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import KeyEntry
-from aikeys_gateway.kubeauth import Person
+from aikeys_gateway.kubeauth import AIKEYS, USAGE, Person
 from aikeys_gateway.reports import owners
 from aikeys_gateway.ui import pages, person
 from aikeys_gateway.ui.session import (
     COOKIE,
     LOGIN_COOKIE,
     MAX_COOKIE_BYTES,
-    PATH,
     Kind,
     Sealer,
     Session,
+    clear_cookie,
     derive_key,
     jwt_expiry,
     new_csrf,
@@ -281,16 +281,17 @@ class UI:
             self.connections = person.Connections(self.state.kube.config)
         return self.connections.client(signed.session.credential)
 
-    async def namespaces(self, who: Person) -> tuple[list[str], bool]:
-        """Namespaces with aikeys objects whose keys the person may list, and whether they may list
-        them cluster-wide (the same SubjectAccessReview as /api/usage)."""
+    async def namespaces(self, who: Person, resource: tuple[str, str]) -> tuple[list[str], bool]:
+        """Namespaces with aikeys objects where the person may list `resource` (AIKeys for the keys
+        page; KeyUsages for the usage page, the same SubjectAccessReview as /api/usage), and whether
+        they may list it cluster-wide."""
         catalog = self.state.catalog
         candidates = sorted(
             {ns for ns, _ in catalog.allocations.objects} | {ns for ns, _ in catalog.keys.objects}
         )[:500]
         kubeauth = self.state.kubeauth
-        allowed = await asyncio.gather(*(kubeauth.may_list_aikeys(who, ns) for ns in candidates))
-        everywhere = await kubeauth.may_list_aikeys(who, "")
+        allowed = await asyncio.gather(*(kubeauth.may_list(who, ns, resource) for ns in candidates))
+        everywhere = await kubeauth.may_list(who, "", resource)
         return [ns for ns, ok in zip(candidates, allowed, strict=True) if ok], everywhere
 
     @staticmethod
@@ -339,7 +340,7 @@ class UI:
             ]
         else:
             assert signed.person is not None
-            await state.kubeauth.require(signed.person, "" if namespace == "*" else namespace)
+            await state.kubeauth.require_usage(signed.person, "" if namespace == "*" else namespace)
             allocations = [
                 a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
             ]
@@ -417,7 +418,7 @@ class UI:
             session = Session(Kind.TOKEN, credential, who.username, new_csrf(), expires)
         response = redirect("/ui/keys")
         self.set_session(response, request, session)
-        response.delete_cookie(LOGIN_COOKIE, path=PATH)
+        clear_cookie(response, LOGIN_COOKIE, secure=self.secure(request))
         return response
 
     @handled
@@ -427,9 +428,7 @@ class UI:
         if signed is not None:
             self.check_post(request, signed, form)
         response = redirect("/ui/login")
-        response.delete_cookie(
-            COOKIE, path=PATH, secure=self.secure(request), httponly=True, samesite="strict"
-        )
+        clear_cookie(response, COOKIE, secure=self.secure(request))
         return response
 
     # --- AI Keys --------------------------------------------------------------------------------
@@ -466,7 +465,7 @@ class UI:
         if signed.key is not None:
             return await self._key_self(signed)
         assert signed.person is not None
-        allowed, _ = await self.namespaces(signed.person)
+        allowed, _ = await self.namespaces(signed.person, AIKEYS)
         ns = namespace or ""
         if not NAMESPACE.match(ns) or ns == "*":
             ns = self.default_namespace(signed.person, allowed)
@@ -595,7 +594,7 @@ class UI:
         if signed.key is not None:
             return signed, signed.key.namespace, [], False, by, days
         assert signed.person is not None
-        allowed, everywhere = await self.namespaces(signed.person)
+        allowed, everywhere = await self.namespaces(signed.person, USAGE)
         ns = params.get("namespace") or self.default_namespace(signed.person, allowed)
         if not NAMESPACE.match(ns):
             ns = self.default_namespace(signed.person, allowed)
