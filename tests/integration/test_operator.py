@@ -278,6 +278,32 @@ def test_allocation_status_follows_the_ledger(
     assert "Exhausted" in reasons
 
 
+def test_threshold_event_of_a_budget_without_period(
+    control_plane: ControlPlane, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    """A budget that never starts again (period None) is "the 5.00 USD budget", not "... None budget"."""
+    apply_allocation(control_plane, NS, "forever", "5.00", period="None")
+    create_key(control_plane, NS, "forever-key", "forever")
+
+    async def spend() -> None:
+        client = connect(redis_server.url)
+        alloc = Allocation(NS, "forever", 5 * 10**9, Period.NONE)
+        await Ledger(client).reserve(
+            alloc, "forever-1", "forever-key", f"{NS}:p/m", Estimate(4_900_000_000, 1, 1)
+        )
+        await Ledger(client).settle(alloc, "forever-1", "forever-key", f"{NS}:p/m", 1, 1, 4_900_000_000)
+        await client.aclose()
+
+    asyncio.run(spend())
+    [event] = wait_for(
+        lambda: [e for e in events(control_plane, NS, "forever") if e["reason"] == "BudgetThreshold"],
+        15,
+        "the BudgetThreshold event",
+    )
+    assert event["type"] == "Warning"
+    assert event["message"] == "98% of the 5.00 USD budget used (spent 4.90 USD; threshold 80%)"
+
+
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
         return str(resp.read().decode())
