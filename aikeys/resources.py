@@ -277,6 +277,13 @@ class AIKeyStatus(Schema):
     observed_rotation: int | None = Field(
         None, description="The spec.rotation the current key was minted for."
     )
+    pending_key_hash: str | None = Field(
+        None,
+        description="Hex SHA-256 of the key the operator is about to write into the Secret, recorded "
+        "before it writes (never accepted by the gateway). After an interrupted mint, the Secret's key "
+        "is taken only if it is this one; any other key found there is replaced.",
+        pattern=r"^[0-9a-f]{64}$",
+    )
     secret_name: str | None = Field(None, description="Secret (owned by this AIKey) holding the key.")
     created_at: dt.datetime | None = Field(None, description="When the first key was minted.")
     expires_at: dt.datetime | None = Field(None, description="When the key expires; empty if never.")

@@ -121,39 +121,143 @@ def test_operator_restart_keeps_the_same_key(control_plane: ControlPlane, operat
     assert (secret_key(control_plane, "restart"), status(control_plane, "restart")["keyHash"]) == before
 
 
-def test_a_secret_written_before_a_crash_is_adopted(
-    control_plane: ControlPlane, operator: OperatorProcess
+def plant(
+    cp: ControlPlane, name: str, plaintext: str, rotation: int = 0, claimed_hash: str | None = None
 ) -> None:
-    """The operator died after writing the Secret but before recording the hash: no second key."""
-    operator.stop()
-    try:
-        apply(control_plane, key_manifest("crashed"), NS)
-        uid = get(control_plane, "aikey", "crashed", NS)["metadata"]["uid"]  # type: ignore[index]
-        plaintext = keyformat.mint()
-        control_plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=f"""
+    """A Secret `aikey-<name>` holding `plaintext`, dressed as the operator dresses its own: the
+    AIKey's uid in ownerReferences, the managed-by label, rotation, hash (`claimed_hash`, by
+    default the key's own) and hint annotations. Anyone who may create Secrets can write it."""
+    uid = get(cp, "aikey", name, NS)["metadata"]["uid"]  # type: ignore[index]
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=f"""
 apiVersion: v1
 kind: Secret
 metadata:
-  name: aikey-crashed
+  name: aikey-{name}
   namespace: {NS}
-  labels: {{app.kubernetes.io/managed-by: aikeys}}
+  labels: {{app.kubernetes.io/managed-by: aikeys, aikeys.dev/aikey: {name}}}
   annotations:
-    aikeys.dev/rotation: "0"
-    aikeys.dev/key-hash: {keyformat.key_hash(plaintext)}
+    aikeys.dev/rotation: "{rotation}"
+    aikeys.dev/key-hash: {claimed_hash or keyformat.key_hash(plaintext)}
     aikeys.dev/key-hint: "{keyformat.hint(plaintext)}"
-  ownerReferences: [{{apiVersion: aikeys.dev/v1alpha1, kind: AIKey, name: crashed, uid: {uid}}}]
+  ownerReferences:
+  - {{apiVersion: aikeys.dev/v1alpha1, kind: AIKey, name: {name}, uid: {uid}, controller: true}}
 stringData: {{OPENAI_API_KEY: {plaintext}}}
 """,
-        )
+    )
+
+
+def record_pending(cp: ControlPlane, name: str, key_hash: str) -> None:
+    """What the operator writes to status before it writes a key into the Secret."""
+    patch = f'{{"status":{{"pendingKeyHash":"{key_hash}"}}}}'
+    cp.kubectl("patch", "aikey", name, "-n", NS, "--subresource=status", "--type=merge", "-p", patch)
+
+
+def replaced(cp: ControlPlane, name: str) -> list[dict[str, Any]]:
+    return [e for e in events(cp, NS, name) if e["reason"] == "SecretReplaced"]
+
+
+def test_a_secret_written_before_a_crash_is_adopted(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The operator recorded the key's hash, wrote the Secret and died before recording the key:
+    the next run finishes that mint with the same key (no second key)."""
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest("crashed"), NS)
+        plaintext = keyformat.mint()
+        record_pending(control_plane, "crashed", keyformat.key_hash(plaintext))
+        plant(control_plane, "crashed", plaintext)
     finally:
         operator.start()
     st = wait_for(lambda: active(control_plane, "crashed"), 30, "phase Active")
     assert st["keyHash"] == keyformat.key_hash(plaintext)
+    assert "pendingKeyHash" not in st
     assert secret_key(control_plane, "crashed") == plaintext
+    assert not replaced(control_plane, "crashed")
+
+
+def test_a_crash_before_the_secret_was_written_mints_afresh(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The operator recorded the hash of a key and died before writing it: that key is gone, so
+    the next run mints another (the key is not left unusable)."""
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest("halfway"), NS)
+        lost = keyformat.key_hash(keyformat.mint())
+        record_pending(control_plane, "halfway", lost)
+    finally:
+        operator.start()
+    st = wait_for(lambda: active(control_plane, "halfway"), 30, "phase Active")
+    assert st["keyHash"] != lost
+    assert "pendingKeyHash" not in st
+    assert keyformat.key_hash(secret_key(control_plane, "halfway") or "") == st["keyHash"]
+    assert not replaced(control_plane, "halfway")
+
+
+@pytest.mark.parametrize("pending", [False, True], ids=["first-mint", "pending-hash-copied"])
+def test_a_planted_secret_is_replaced_not_adopted(
+    control_plane: ControlPlane, operator: OperatorProcess, pending: bool
+) -> None:
+    """Someone who may create Secrets (not read them) plants `aikey-<name>` before the key is
+    minted, dressed as the operator's, with a key she knows; with `pending`, it even claims the
+    hash status shows as pending. The operator does not adopt it: it mints a key of its own into
+    the Secret, and says so."""
+    name = f"planted-{int(pending)}"
+    attacker = keyformat.mint()
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest(name), NS)
+        claimed = None
+        if pending:
+            claimed = keyformat.key_hash(keyformat.mint())
+            record_pending(control_plane, name, claimed)
+        plant(control_plane, name, attacker, claimed_hash=claimed)
+    finally:
+        operator.start()
+    st = wait_for(lambda: active(control_plane, name), 30, "phase Active")
+    mine = secret_key(control_plane, name)
+    assert mine is not None and mine != attacker
+    assert st["keyHash"] == keyformat.key_hash(mine)
+    assert keyformat.key_hash(attacker) not in (st["keyHash"], st.get("previousKeyHash"))
+    [event] = wait_for(lambda: replaced(control_plane, name), 15, "the SecretReplaced event")
+    assert event["type"] == "Warning"
+    assert f"Secret aikey-{name} held a key aikeys did not mint for this AIKey" in event["message"]
+    for text in (
+        str(get(control_plane, "aikey", name, NS)),
+        str(events(control_plane, NS, name)),
+        operator.log(),
+    ):
+        assert mine not in text
+
+
+def test_a_secret_planted_for_the_next_rotation_is_replaced(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The Secret is gone (shown once and deleted); she plants one for the victim's next rotation.
+    The rotation's new key is the operator's, not hers."""
+    apply(control_plane, key_manifest("victim", "rotationGracePeriod: 1h"), NS)
+    before = wait_for(lambda: active(control_plane, "victim"), 30, "phase Active")
+    control_plane.kubectl("delete", "secret", "aikey-victim", "-n", NS)
+    attacker = keyformat.mint()
+    plant(control_plane, "victim", attacker, rotation=1)
+    control_plane.kubectl(
+        "patch", "aikey", "victim", "-n", NS, "--type=merge", "-p", '{"spec":{"rotation":1}}'
+    )
+    st = wait_for(
+        lambda: (s := status(control_plane, "victim")).get("observedRotation") == 1 and s, 30, "the rotation"
+    )
+    mine = secret_key(control_plane, "victim")
+    assert mine is not None and mine != attacker
+    assert st["keyHash"] == keyformat.key_hash(mine)
+    assert st["previousKeyHash"] == before["keyHash"]  # the victim's own old key, for the grace period
+    assert keyformat.key_hash(attacker) not in (st["keyHash"], st["previousKeyHash"])
+    [event] = wait_for(lambda: replaced(control_plane, "victim"), 15, "the SecretReplaced event")
+    assert event["type"] == "Warning"
 
 
 def test_ttl_expires_on_time(control_plane: ControlPlane, operator: OperatorProcess) -> None:
