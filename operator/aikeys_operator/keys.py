@@ -24,13 +24,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
 from aikeys import keys as keyformat
-from aikeys.durations import parse_duration
+from aikeys.durations import MAX_GRACE, MAX_TTL, DurationError, bounded, parse_duration
 from aikeys.kube.client import KubeClient, path, resource_path
 from aikeys.lifecycle import expiry, next_deadline, phase, previous_key_valid
 from aikeys.resources import AIKeySpec, AIKeyStatus, KeyPhase
 from aikeys_operator import secrets
-from aikeys_operator.conditions import set_condition, stamp
+from aikeys_operator.conditions import condition, set_condition, stamp
+
+INVALID = "InvalidSpec"
 
 
 class SecretConflict(Exception):
@@ -168,6 +172,41 @@ def _transition_event(
     return None
 
 
+def spec_problem(spec: AIKeySpec) -> str | None:
+    """What in the spec the operator cannot compute with, or None. The CRD refuses such values;
+    an AIKey stored before it did (or under an older CRD) still gets a readable answer."""
+    try:
+        if spec.ttl is not None:
+            bounded(spec.ttl, MAX_TTL, "spec.ttl")
+        bounded(spec.rotation_grace_period, MAX_GRACE, "spec.rotationGracePeriod")
+    except DurationError as err:
+        return str(err)
+    return None
+
+
+def unreadable(err: pydantic.ValidationError) -> str:
+    """A ValidationError of an AIKey, in one line: which fields, and why."""
+    problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+    return "the AIKey cannot be read (" + "; ".join(problems) + ")"
+
+
+def invalid(aikey: dict[str, Any], problem: str, now: dt.datetime) -> Outcome:
+    """Ready=False/InvalidSpec saying why, and a Warning event when that is news. Nothing is
+    minted or rotated, and nothing retried, until the AIKey changes."""
+    meta = aikey["metadata"]
+    raw = aikey.get("status") or {}
+    message = f"{problem}; nothing is minted or rotated until the spec is fixed"
+    before = condition(raw.get("conditions"), "Ready") or {}
+    conditions = set_condition(
+        raw.get("conditions"), "Ready", False, INVALID, message, now, meta.get("generation")
+    )
+    patch: dict[str, Any] = {} if conditions == raw.get("conditions") else {"conditions": conditions}
+    if meta.get("generation") is not None and raw.get("observedGeneration") != meta["generation"]:
+        patch["observedGeneration"] = meta["generation"]
+    news = (before.get("reason"), before.get("message")) != (INVALID, message)
+    return Outcome(patch, [Event("Warning", INVALID, message)] if news else [])
+
+
 def needs_key(spec: AIKeySpec, status: AIKeyStatus) -> bool:
     """Whether a key has to be minted (none yet, or spec.rotation asks for a new one)."""
     return status.key_hash is None or (status.observed_rotation or 0) < spec.rotation
@@ -186,6 +225,9 @@ class Assessment:
 def assess(aikey: dict[str, Any], now: dt.datetime) -> Assessment:
     spec = AIKeySpec.model_validate(aikey.get("spec") or {})
     old = AIKeyStatus.model_validate(aikey.get("status") or {})
+    problem = spec_problem(spec)
+    if problem is not None:
+        return Assessment(bool(invalid(aikey, problem, now).status), True, None)
     if needs_key(spec, old):
         return Assessment(True, old.key_hash is not None, None)
     outcome = _settle(aikey["metadata"], spec, old, old, {}, [], now)
@@ -202,6 +244,9 @@ async def reconcile(
     meta = aikey["metadata"]
     spec = AIKeySpec.model_validate(aikey.get("spec") or {})
     old = AIKeyStatus.model_validate(aikey.get("status") or {})
+    problem = spec_problem(spec)
+    if problem is not None:
+        return invalid(aikey, problem, now)
     patch: dict[str, Any] = {}
     events: list[Event] = []
     current, base = old, None

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
+import json
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +33,7 @@ from tests.integration.kube import (
     create_provider_secret,
     events,
     get,
+    install_crds,
     wait_for,
 )
 
@@ -258,6 +262,107 @@ def test_a_secret_planted_for_the_next_rotation_is_replaced(
     assert keyformat.key_hash(attacker) not in (st["keyHash"], st["previousKeyHash"])
     [event] = wait_for(lambda: replaced(control_plane, "victim"), 15, "the SecretReplaced event")
     assert event["type"] == "Warning"
+
+
+@contextlib.contextmanager
+def unbounded(cp: ControlPlane, *fields: str) -> Iterator[None]:
+    """The AIKey CRD without the maximum of these spec fields, as a CRD from before the bounds
+    (objects stored then are still there); the real CRDs are back afterwards."""
+    base = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties"
+    ops = [{"op": "remove", "path": f"{base}/{f}/x-kubernetes-validations/1"} for f in fields]
+    cp.kubectl("patch", "crd", "aikeys.aikeys.dev", "--type=json", "-p", json.dumps(ops))
+    try:
+        yield
+    finally:
+        install_crds(cp)
+
+
+def stored(cp: ControlPlane, manifest: str) -> None:
+    """Apply once the API server validates with the relaxed CRD (a moment after the patch)."""
+    wait_for(
+        lambda: cp.kubectl("apply", "-n", NS, "-f", "-", stdin=manifest, check=False).returncode == 0,
+        15,
+        "the relaxed CRD",
+        interval=0.2,
+    )
+
+
+def ready(cp: ControlPlane, name: str) -> dict[str, Any]:
+    return next((c for c in status(cp, name).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def quiet_afterwards(cp: ControlPlane, name: str) -> None:
+    """The operator does not come back to the object: no write, one InvalidSpec event."""
+    before = get(cp, "aikey", name, NS)["metadata"]["resourceVersion"]  # type: ignore[index]
+    time.sleep(3)
+    assert get(cp, "aikey", name, NS)["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    assert [e["reason"] for e in events(cp, NS, name)].count("InvalidSpec") == 1
+
+
+def test_a_ttl_the_operator_cannot_compute_with_is_reported_once(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """An AIKey with ttl 1000000000h, stored before the CRD bounded it: no key (it would not expire
+    as asked), Ready=False naming spec.ttl, one Warning event, and no retry loop."""
+    with unbounded(control_plane, "ttl"):
+        stored(control_plane, key_manifest("eternal", "ttl: 1000000000h"))
+    cond = wait_for(
+        lambda: (c := ready(control_plane, "eternal")).get("reason") == "InvalidSpec" and c, 30, "InvalidSpec"
+    )
+    assert cond["status"] == "False"
+    assert cond["message"] == (
+        "spec.ttl must be at most 36500d, not '1000000000h'; "
+        "nothing is minted or rotated until the spec is fixed"
+    )
+    [event] = [e for e in events(control_plane, NS, "eternal") if e["reason"] == "InvalidSpec"]
+    assert (event["type"], event["message"]) == ("Warning", cond["message"])
+    assert get(control_plane, "secret", "aikey-eternal", NS) is None
+    quiet_afterwards(control_plane, "eternal")
+    assert "OverflowError" not in operator.log()
+
+    control_plane.kubectl(
+        "patch", "aikey", "eternal", "-n", NS, "--type=merge", "-p", '{"spec":{"ttl":"720h"}}'
+    )
+    st = wait_for(lambda: active(control_plane, "eternal"), 30, "phase Active once the ttl is fixed")
+    assert ready(control_plane, "eternal")["reason"] == "Active"
+    assert keyformat.key_hash(secret_key(control_plane, "eternal") or "") == st["keyHash"]
+
+
+def test_a_grace_period_the_operator_cannot_compute_with_is_reported_once(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """A rotation asked with rotationGracePeriod 1000000000h (stored under an unbounded CRD): the
+    key is not rotated, Ready=False says why, once; fixing the grace period rotates it."""
+    apply(control_plane, key_manifest("patient"), NS)
+    before = wait_for(lambda: active(control_plane, "patient"), 30, "phase Active")
+    with unbounded(control_plane, "rotationGracePeriod"):
+        patch = '{"spec":{"rotation":1,"rotationGracePeriod":"1000000000h"}}'
+        wait_for(
+            lambda: (
+                control_plane.kubectl(
+                    "patch", "aikey", "patient", "-n", NS, "--type=merge", "-p", patch, check=False
+                ).returncode
+                == 0
+            ),
+            15,
+            "the relaxed CRD",
+            interval=0.2,
+        )
+    cond = wait_for(
+        lambda: (c := ready(control_plane, "patient")).get("reason") == "InvalidSpec" and c, 30, "InvalidSpec"
+    )
+    assert cond["message"].startswith("spec.rotationGracePeriod must be at most 365d, not '1000000000h'")
+    st = status(control_plane, "patient")
+    assert (st["keyHash"], st.get("observedRotation", 0)) == (before["keyHash"], 0)  # not rotated
+    quiet_afterwards(control_plane, "patient")
+
+    grace = '{"spec":{"rotationGracePeriod":"1h"}}'
+    control_plane.kubectl("patch", "aikey", "patient", "-n", NS, "--type=merge", "-p", grace)
+    rotated = wait_for(
+        lambda: (s := status(control_plane, "patient")).get("observedRotation") == 1 and s, 30, "the rotation"
+    )
+    assert rotated["previousKeyHash"] == before["keyHash"]
+    assert ready(control_plane, "patient")["status"] == "True"
 
 
 def test_ttl_expires_on_time(control_plane: ControlPlane, operator: OperatorProcess) -> None:
