@@ -79,8 +79,8 @@ async def _write_key(
                     "Warning",
                     "SecretReplaced",
                     f"Secret {name} held a key aikeys did not mint for this AIKey (labels, owner and "
-                    "annotations are no proof: it may have been planted); it never worked and is "
-                    "replaced by a new key",
+                    "annotations are no proof: it may have been planted); it is replaced by a new "
+                    "key, and the gateway never accepted the one it held for this AIKey",
                 )
             )
     plaintext = keyformat.mint()
