@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
-from aikeys import limits
-from aikeys.durations import DURATION_PATTERN
+from aikeys import durations, limits
+from aikeys.durations import DURATION_PATTERN, parse_duration, seconds_cel
 from aikeys.money import USD_PATTERN
 from aikeys.periods import Period
 
@@ -54,16 +54,25 @@ def usd(description: str, what: str, maximum: int, default: str | None = None) -
     return Field(default, description=description, json_schema_extra=extra)
 
 
-def duration(description: str, what: str, default: str | None = None) -> Any:
-    """A duration field ("720h", "30d", "1h30m"), checked by the API server with a readable message."""
-    rule = cel(
-        f"self.matches(r'{DURATION_PATTERN}')",
-        f'{what} must be a duration like "720h", "30d" or "1h30m" (units ms, s, m, h, d)',
-    )
+def duration(
+    description: str, what: str, maximum: str, default: str | None = None, positive: bool = False
+) -> Any:
+    """A duration field ("720h", "30d", "1h30m") of at most `maximum` (and more than 0 if
+    `positive`), checked by the API server with a readable message."""
+    seconds, well_formed = seconds_cel(), f"self.matches(r'{DURATION_PATTERN}')"
+    rules: list[JsonValue] = [
+        cel(well_formed, f'{what} must be a duration like "720h", "30d" or "1h30m" (units ms, s, m, h, d)'),
+        cel(
+            f"!{well_formed} || {seconds} <= {parse_duration(maximum).total_seconds()}",
+            f"{what} must be at most {maximum}",
+        ),
+    ]
+    if positive:
+        rules.append(cel(f"!{well_formed} || {seconds} > 0.0", f"{what} must be more than 0s"))
     return Field(
         default,
-        description=description,
-        json_schema_extra={"maxLength": 32, "x-kubernetes-validations": [rule]},
+        description=f"{description} At most {maximum}.",
+        json_schema_extra={"maxLength": 32, "x-kubernetes-validations": rules},
     )
 
 
@@ -107,7 +116,9 @@ class RateLimits(Schema):
     tokens: int | None = Field(
         None, description="Input + output tokens per window.", ge=1, le=limits.MAX_TOKEN_LIMIT
     )
-    window: str = duration('Window length, e.g. "1m" (the default) or "10s".', "limits.window", "1m")
+    window: str = duration(
+        'Window length, e.g. "1m" (the default) or "10s".', "limits.window", durations.MAX_WINDOW, "1m", True
+    )
 
     model_config = ConfigDict(
         **Schema.model_config,
@@ -210,6 +221,7 @@ class AIKeySpec(Schema):
         'How long the key is valid after creation, e.g. "720h" or "30d" (units ms, s, m, h, d). '
         "Not together with expiresAt. Neither: the key does not expire.",
         "spec.ttl",
+        durations.MAX_TTL,
     )
     expires_at: dt.datetime | None = Field(
         None, description="When the key stops working (RFC 3339). Not together with ttl."
@@ -234,6 +246,7 @@ class AIKeySpec(Schema):
     rotation_grace_period: str = duration(
         'How long the previous key keeps working after a rotation, e.g. "1h" ("0s": none).',
         "spec.rotationGracePeriod",
+        durations.MAX_GRACE,
         "1h",
     )
     description: str | None = Field(
@@ -263,6 +276,13 @@ class AIKeyStatus(Schema):
     )
     observed_rotation: int | None = Field(
         None, description="The spec.rotation the current key was minted for."
+    )
+    pending_key_hash: str | None = Field(
+        None,
+        description="Hex SHA-256 of the key the operator is about to write into the Secret, recorded "
+        "before it writes (never accepted by the gateway). After an interrupted mint, the Secret's key "
+        "is taken only if it is this one; any other key found there is replaced.",
+        pattern=r"^[0-9a-f]{64}$",
     )
     secret_name: str | None = Field(None, description="Secret (owned by this AIKey) holding the key.")
     created_at: dt.datetime | None = Field(None, description="When the first key was minted.")
@@ -455,7 +475,9 @@ class AIProviderSpec(Schema):
         "that set none: max_tokens or max_completion_tokens. Default: max_completion_tokens for OpenAI "
         "itself (type azure-openai, or baseURL on api.openai.com), max_tokens for other servers.",
     )
-    timeout: str = duration('Upstream request timeout, e.g. "600s".', "spec.timeout", "600s")
+    timeout: str = duration(
+        'Upstream request timeout, e.g. "600s".', "spec.timeout", durations.MAX_TIMEOUT, "600s", True
+    )
 
     @field_validator("base_url")
     @classmethod

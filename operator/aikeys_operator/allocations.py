@@ -26,7 +26,7 @@ from typing import Any
 
 from aikeys.ledger.store import Allocation, KeyUse, Ledger, PeriodState, RestoreOutcome
 from aikeys.money import MoneyError, format_usd, parse_usd
-from aikeys.periods import window
+from aikeys.periods import Period, window
 from aikeys.resources import AllocationSpec, AllocationStatus
 from aikeys_operator.conditions import set_condition, stamp
 from aikeys_operator.keys import Event
@@ -111,6 +111,12 @@ async def restore(
     return added, state, {k: max(per_key.get(k, 0), floor.key_spend.get(k, 0)) for k in keys}
 
 
+def budget_name(spec: AllocationSpec) -> str:
+    """`10.00 USD Monthly budget`, or `5.00 USD budget` for a budget that never starts again."""
+    period = "" if spec.period is Period.NONE else f" {spec.period.value}"
+    return f"{spec.budget} USD{period} budget"
+
+
 def ledger_allocation(namespace: str, name: str, spec: AllocationSpec) -> Allocation:
     return Allocation(namespace, name, parse_usd(spec.budget), spec.period, spec.token_limit)
 
@@ -169,7 +175,7 @@ async def refresh(
             Event(
                 "Warning",
                 "BudgetThreshold",
-                f"{percent}% of the {spec.budget} USD {spec.period.value} budget used "
+                f"{percent}% of the {budget_name(spec)} used "
                 f"(spent {new['spent']} USD; threshold {crossed[-1]}%)",
             )
         )

@@ -134,9 +134,8 @@ class Keys:
             return
         try:
             assessment = keys.assess(obj, utcnow())
-        except pydantic.ValidationError as err:
-            log.error("AIKey %s/%s cannot be read: %s", *key, err)
-            return
+        except pydantic.ValidationError:  # the worker says why, in status and an event
+            assessment = keys.Assessment(True, True, None)
         if assessment.work:
             self.latest[key] = obj
             self.queue.add(key, assessment.urgent)
@@ -176,20 +175,29 @@ class Keys:
 
     async def work(self, key: Key) -> None:
         obj = self.latest.pop(key, None)
+        record = self.records.get(key)
         if obj is None:  # a deadline, or a retry: read it
             obj = await self.kube.get_or_none(resource_path("aikeys", *key))
             if obj is None:
                 self.remove(key)
                 return
+        elif record is not None and older(obj["metadata"]["resourceVersion"], record.resource_version):
+            return  # queued before our own write (a mint writes status twice): the newer one is assessed
         self.worked += 1
+        await self._reconcile(key, obj)
+
+    async def _reconcile(self, key: Key, obj: JSON) -> None:
         try:
-            outcome = await keys.reconcile(obj, self.kube, utcnow(), self.settings.gateway_url)
+            try:
+                outcome = await keys.reconcile(obj, self.kube, utcnow(), self.settings.gateway_url)
+            except pydantic.ValidationError as err:
+                outcome = keys.invalid(obj, keys.unreadable(err), utcnow())
+            except ArithmeticError as err:  # a value no bound foresaw: say so once, do not retry
+                problem = f"the status cannot be computed from the spec ({type(err).__name__}: {err})"
+                outcome = keys.invalid(obj, problem, utcnow())
             if outcome.status:
-                written = await keys.write_status(self.kube, obj, outcome.status)
+                written = await keys.write_status(self.kube, outcome.base or obj, outcome.status)
                 self.record(written, known_only=True)
-        except pydantic.ValidationError as err:
-            log.error("AIKey %s/%s cannot be read: %s", *key, err)
-            return
         except keys.SecretConflict as err:
             self.poster.post(obj, [keys.Event("Warning", "SecretConflict", str(err))])
             self._retry(key, 30.0)

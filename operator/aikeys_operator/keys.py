@@ -2,9 +2,20 @@
 
 `reconcile` is idempotent: it reads the AIKey (and its Secret when a key is due), and returns
 the status it should have plus the events to post. Minting happens only when status has no
-key for the current `spec.rotation`; the Secret is written before status, and a Secret that
-already holds the key for this rotation is adopted, so a crash between the two never mints a
-second key or loses the first.
+key for the current `spec.rotation`, in three writes, each conditional on what was read:
+
+1. status `pendingKeyHash`: the SHA-256 of the key about to be written (the plaintext stays in
+   memory);
+2. the Secret, created, or replaced at the resourceVersion read before step 1;
+3. status `keyHash` (and the rest), `pendingKeyHash` cleared.
+
+The operator takes a key found in the Secret only if it hashes to `pendingKeyHash`: that is the
+one it wrote before stopping between 2 and 3 (a crash, a conflict), and it finishes the mint with
+it. Anything else there (labels, owner reference and annotations are no proof: whoever may create
+Secrets can write them) is replaced by a freshly minted key with a Warning event `SecretReplaced`,
+so a key planted by someone else never becomes the AIKey's. A stop between 1 and 2 leaves a
+pending hash no Secret holds: the next run mints afresh. So each Secret only ever holds keys the
+operator minted, and the one status names is in it.
 """
 
 from __future__ import annotations
@@ -13,19 +24,21 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
 from aikeys import keys as keyformat
-from aikeys.durations import parse_duration
-from aikeys.kube.client import Conflict, KubeClient, path, resource_path
+from aikeys.durations import MAX_GRACE, MAX_TTL, DurationError, bounded, parse_duration
+from aikeys.kube.client import KubeClient, path, resource_path
 from aikeys.lifecycle import expiry, next_deadline, phase, previous_key_valid
 from aikeys.resources import AIKeySpec, AIKeyStatus, KeyPhase
 from aikeys_operator import secrets
-from aikeys_operator.conditions import set_condition, stamp
+from aikeys_operator.conditions import condition, set_condition, stamp
 
-KEY_HINT = "aikeys.dev/key-hint"
+INVALID = "InvalidSpec"
 
 
 class SecretConflict(Exception):
-    """A Secret with the key's name exists and is not aikeys': we do not overwrite it."""
+    """A Secret with the key's name exists and aikeys may not overwrite it."""
 
 
 @dataclass(frozen=True)
@@ -40,55 +53,46 @@ class Outcome:
     status: dict[str, Any]  # merge patch for .status (None deletes a field)
     events: list[Event] = field(default_factory=list)
     next_deadline: dt.datetime | None = None
+    base: dict[str, Any] | None = None  # the object the patch applies to, if not the one reconciled
 
 
 async def _write_key(
-    aikey: dict[str, Any], kube: KubeClient, rotation: int, gateway_url: str | None, first: bool = False
-) -> tuple[str, str, bool]:
-    """Put a key for `rotation` into the AIKey's Secret. Returns (hash, hint, minted_now).
-
-    `first` (no key in status yet): try to create the Secret straight away, one request for a new
-    key; a Secret that exists (written before a crash, or not ours) answers 409 and is read."""
+    aikey: dict[str, Any], kube: KubeClient, old: AIKeyStatus, rotation: int, gateway_url: str | None
+) -> tuple[str, str, dict[str, Any], list[Event]]:
+    """Put a key for `rotation` into the AIKey's Secret: the pending one if the Secret holds it,
+    else a new one. Returns (hash, hint, the AIKey as last written, events)."""
     meta = aikey["metadata"]
     name = secrets.secret_name(meta["name"])
-    one = path("v1", "secrets", meta["namespace"], name)
-    if first:
-        fresh = keyformat.mint()
-        fresh_hash, fresh_hint = keyformat.key_hash(fresh), keyformat.hint(fresh)
-        body = secrets.build(aikey, fresh, fresh_hash, rotation, gateway_url)
-        body["metadata"]["annotations"][KEY_HINT] = fresh_hint
-        try:
-            await kube.create(path("v1", "secrets", meta["namespace"]), body)
-            return fresh_hash, fresh_hint, True
-        except Conflict:
-            pass  # it exists: adopt it, or replace it if it is ours but for another rotation
-    existing = await kube.get_or_none(one)
+    existing = await kube.get_or_none(path("v1", "secrets", meta["namespace"], name))
+    found = secrets.held(existing) if existing is not None else None
+    if found is not None and old.pending_key_hash is not None and found[0] == old.pending_key_hash:
+        return found[0], found[1], aikey, []  # written before an interruption: finish the mint
+    events: list[Event] = []
     if existing is not None:
-        stored = secrets.read(existing)
-        owners = existing["metadata"].get("ownerReferences") or []
-        ours = any(o.get("uid") == meta["uid"] for o in owners)
-        managed = (existing["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "aikeys"
-        if not managed:
-            raise SecretConflict(f"Secret {name} exists and is not managed by aikeys; rename or delete it")
-        hint = (existing["metadata"].get("annotations") or {}).get(KEY_HINT)
-        if ours and stored.rotation == rotation and stored.key_hash and hint:
-            return stored.key_hash, hint, False  # written by an earlier run: adopt it
+        refusal = secrets.not_replaceable(existing)
+        if refusal:
+            raise SecretConflict(refusal)
+        known = {old.key_hash, old.previous_key_hash, old.pending_key_hash} - {None}
+        if found is None or found[0] not in known:
+            events.append(
+                Event(
+                    "Warning",
+                    "SecretReplaced",
+                    f"Secret {name} held a key aikeys did not mint for this AIKey (labels, owner and "
+                    "annotations are no proof: it may have been planted); it is replaced by a new "
+                    "key, and the gateway never accepted the one it held for this AIKey",
+                )
+            )
     plaintext = keyformat.mint()
     key_hash, hint = keyformat.key_hash(plaintext), keyformat.hint(plaintext)
-    body = secrets.build(
-        aikey,
-        plaintext,
-        key_hash,
-        rotation,
-        gateway_url,
-        None if existing is None else existing["metadata"]["resourceVersion"],
-    )
-    body["metadata"]["annotations"][KEY_HINT] = hint
+    aikey = await write_status(kube, aikey, {"pendingKeyHash": key_hash})  # 409: the caller retries
     if existing is None:
-        await kube.create(path("v1", "secrets", meta["namespace"]), body)
+        body = secrets.build(aikey, plaintext, rotation, gateway_url)
+        await kube.create(path("v1", "secrets", meta["namespace"]), body)  # 409: created meanwhile
     else:
-        await kube.replace(one, body)  # 409 if it changed meanwhile: the caller retries
-    return key_hash, hint, True
+        body = secrets.build(aikey, plaintext, rotation, gateway_url, existing["metadata"]["resourceVersion"])
+        await kube.replace(path("v1", "secrets", meta["namespace"], name), body)  # 409: changed meanwhile
+    return key_hash, hint, aikey, events
 
 
 _READY = {
@@ -106,9 +110,10 @@ async def _mint(
     old: AIKeyStatus,
     now: dt.datetime,
     gateway_url: str | None,
-) -> tuple[dict[str, Any], AIKeyStatus, list[Event]]:
-    """Mint (or adopt) the key of spec.rotation; returns status patch, new status and events."""
-    key_hash, hint, _ = await _write_key(aikey, kube, spec.rotation, gateway_url, first=old.key_hash is None)
+) -> tuple[dict[str, Any], AIKeyStatus, list[Event], dict[str, Any]]:
+    """Mint (or finish minting) the key of spec.rotation; returns status patch, new status, events
+    and the AIKey the patch applies to."""
+    key_hash, hint, base, events = await _write_key(aikey, kube, old, spec.rotation, gateway_url)
     name = secrets.secret_name(aikey["metadata"]["name"])
     created = old.created_at or now
     patch: dict[str, Any] = {
@@ -117,6 +122,7 @@ async def _mint(
         "observedRotation": spec.rotation,
         "secretName": name,
         "createdAt": stamp(created),
+        "pendingKeyHash": None,
     }
     current = old.model_copy(
         update={
@@ -128,7 +134,12 @@ async def _mint(
         }
     )
     if old.key_hash is None or old.key_hash == key_hash:
-        return patch, current, [Event("Normal", "Minted", f"Minted key {hint} into Secret {name}")]
+        return (
+            patch,
+            current,
+            [*events, Event("Normal", "Minted", f"Minted key {hint} into Secret {name}")],
+            base,
+        )
     grace = parse_duration(spec.rotation_grace_period)
     until = now + grace if grace.total_seconds() > 0 else None
     patch.update(
@@ -141,11 +152,8 @@ async def _mint(
         update={"previous_key_hash": old.key_hash if until else None, "previous_key_valid_until": until}
     )
     after = f"works until {stamp(until)}" if until else "stopped working now"
-    return (
-        patch,
-        current,
-        [Event("Normal", "Rotated", f"Rotated to {hint}; the previous key {old.key_hint} {after}")],
-    )
+    rotated = Event("Normal", "Rotated", f"Rotated to {hint}; the previous key {old.key_hint} {after}")
+    return patch, current, [*events, rotated], base
 
 
 def _transition_event(
@@ -162,6 +170,41 @@ def _transition_event(
     if new is KeyPhase.ACTIVE and old is KeyPhase.DISABLED:
         return Event("Normal", "Enabled", f"Key {current.key_hint} is enabled again")
     return None
+
+
+def spec_problem(spec: AIKeySpec) -> str | None:
+    """What in the spec the operator cannot compute with, or None. The CRD refuses such values;
+    an AIKey stored before it did (or under an older CRD) still gets a readable answer."""
+    try:
+        if spec.ttl is not None:
+            bounded(spec.ttl, MAX_TTL, "spec.ttl")
+        bounded(spec.rotation_grace_period, MAX_GRACE, "spec.rotationGracePeriod")
+    except DurationError as err:
+        return str(err)
+    return None
+
+
+def unreadable(err: pydantic.ValidationError) -> str:
+    """A ValidationError of an AIKey, in one line: which fields, and why."""
+    problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+    return "the AIKey cannot be read (" + "; ".join(problems) + ")"
+
+
+def invalid(aikey: dict[str, Any], problem: str, now: dt.datetime) -> Outcome:
+    """Ready=False/InvalidSpec saying why, and a Warning event when that is news. Nothing is
+    minted or rotated, and nothing retried, until the AIKey changes."""
+    meta = aikey["metadata"]
+    raw = aikey.get("status") or {}
+    message = f"{problem}; nothing is minted or rotated until the spec is fixed"
+    before = condition(raw.get("conditions"), "Ready") or {}
+    conditions = set_condition(
+        raw.get("conditions"), "Ready", False, INVALID, message, now, meta.get("generation")
+    )
+    patch: dict[str, Any] = {} if conditions == raw.get("conditions") else {"conditions": conditions}
+    if meta.get("generation") is not None and raw.get("observedGeneration") != meta["generation"]:
+        patch["observedGeneration"] = meta["generation"]
+    news = (before.get("reason"), before.get("message")) != (INVALID, message)
+    return Outcome(patch, [Event("Warning", INVALID, message)] if news else [])
 
 
 def needs_key(spec: AIKeySpec, status: AIKeyStatus) -> bool:
@@ -182,6 +225,9 @@ class Assessment:
 def assess(aikey: dict[str, Any], now: dt.datetime) -> Assessment:
     spec = AIKeySpec.model_validate(aikey.get("spec") or {})
     old = AIKeyStatus.model_validate(aikey.get("status") or {})
+    problem = spec_problem(spec)
+    if problem is not None:
+        return Assessment(bool(invalid(aikey, problem, now).status), True, None)
     if needs_key(spec, old):
         return Assessment(True, old.key_hash is not None, None)
     outcome = _settle(aikey["metadata"], spec, old, old, {}, [], now)
@@ -198,12 +244,17 @@ async def reconcile(
     meta = aikey["metadata"]
     spec = AIKeySpec.model_validate(aikey.get("spec") or {})
     old = AIKeyStatus.model_validate(aikey.get("status") or {})
+    problem = spec_problem(spec)
+    if problem is not None:
+        return invalid(aikey, problem, now)
     patch: dict[str, Any] = {}
     events: list[Event] = []
-    current = old
+    current, base = old, None
     if kube is not None and needs_key(spec, old):
-        patch, current, events = await _mint(aikey, kube, spec, old, now, gateway_url)
-    return _settle(meta, spec, old, current, patch, events, now)
+        patch, current, events, base = await _mint(aikey, kube, spec, old, now, gateway_url)
+    outcome = _settle(meta, spec, old, current, patch, events, now)
+    outcome.base = base
+    return outcome
 
 
 def _settle(

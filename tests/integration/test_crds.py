@@ -170,6 +170,72 @@ def provider(name: str, base_url: str = "http://vllm:8000/v1", model: Any = None
     return json.dumps(body)
 
 
+def key(name: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "aikeys.dev/v1alpha1",
+        "kind": "AIKey",
+        "metadata": {"name": name},
+        "spec": {"allocationRef": {"name": "research"}, **spec},
+    }
+    return json.dumps(body)
+
+
+def limited_allocation(name: str, **spec: Any) -> str:
+    body = {"apiVersion": "aikeys.dev/v1alpha1", "kind": "Allocation", "metadata": {"name": name}}
+    return json.dumps({**body, "spec": {"budget": "1", **spec}})
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (key("huge-ttl", ttl="1000000000h"), "spec.ttl must be at most 36500d"),
+        (key("huge-ttl-days", ttl="36501d"), "spec.ttl must be at most 36500d"),
+        (key("huge-ttl-sum", ttl="36000d12001h"), "spec.ttl must be at most 36500d"),
+        (
+            key("huge-grace", rotationGracePeriod="1000000000h"),
+            "spec.rotationGracePeriod must be at most 365d",
+        ),
+        (key("long-window", limits={"requests": 1, "window": "25h"}), "limits.window must be at most 1d"),
+        (key("no-window", limits={"requests": 1, "window": "0s"}), "limits.window must be more than 0s"),
+        (
+            limited_allocation("long-window", limits={"tokens": 1, "window": "2d"}),
+            "limits.window must be at most 1d",
+        ),
+        (provider("slow", timeout="99999999999999999999s"), "spec.timeout must be at most 1d"),
+        (provider("impatient", timeout="0ms"), "spec.timeout must be more than 0s"),
+        (
+            provider("model-window", model={"limits": {"requests": 1, "window": "1000000000h"}}),
+            "limits.window must be at most 1d",
+        ),
+    ],
+)
+def test_durations_are_bounded(api: ControlPlane, manifest: str, message: str) -> None:
+    """Durations the operator or the gateway compute with have a maximum the API server enforces
+    (a ttl of 1,000,000,000h once passed, and overflowed the operator's date arithmetic)."""
+    code, out = apply(api, manifest)
+    assert code != 0, out
+    assert message in out
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        key("max-ttl", ttl="36500d", rotationGracePeriod="365d"),
+        key(
+            "mixed-units",
+            ttl="876000h",
+            rotationGracePeriod="8759h59m59s999ms",
+            limits={"tokens": 9, "window": "1d"},
+        ),
+        key("fraction", ttl="0.5h", limits={"requests": 1, "window": "500ms"}),
+        provider("max-timeout", timeout="24h"),
+    ],
+)
+def test_durations_up_to_the_bound_are_accepted(api: ControlPlane, manifest: str) -> None:
+    code, out = apply(api, manifest)
+    assert code == 0, out
+
+
 BASE_URL_REFUSED = (
     "spec.baseURL must be an http(s) URL without user info, query or fragment, e.g. https://api.openai.com/v1"
 )

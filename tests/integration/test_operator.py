@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
+import json
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +33,7 @@ from tests.integration.kube import (
     create_provider_secret,
     events,
     get,
+    install_crds,
     wait_for,
 )
 
@@ -121,39 +125,244 @@ def test_operator_restart_keeps_the_same_key(control_plane: ControlPlane, operat
     assert (secret_key(control_plane, "restart"), status(control_plane, "restart")["keyHash"]) == before
 
 
-def test_a_secret_written_before_a_crash_is_adopted(
-    control_plane: ControlPlane, operator: OperatorProcess
+def plant(
+    cp: ControlPlane, name: str, plaintext: str, rotation: int = 0, claimed_hash: str | None = None
 ) -> None:
-    """The operator died after writing the Secret but before recording the hash: no second key."""
-    operator.stop()
-    try:
-        apply(control_plane, key_manifest("crashed"), NS)
-        uid = get(control_plane, "aikey", "crashed", NS)["metadata"]["uid"]  # type: ignore[index]
-        plaintext = keyformat.mint()
-        control_plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=f"""
+    """A Secret `aikey-<name>` holding `plaintext`, dressed as the operator dresses its own: the
+    AIKey's uid in ownerReferences, the managed-by label, rotation, hash (`claimed_hash`, by
+    default the key's own) and hint annotations. Anyone who may create Secrets can write it."""
+    uid = get(cp, "aikey", name, NS)["metadata"]["uid"]  # type: ignore[index]
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=f"""
 apiVersion: v1
 kind: Secret
 metadata:
-  name: aikey-crashed
+  name: aikey-{name}
   namespace: {NS}
-  labels: {{app.kubernetes.io/managed-by: aikeys}}
+  labels: {{app.kubernetes.io/managed-by: aikeys, aikeys.dev/aikey: {name}}}
   annotations:
-    aikeys.dev/rotation: "0"
-    aikeys.dev/key-hash: {keyformat.key_hash(plaintext)}
+    aikeys.dev/rotation: "{rotation}"
+    aikeys.dev/key-hash: {claimed_hash or keyformat.key_hash(plaintext)}
     aikeys.dev/key-hint: "{keyformat.hint(plaintext)}"
-  ownerReferences: [{{apiVersion: aikeys.dev/v1alpha1, kind: AIKey, name: crashed, uid: {uid}}}]
+  ownerReferences:
+  - {{apiVersion: aikeys.dev/v1alpha1, kind: AIKey, name: {name}, uid: {uid}, controller: true}}
 stringData: {{OPENAI_API_KEY: {plaintext}}}
 """,
-        )
+    )
+
+
+def record_pending(cp: ControlPlane, name: str, key_hash: str) -> None:
+    """What the operator writes to status before it writes a key into the Secret."""
+    patch = f'{{"status":{{"pendingKeyHash":"{key_hash}"}}}}'
+    cp.kubectl("patch", "aikey", name, "-n", NS, "--subresource=status", "--type=merge", "-p", patch)
+
+
+def replaced(cp: ControlPlane, name: str) -> list[dict[str, Any]]:
+    return [e for e in events(cp, NS, name) if e["reason"] == "SecretReplaced"]
+
+
+def test_a_secret_written_before_a_crash_is_adopted(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The operator recorded the key's hash, wrote the Secret and died before recording the key:
+    the next run finishes that mint with the same key (no second key)."""
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest("crashed"), NS)
+        plaintext = keyformat.mint()
+        record_pending(control_plane, "crashed", keyformat.key_hash(plaintext))
+        plant(control_plane, "crashed", plaintext)
     finally:
         operator.start()
     st = wait_for(lambda: active(control_plane, "crashed"), 30, "phase Active")
     assert st["keyHash"] == keyformat.key_hash(plaintext)
+    assert "pendingKeyHash" not in st
     assert secret_key(control_plane, "crashed") == plaintext
+    assert not replaced(control_plane, "crashed")
+
+
+def test_a_crash_before_the_secret_was_written_mints_afresh(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The operator recorded the hash of a key and died before writing it: that key is gone, so
+    the next run mints another (the key is not left unusable)."""
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest("halfway"), NS)
+        lost = keyformat.key_hash(keyformat.mint())
+        record_pending(control_plane, "halfway", lost)
+    finally:
+        operator.start()
+    st = wait_for(lambda: active(control_plane, "halfway"), 30, "phase Active")
+    assert st["keyHash"] != lost
+    assert "pendingKeyHash" not in st
+    assert keyformat.key_hash(secret_key(control_plane, "halfway") or "") == st["keyHash"]
+    assert not replaced(control_plane, "halfway")
+
+
+@pytest.mark.parametrize("pending", [False, True], ids=["first-mint", "pending-hash-copied"])
+def test_a_planted_secret_is_replaced_not_adopted(
+    control_plane: ControlPlane, operator: OperatorProcess, pending: bool
+) -> None:
+    """Someone who may create Secrets (not read them) plants `aikey-<name>` before the key is
+    minted, dressed as the operator's, with a key she knows; with `pending`, it even claims the
+    hash status shows as pending. The operator does not adopt it: it mints a key of its own into
+    the Secret, and says so."""
+    name = f"planted-{int(pending)}"
+    attacker = keyformat.mint()
+    operator.stop()
+    try:
+        apply(control_plane, key_manifest(name), NS)
+        claimed = None
+        if pending:
+            claimed = keyformat.key_hash(keyformat.mint())
+            record_pending(control_plane, name, claimed)
+        plant(control_plane, name, attacker, claimed_hash=claimed)
+    finally:
+        operator.start()
+    st = wait_for(lambda: active(control_plane, name), 30, "phase Active")
+    mine = secret_key(control_plane, name)
+    assert mine is not None and mine != attacker
+    assert st["keyHash"] == keyformat.key_hash(mine)
+    assert keyformat.key_hash(attacker) not in (st["keyHash"], st.get("previousKeyHash"))
+    [event] = wait_for(lambda: replaced(control_plane, name), 15, "the SecretReplaced event")
+    assert event["type"] == "Warning"
+    assert f"Secret aikey-{name} held a key aikeys did not mint for this AIKey" in event["message"]
+    for text in (
+        str(get(control_plane, "aikey", name, NS)),
+        str(events(control_plane, NS, name)),
+        operator.log(),
+    ):
+        assert mine not in text
+
+
+def test_a_secret_planted_for_the_next_rotation_is_replaced(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The Secret is gone (shown once and deleted); she plants one for the victim's next rotation.
+    The rotation's new key is the operator's, not hers."""
+    apply(control_plane, key_manifest("victim", "rotationGracePeriod: 1h"), NS)
+    before = wait_for(lambda: active(control_plane, "victim"), 30, "phase Active")
+    control_plane.kubectl("delete", "secret", "aikey-victim", "-n", NS)
+    attacker = keyformat.mint()
+    plant(control_plane, "victim", attacker, rotation=1)
+    control_plane.kubectl(
+        "patch", "aikey", "victim", "-n", NS, "--type=merge", "-p", '{"spec":{"rotation":1}}'
+    )
+    st = wait_for(
+        lambda: (s := status(control_plane, "victim")).get("observedRotation") == 1 and s, 30, "the rotation"
+    )
+    mine = secret_key(control_plane, "victim")
+    assert mine is not None and mine != attacker
+    assert st["keyHash"] == keyformat.key_hash(mine)
+    assert st["previousKeyHash"] == before["keyHash"]  # the victim's own old key, for the grace period
+    assert keyformat.key_hash(attacker) not in (st["keyHash"], st["previousKeyHash"])
+    [event] = wait_for(lambda: replaced(control_plane, "victim"), 15, "the SecretReplaced event")
+    assert event["type"] == "Warning"
+
+
+@contextlib.contextmanager
+def unbounded(cp: ControlPlane, *fields: str) -> Iterator[None]:
+    """The AIKey CRD without the maximum of these spec fields, as a CRD from before the bounds
+    (objects stored then are still there); the real CRDs are back afterwards."""
+    base = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties"
+    ops = [{"op": "remove", "path": f"{base}/{f}/x-kubernetes-validations/1"} for f in fields]
+    cp.kubectl("patch", "crd", "aikeys.aikeys.dev", "--type=json", "-p", json.dumps(ops))
+    try:
+        yield
+    finally:
+        install_crds(cp)
+
+
+def stored(cp: ControlPlane, manifest: str) -> None:
+    """Apply once the API server validates with the relaxed CRD (a moment after the patch)."""
+    wait_for(
+        lambda: cp.kubectl("apply", "-n", NS, "-f", "-", stdin=manifest, check=False).returncode == 0,
+        15,
+        "the relaxed CRD",
+        interval=0.2,
+    )
+
+
+def ready(cp: ControlPlane, name: str) -> dict[str, Any]:
+    return next((c for c in status(cp, name).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def quiet_afterwards(cp: ControlPlane, name: str) -> None:
+    """The operator does not come back to the object: no write, one InvalidSpec event."""
+    before = get(cp, "aikey", name, NS)["metadata"]["resourceVersion"]  # type: ignore[index]
+    time.sleep(3)
+    assert get(cp, "aikey", name, NS)["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    assert [e["reason"] for e in events(cp, NS, name)].count("InvalidSpec") == 1
+
+
+def test_a_ttl_the_operator_cannot_compute_with_is_reported_once(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """An AIKey with ttl 1000000000h, stored before the CRD bounded it: no key (it would not expire
+    as asked), Ready=False naming spec.ttl, one Warning event, and no retry loop."""
+    with unbounded(control_plane, "ttl"):
+        stored(control_plane, key_manifest("eternal", "ttl: 1000000000h"))
+    cond = wait_for(
+        lambda: (c := ready(control_plane, "eternal")).get("reason") == "InvalidSpec" and c, 30, "InvalidSpec"
+    )
+    assert cond["status"] == "False"
+    assert cond["message"] == (
+        "spec.ttl must be at most 36500d, not '1000000000h'; "
+        "nothing is minted or rotated until the spec is fixed"
+    )
+    [event] = [e for e in events(control_plane, NS, "eternal") if e["reason"] == "InvalidSpec"]
+    assert (event["type"], event["message"]) == ("Warning", cond["message"])
+    assert get(control_plane, "secret", "aikey-eternal", NS) is None
+    quiet_afterwards(control_plane, "eternal")
+    assert "OverflowError" not in operator.log()
+
+    control_plane.kubectl(
+        "patch", "aikey", "eternal", "-n", NS, "--type=merge", "-p", '{"spec":{"ttl":"720h"}}'
+    )
+    st = wait_for(lambda: active(control_plane, "eternal"), 30, "phase Active once the ttl is fixed")
+    assert ready(control_plane, "eternal")["reason"] == "Active"
+    assert keyformat.key_hash(secret_key(control_plane, "eternal") or "") == st["keyHash"]
+
+
+def test_a_grace_period_the_operator_cannot_compute_with_is_reported_once(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """A rotation asked with rotationGracePeriod 1000000000h (stored under an unbounded CRD): the
+    key is not rotated, Ready=False says why, once; fixing the grace period rotates it."""
+    apply(control_plane, key_manifest("patient"), NS)
+    before = wait_for(lambda: active(control_plane, "patient"), 30, "phase Active")
+    with unbounded(control_plane, "rotationGracePeriod"):
+        patch = '{"spec":{"rotation":1,"rotationGracePeriod":"1000000000h"}}'
+        wait_for(
+            lambda: (
+                control_plane.kubectl(
+                    "patch", "aikey", "patient", "-n", NS, "--type=merge", "-p", patch, check=False
+                ).returncode
+                == 0
+            ),
+            15,
+            "the relaxed CRD",
+            interval=0.2,
+        )
+    cond = wait_for(
+        lambda: (c := ready(control_plane, "patient")).get("reason") == "InvalidSpec" and c, 30, "InvalidSpec"
+    )
+    assert cond["message"].startswith("spec.rotationGracePeriod must be at most 365d, not '1000000000h'")
+    st = status(control_plane, "patient")
+    assert (st["keyHash"], st.get("observedRotation", 0)) == (before["keyHash"], 0)  # not rotated
+    quiet_afterwards(control_plane, "patient")
+
+    grace = '{"spec":{"rotationGracePeriod":"1h"}}'
+    control_plane.kubectl("patch", "aikey", "patient", "-n", NS, "--type=merge", "-p", grace)
+    rotated = wait_for(
+        lambda: (s := status(control_plane, "patient")).get("observedRotation") == 1 and s, 30, "the rotation"
+    )
+    assert rotated["previousKeyHash"] == before["keyHash"]
+    assert ready(control_plane, "patient")["status"] == "True"
 
 
 def test_ttl_expires_on_time(control_plane: ControlPlane, operator: OperatorProcess) -> None:
@@ -276,6 +485,32 @@ def test_allocation_status_follows_the_ledger(
     assert alloc["status"]["remaining"] == "0.00"
     reasons = [e["reason"] for e in events(control_plane, NS, "team")]
     assert "Exhausted" in reasons
+
+
+def test_threshold_event_of_a_budget_without_period(
+    control_plane: ControlPlane, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    """A budget that never starts again (period None) is "the 5.00 USD budget", not "... None budget"."""
+    apply_allocation(control_plane, NS, "forever", "5.00", period="None")
+    create_key(control_plane, NS, "forever-key", "forever")
+
+    async def spend() -> None:
+        client = connect(redis_server.url)
+        alloc = Allocation(NS, "forever", 5 * 10**9, Period.NONE)
+        await Ledger(client).reserve(
+            alloc, "forever-1", "forever-key", f"{NS}:p/m", Estimate(4_900_000_000, 1, 1)
+        )
+        await Ledger(client).settle(alloc, "forever-1", "forever-key", f"{NS}:p/m", 1, 1, 4_900_000_000)
+        await client.aclose()
+
+    asyncio.run(spend())
+    [event] = wait_for(
+        lambda: [e for e in events(control_plane, NS, "forever") if e["reason"] == "BudgetThreshold"],
+        15,
+        "the BudgetThreshold event",
+    )
+    assert event["type"] == "Warning"
+    assert event["message"] == "98% of the 5.00 USD budget used (spent 4.90 USD; threshold 80%)"
 
 
 def scrape(url: str) -> str:

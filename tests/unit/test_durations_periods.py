@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aikeys.durations import DurationError, format_duration, parse_duration
+from aikeys.durations import MAX_TTL, DurationError, bounded, format_duration, parse_duration
 from aikeys.periods import Period, day_id, window
 
 UTC = dt.UTC
@@ -81,3 +81,13 @@ def test_windows_contain_now_and_tile_time(now: dt.datetime, period: Period) -> 
     assert nxt.start == w.end  # periods tile: no gap, no overlap
     assert nxt.id != w.id
     assert window(period, w.end - dt.timedelta(microseconds=1)).id == w.id
+
+
+def test_bounded_durations() -> None:
+    assert bounded("36500d", MAX_TTL, "spec.ttl") == dt.timedelta(days=36500)
+    with pytest.raises(DurationError, match=r"^spec.ttl must be at most 36500d, not '1000000000h'$"):
+        bounded("1000000000h", MAX_TTL, "spec.ttl")
+    with pytest.raises(DurationError, match=r"spec\.ttl must be at most 36500d"):
+        bounded("99999999999999999999d", MAX_TTL, "spec.ttl")  # beyond timedelta itself
+    with pytest.raises(DurationError, match=r"^spec\.ttl: 'soon' is not a duration"):
+        bounded("soon", MAX_TTL, "spec.ttl")
