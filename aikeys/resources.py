@@ -212,8 +212,9 @@ class AIKeySpec(Schema):
         None,
         description="The Kubernetes user the key belongs to (usage is grouped by it). With the chart's "
         "admission policy it must be the user who creates the key (`kubectl aikeys keys create` fills it "
-        "in) and cannot change afterwards; only users allowed to `create` the virtual resource "
-        "`aikeys/owner` (group aikeys.dev) in the namespace may set another owner or change it.",
+        "in) and cannot change afterwards, and only the owner may rotate, disable, enable, change or "
+        "delete the key; only users allowed to `create` the virtual resource `aikeys/owner` (group "
+        "aikeys.dev) in the namespace may set another owner, change it, or act on others' keys.",
         min_length=1,
         max_length=1024,
     )
