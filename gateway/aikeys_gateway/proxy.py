@@ -235,7 +235,8 @@ class Gateway:
             and not used.translated
             and request_body.get("store") is not False
         ):
-            charge.stored = Owner(key.namespace, used.route.provider.namespace, used.route.provider.name)
+            p = used.route.provider
+            charge.stored = Owner(key.namespace, p.namespace, p.name, key.uid, route.model_id)
         if not stream:
             return await self._json(resp, charge, ex, request_body if used.translated else None)
         return self._stream(
@@ -286,8 +287,8 @@ class Gateway:
         self.metrics.fallbacks.labels(failed.model_id, to.model_id, why).inc()
 
     async def _holders(self, response_id: str, key: KeyEntry, attempts: list[Route]) -> list[Route]:
-        """previous_response_id must be a response of this namespace; only the upstream that holds
-        it can continue it."""
+        """previous_response_id must be a response of this key; only the upstream that holds it
+        can continue it."""
         provider = await self.stored.provider_for(response_id, key, self.catalog)
         holders = [r for r in attempts if r.provider is provider and r.model.responses_native]
         if not holders:
@@ -319,7 +320,9 @@ class Gateway:
                     self.metrics.rate_limited.labels("model").inc()
                     raise ratelimits.limited(model_rate, admitted.status, f"model {route.model_id}", bound)
                 ex.model_window = (route.model.rate_scope, admitted.window_start, bound)
-            outcome = await self.meter.reserve(alloc, ledger_rid, key.name, route.model_id, est, key.limits)
+            outcome = await self.meter.reserve(
+                alloc, ledger_rid, key.uid, route.model_id, est, key.limits, key.label
+            )
         except LedgerUnavailable as err:
             self.give_back_window(ex)
             self.metrics.ledger_errors.inc()
