@@ -6,8 +6,8 @@ When a natively served response is stored (`store` not false), the gateway remem
 which key (its AIKey's uid, so not a later key of the same name), model and AIProvider it belongs
 to, for `AIKEYS_RESPONSES_TTL` (30 days, as long as OpenAI keeps them). Any other id — unknown,
 expired, another key's (also of the same namespace), or of a model the key may no longer use —
-answers exactly like an id that does not exist. Ids remembered before keys were (namespace only)
-answer so too.
+answers exactly like an id that does not exist. So does an id an earlier version remembered by
+namespace only (without the key).
 """
 
 from __future__ import annotations
