@@ -19,19 +19,21 @@ from pathlib import Path
 import uvloop
 
 from aikeys.devstack.redis import launch_redis
-from aikeys.ledger.store import Allocation, Estimate, Ledger, RateLimit, connect
+from aikeys.ledger.store import Allocation, Estimate, KeyLabel, Ledger, RateLimit, connect
 
 UNREACHABLE = RateLimit(requests=10**9, tokens=10**15)  # checked and counted, never reached
+KEY = str(uuid.uuid4())  # as the gateway does: the key by its AIKey's uid, its name and owner as a label
+LABEL = KeyLabel("bench-key", "system:serviceaccount:bench:someone")
 
 
 async def cycle(ledger: Ledger, alloc: Allocation, key_limits: RateLimit | None = None) -> float:
     rid = uuid.uuid4().hex
     start = time.perf_counter()
     outcome = await ledger.reserve(
-        alloc, rid, "bench-key", "bench:p/m", Estimate(1000, 10, 10), key_limits=key_limits
+        alloc, rid, KEY, "bench:p/m", Estimate(1000, 10, 10), key_limits=key_limits, label=LABEL
     )
     assert outcome.accepted
-    await ledger.settle(alloc, rid, "bench-key", "bench:p/m", 10, 10, 900)
+    await ledger.settle(alloc, rid, KEY, "bench:p/m", 10, 10, 900, LABEL)
     return time.perf_counter() - start
 
 

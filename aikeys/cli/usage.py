@@ -25,7 +25,8 @@ from aikeys.money import format_usd, parse_usd
 pass_ctx = click.make_pass_decorator(Context)
 USAGE_API = "/apis/usage.aikeys.dev/v1alpha1"
 GROUPINGS = ("key", "model", "allocation", "namespace", "owner")
-NO_OWNER = "(none)"  # keys without spec.owner, and deleted keys
+NO_OWNER = "(none)"  # keys without spec.owner
+DELETED = " (deleted)"  # after a deleted key's name (phase Gone): apart from a new key of that name
 
 
 def keyusages_path(namespace: str | None) -> str:
@@ -65,7 +66,7 @@ def _parts(item: dict[str, Any], by: str) -> Iterable[tuple[str, dict[str, Any]]
     if by == "model":
         return [(m["model"], m) for m in item.get("models", [])]
     name = {
-        "key": f"{meta['namespace']}/{meta['name']}",
+        "key": f"{meta['namespace']}/{meta['name']}{DELETED if item.get('keyPhase') == 'Gone' else ''}",
         "allocation": f"{meta['namespace']}/{item['allocation']}",
         "namespace": meta["namespace"],
         "owner": item.get("owner") or NO_OWNER,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from aikeys.ledger.store import (
     Allocation,
     Estimate,
+    KeyLabel,
     Ledger,
     LedgerUnavailable,
     RateLimit,
@@ -66,11 +67,12 @@ UNMETERED = Unmetered.UNMETERED
 class PendingSettle:
     alloc: Allocation
     request_id: str
-    key: str
+    key: str  # the AIKey's uid
     model: str
     input_tokens: int
     output_tokens: int
     cost: int
+    label: KeyLabel | None = None  # the key's name and owner, for usage reports
 
 
 def _always() -> bool:
@@ -147,6 +149,7 @@ class Meter:
         model: str,
         estimate: Estimate,
         key_limits: RateLimit | None = None,
+        label: KeyLabel | None = None,
         in_flight: Callable[[], bool] = _always,
     ) -> ReserveOutcome | Unmetered:
         """Reserve, or apply the failure policy when Redis is down or answered too late (an
@@ -154,7 +157,7 @@ class Meter:
         renews the reservation's lease while `in_flight()` is true."""
         try:
             outcome = await self.ledger.reserve(
-                alloc, request_id, key, model, estimate, key_limits=key_limits
+                alloc, request_id, key, model, estimate, key_limits=key_limits, label=label
             )
             if outcome.status is ReserveStatus.EXPIRED:
                 raise LedgerUnavailable("redis ran the reserve after its deadline")
@@ -205,7 +208,7 @@ class Meter:
 
     async def _settle(self, p: PendingSettle) -> SettleOutcome:
         return await self.ledger.settle(
-            p.alloc, p.request_id, p.key, p.model, p.input_tokens, p.output_tokens, p.cost
+            p.alloc, p.request_id, p.key, p.model, p.input_tokens, p.output_tokens, p.cost, p.label
         )
 
     async def drain_once(self) -> int:

@@ -8,9 +8,13 @@ touches live in one Redis Cluster slot:
     aikeys:{team-a/research}:res                  HASH request id → reservation
     aikeys:{team-a/research}:done:<request id>    STRING settled/reaped/released marker, expires
     aikeys:{team-a/research}:usage:<yyyymmdd>     HASH "<key>|<model>|req|in|out|cost" → integer
-    aikeys:{team-a/research}:keyspend:<period id> HASH key name → nano-USD spent in the period
-    aikeys:{team-a/research}:lastused             HASH key name → epoch ms
-    aikeys:{team-a/research}:dirty                SET key names charged since the operator last looked
+    aikeys:{team-a/research}:keyspend:<period id> HASH key → nano-USD spent in the period
+    aikeys:{team-a/research}:lastused             HASH key → epoch ms
+    aikeys:{team-a/research}:dirty                SET keys charged since the operator last looked
+    aikeys:{team-a/research}:keylabels            HASH key → "<name>|<owner>" (for display)
+
+A key is counted by its AIKey's uid (`<key>` above), never by its name: a new key named like a
+deleted one starts from nothing. Its name and owner are only shown (`keylabels`).
 """
 
 from __future__ import annotations
@@ -65,3 +69,7 @@ class AllocationKeys:
     @property
     def dirty(self) -> str:
         return f"{self.prefix}dirty"
+
+    @property
+    def key_labels(self) -> str:
+        return f"{self.prefix}keylabels"

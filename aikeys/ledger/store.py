@@ -1,9 +1,12 @@
 """The ledger over Redis: reserve → settle | release, one Lua script call each.
 
     ledger = Ledger(connect("redis://..."))
-    outcome = await ledger.reserve(alloc, request_id, key, model, estimate)
+    outcome = await ledger.reserve(alloc, request_id, key, model, estimate, label=label)
     ...  # call the model only when outcome.accepted
-    await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost)
+    await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost, label)
+
+`key` is the key's identity: the gateway passes the AIKey's uid, so that a new key named like a
+deleted one starts from nothing; `label` (its name and owner) is only kept for usage reports.
 
 Scripts run with EVALSHA and are reloaded on NOSCRIPT: through redis-py's Script objects, or,
 when the Ledger is given one, over a pipelined connection of their own (`pipelined()`, the
@@ -130,6 +133,23 @@ class Allocation:
     @cached_property
     def keys(self) -> AllocationKeys:
         return AllocationKeys(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class KeyLabel:
+    """How a key is shown in usage reports: its name and owner. The ledger counts the key by its
+    identity (the AIKey's uid); the label is kept beside it, also after the key is deleted."""
+
+    name: str
+    owner: str | None = None
+
+    def encode(self) -> str:
+        return f"{check_component(self.name, 'key name')}|{self.owner or ''}"
+
+    @classmethod
+    def decode(cls, raw: str) -> KeyLabel:
+        name, _, owner = raw.partition("|")  # names have no "|"; owners may
+        return cls(name, owner or None)
 
 
 @dataclass(frozen=True)
@@ -271,12 +291,13 @@ class KeyUse:
 @dataclass(frozen=True)
 class UsageRow:
     day: str  # yyyymmdd, UTC
-    key: str
+    key: str  # the key's identity (the AIKey's uid; its name in records from before uids)
     model: str
     requests: int
     input_tokens: int
     output_tokens: int
     cost: int
+    label: KeyLabel | None = None  # the key's name and owner, as last charged (None: not recorded)
 
 
 def _estimate_args(e: Estimate) -> tuple[int, int, int]:
@@ -391,9 +412,10 @@ class Ledger:
             return await _guarded(self.pipelined.run(name, keys, args))
         return await _guarded(self._scripts[name](keys=keys, args=args))
 
-    async def _run_packed(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Scripts that take their arguments as one "|"-joined string (cheaper to send than many)."""
-        return await self._run(name, keys, ["|".join(map(str, args))])
+    async def _run_packed(self, name: str, keys: list[str], args: list[Any], label: KeyLabel | None) -> Any:
+        """Scripts that take their arguments as one "|"-joined string (cheaper to send than many),
+        and the key's label as a second (its owner may contain anything)."""
+        return await self._run(name, keys, ["|".join(map(str, args)), *([label.encode()] if label else [])])
 
     def _period_ttl(self, w: Window, now: dt.datetime) -> int:
         return -1 if w.end is None else int((w.end - now).total_seconds()) + self.retention
@@ -407,9 +429,11 @@ class Ledger:
         estimate: Estimate,
         deadline: float | None = None,
         key_limits: RateLimit | None = None,
+        label: KeyLabel | None = None,
     ) -> ReserveOutcome:
         """Hold `estimate` against the allocation's budget and the rate limits of the allocation
-        and of the key (`key_limits`), or refuse.
+        and of the key (`key_limits`), or refuse. `key` identifies the key (the AIKey's uid);
+        `label` is how usage reports show it.
 
         `deadline` (local time.time(), default: now + reserve_timeout) is when the caller gives
         up: if Redis runs the reserve later, it takes no effect and the status is EXPIRED.
@@ -444,7 +468,7 @@ class Ledger:
         ]
         keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id)]
         syncs = self.clock_syncs
-        raw = await self._run_packed("reserve", keys, args)
+        raw = await self._run_packed("reserve", keys, args, label)
         if int(raw[0]) == ReserveStatus.EXPIRED:
             early = time.time() < deadline
             if early:
@@ -455,7 +479,7 @@ class Ledger:
                 if not explicit:
                     deadline = time.time() + self.reserve_timeout
                 args[DEADLINE_ARG] = self._redis_ms(deadline)
-                raw = await self._run_packed("reserve", keys, args)
+                raw = await self._run_packed("reserve", keys, args, label)
         values = [int(x) for x in raw]
         spent, reserved, tokens, reserved_tokens = values[1:5]
         return ReserveOutcome(
@@ -483,7 +507,9 @@ class Ledger:
         input_tokens: int,
         output_tokens: int,
         cost: int,
+        label: KeyLabel | None = None,
     ) -> SettleOutcome:
+        """Charge `cost` to the key `key` (the AIKey's uid; `label`: how reports show it)."""
         now = self.now()
         k = alloc.keys
         w = window(alloc.period, now)
@@ -501,7 +527,7 @@ class Ledger:
             self._period_ttl(w, now),
         ]
         keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id), k.last_used]
-        raw = await self._run_packed("settle", keys, args)
+        raw = await self._run_packed("settle", keys, args, label)
         return SettleOutcome(SettleStatus(int(raw[0])), int(raw[1]), int(raw[2]))
 
     async def release(self, alloc: Allocation, request_id: str) -> bool:
@@ -574,12 +600,15 @@ class Ledger:
         return PeriodState(**{f: values.get(f, 0) for f in _COUNTERS}, exists=bool(raw))
 
     async def usage(self, alloc: Allocation, days: list[str]) -> list[UsageRow]:
-        """Usage records of the given UTC days (yyyymmdd), one row per day × key × model."""
+        """Usage records of the given UTC days (yyyymmdd), one row per day × key × model, each
+        with its key's label when the ledger has one."""
         rows: list[UsageRow] = []
         pipe = self.client.pipeline(transaction=False)
         for day in days:
             pipe.hgetall(alloc.keys.usage(day))
+        pipe.hgetall(alloc.keys.key_labels)
         results: list[dict[str, str]] = await _guarded(pipe.execute())
+        labels = {key: KeyLabel.decode(raw) for key, raw in results.pop().items()}
         for day, raw in zip(days, results, strict=True):
             merged: dict[tuple[str, str], dict[str, int]] = {}
             for name, value in raw.items():
@@ -588,7 +617,14 @@ class Ledger:
             for (key, model), v in sorted(merged.items()):
                 rows.append(
                     UsageRow(
-                        day, key, model, v.get("req", 0), v.get("in", 0), v.get("out", 0), v.get("cost", 0)
+                        day,
+                        key,
+                        model,
+                        v.get("req", 0),
+                        v.get("in", 0),
+                        v.get("out", 0),
+                        v.get("cost", 0),
+                        labels.get(key),
                     )
                 )
         return rows
@@ -625,9 +661,9 @@ class Ledger:
     async def key_use(
         self, wanted: Sequence[tuple[Allocation, Sequence[str]]], at: dt.datetime | None = None
     ) -> list[dict[str, KeyUse]]:
-        """Spend in the current period and last use of the named keys of each allocation, in one
-        pipelined round trip (two HMGETs per allocation): work follows the keys asked for, not
-        how many keys an allocation has."""
+        """Spend in the current period and last use of the given keys (AIKey uids) of each
+        allocation, in one pipelined round trip (two HMGETs per allocation): work follows the keys
+        asked for, not how many keys an allocation has."""
         at = at or self.now()
         pipe = self.client.pipeline(transaction=False)
         asked = [(alloc, list(names)) for alloc, names in wanted if names]

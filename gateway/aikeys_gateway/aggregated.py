@@ -17,7 +17,8 @@ request to this listener, named by an APIService — the way metrics-server serv
   (`kubectl get --raw`); every KeyUsage carries its per-day and per-model series.
 
 Numbers come from the ledger (the same per-day records as /api/usage); the keys from the gateway's
-informer cache, plus the keys the ledger has usage for that no longer exist.
+informer cache, plus the keys the ledger has usage for that no longer exist (phase Gone, with the
+name they had: a new key of the same name is another KeyUsage, which `get` by name returns).
 """
 
 from __future__ import annotations
@@ -240,6 +241,8 @@ class _KeyUsage:
     name: str
     allocation: str
     entry: KeyEntry | None
+    uid: str | None  # the AIKey's (None: usage recorded by name, before uids)
+    owner: str | None = None  # a deleted key's, as the ledger kept it
     total: _Totals = field(default_factory=_Totals)
     models: dict[str, _Totals] = field(default_factory=dict)
     days: dict[str, _Totals] = field(default_factory=dict)
@@ -261,29 +264,31 @@ def key_usages(
     name: str | None = None,
     last_used: Mapping[tuple[str, str], dt.datetime] | None = None,
 ) -> list[JSON]:
-    """KeyUsage objects: one per key (those known and those with usage in `records`), sorted by
-    namespace and name, each with its totals, models (by spend) and every day of the window.
-    `last_used` (the ledger's, by namespace and key) wins over the AIKey status's older copy."""
+    """KeyUsage objects: one per key (those known and those with usage in `records`, which
+    `usage.collect` named), sorted by namespace and name, an existing key before deleted ones of
+    the same name; each with its totals, models (by spend) and every day of the window.
+    `last_used` (the ledger's, by namespace and key uid) wins over the AIKey status's older copy."""
     window = day_ids(until, days)
-    found: dict[tuple[str, str], _KeyUsage] = {}
+    found: dict[tuple[str, str, bool, str], _KeyUsage] = {}  # (namespace, name, deleted, uid)
     for entry in keys:
         if name is None or entry.name == name:
-            found[(entry.namespace, entry.name)] = _KeyUsage(
-                entry.namespace, entry.name, entry.allocation, entry
+            found[(entry.namespace, entry.name, False, "")] = _KeyUsage(
+                entry.namespace, entry.name, entry.allocation, entry, entry.uid
             )
     for record in records:
-        if name is not None and record.row.key != name:
+        if name is not None and record.key_name != name:
             continue
+        where = (record.namespace, record.key_name, record.deleted, record.row.key if record.deleted else "")
+        uid = None if record.row.label is None else record.row.key
         usage = found.setdefault(
-            (record.namespace, record.row.key),
-            _KeyUsage(record.namespace, record.row.key, record.allocation, None),
+            where, _KeyUsage(record.namespace, record.key_name, record.allocation, None, uid, record.owner)
         )
         usage.total.add(record)
         usage.models.setdefault(record.row.model, _Totals()).add(record)
         usage.days.setdefault(record.row.day, _Totals()).add(record)
     since = until - dt.timedelta(days=days - 1)
     objects = []
-    for (namespace, key), usage in sorted(found.items()):
+    for (namespace, key, _, _), usage in sorted(found.items()):
         status = usage.entry.status if usage.entry else None
         models = sorted(usage.models.items(), key=lambda m: (-m[1].cost, m[0]))
         objects.append(
@@ -293,11 +298,12 @@ def key_usages(
                 "metadata": {
                     "name": key,
                     "namespace": namespace,
+                    **({"uid": usage.uid} if usage.uid else {}),
                     "creationTimestamp": _timestamp(status.created_at if status else None),
                 },
                 "window": {"since": since.isoformat(), "until": until.isoformat(), "days": days},
                 "allocation": usage.allocation,
-                "owner": usage.entry.spec.owner if usage.entry else None,
+                "owner": usage.entry.spec.owner if usage.entry else usage.owner,
                 "keyPhase": (status.phase.value if status and status.phase else None)
                 if usage.entry
                 else "Gone",
@@ -305,7 +311,10 @@ def key_usages(
                     max(
                         (
                             t
-                            for t in ((last_used or {}).get((namespace, key)), status and status.last_used_at)
+                            for t in (
+                                (last_used or {}).get((namespace, usage.uid or "")),
+                                status and status.last_used_at,
+                            )
                             if t
                         ),
                         default=None,
@@ -528,7 +537,7 @@ class UsageAPI:
         allocations = [a for (ns, _), a in self.catalog.allocations.objects.items() if namespace in ("", ns)]
         keys = [k for (ns, _), k in self.catalog.keys.objects.items() if namespace in ("", ns)]
         try:
-            records = await collect(self.ledger, allocations, until, days)
+            records = await collect(self.ledger, allocations, until, days, self.catalog.keys.objects)
             last_used = {
                 (a.namespace, key): moment
                 for a in allocations

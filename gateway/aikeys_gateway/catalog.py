@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aikeys import credentials, tokenizers
 from aikeys.durations import parse_duration
 from aikeys.kube.client import KubeClient, path
-from aikeys.ledger.store import Allocation, RateLimit
+from aikeys.ledger.store import Allocation, KeyLabel, RateLimit
 from aikeys.money import Price, parse_usd
 from aikeys.resources import (
     GROUP,
@@ -84,9 +84,15 @@ class KeyEntry:
     status: KeyStatus
     patterns: tuple[re.Pattern[str], ...]
     limits: RateLimit | None = None
+    uid: str = ""  # metadata.uid: what the ledger and stored responses know the key by, never its name
 
     def allows(self, model_id: str) -> bool:
         return not self.patterns or any(p.match(model_id) for p in self.patterns)
+
+    @property
+    def label(self) -> KeyLabel:
+        """How usage reports show this key (also once it is deleted)."""
+        return KeyLabel(self.name, self.spec.owner)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -116,6 +122,7 @@ def key_entry(obj: dict[str, Any]) -> KeyEntry:
         ),
         patterns=tuple(_pattern(m) for m in models),
         limits=rate_limit(spec.limits),
+        uid=obj["metadata"]["uid"],
     )
 
 

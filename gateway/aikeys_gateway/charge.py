@@ -121,9 +121,9 @@ class Charge:
             self._overrun(tin, tout, cost)
             cost = min(cost, MAX_AMOUNT)
             tin, tout = min(tin, MAX_AMOUNT), min(tout, MAX_AMOUNT)
-        m = self.gw.metrics
+        m, k = self.gw.metrics, self.key
         outcome = await self.gw.meter.settle(
-            PendingSettle(self.alloc, self.ledger_rid, self.key.name, self.route.model_id, tin, tout, cost)
+            PendingSettle(self.alloc, self.ledger_rid, k.uid, self.route.model_id, tin, tout, cost, k.label)
         )
         if outcome is None:
             m.ledger_errors.inc()

@@ -251,7 +251,8 @@ class Gateway:
             and not used.translated
             and request_body.get("store") is not False
         ):
-            charge.stored = Owner(key.namespace, used.route.provider.namespace, used.route.provider.name)
+            p = used.route.provider
+            charge.stored = Owner(key.namespace, p.namespace, p.name, key.uid, route.model_id)
         if not stream:
             return await self._json(resp, charge, ex, request_body if used.translated else None)
         return self._stream(
@@ -311,8 +312,8 @@ class Gateway:
         self.metrics.fallbacks.labels(failed.model_id, to.model_id, why).inc()
 
     async def _holders(self, response_id: str, key: KeyEntry, attempts: list[Route]) -> list[Route]:
-        """previous_response_id must be a response of this namespace; only the upstream that holds
-        it can continue it."""
+        """previous_response_id must be a response of this key; only the upstream that holds it
+        can continue it."""
         provider = await self.stored.provider_for(response_id, key, self.catalog)
         holders = [r for r in attempts if r.provider is provider and r.model.responses_native]
         if not holders:
@@ -357,7 +358,14 @@ class Gateway:
         charge = Charge(self, alloc, new_id(), key, first.route, est, ex.ctx, first.estimate)
         try:
             outcome = await self.meter.reserve(
-                alloc, charge.ledger_rid, key.name, first.route.model_id, est, key.limits, charge.in_flight()
+                alloc,
+                charge.ledger_rid,
+                key.uid,
+                first.route.model_id,
+                est,
+                key.limits,
+                key.label,
+                charge.in_flight(),
             )
         except LedgerUnavailable as err:
             self.metrics.ledger_errors.inc()

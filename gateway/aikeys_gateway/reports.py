@@ -17,7 +17,7 @@ from aikeys.periods import window
 from aikeys.resources import NAMESPACE_OR_STAR
 from aikeys_gateway import errors
 from aikeys_gateway.auth import authenticate, presented_key
-from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, report
+from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, own, report
 
 if TYPE_CHECKING:
     from aikeys_gateway.app import State
@@ -53,11 +53,6 @@ async def _ledger_call(call: Awaitable[T]) -> T:
         return await call
     except LedgerUnavailable as err:
         raise errors.unavailable("The ledger is unreachable; retry shortly.") from err
-
-
-def owners(state: State) -> dict[tuple[str, str], str]:
-    """Every known key's owner, from the informer cache."""
-    return {k: e.spec.owner for k, e in state.catalog.keys.objects.items() if e.spec.owner}
 
 
 def router(state: State) -> APIRouter:
@@ -115,11 +110,13 @@ def router(state: State) -> APIRouter:
             if namespace not in (None, key.namespace):
                 raise errors.forbidden("An AI key reads only its own usage.", code="forbidden")
             alloc = state.catalog.allocation(key.namespace, key.allocation)
+            known = state.catalog.keys.objects
             records = (
-                [] if alloc is None else await _ledger_call(collect(state.meter.ledger, [alloc], end, days))
+                []
+                if alloc is None
+                else await _ledger_call(collect(state.meter.ledger, [alloc], end, days, known))
             )
-            records = [r for r in records if r.row.key == key.name]
-            return report(records, group_by, end, days, owners(state))
+            return report(own(records, key), group_by, end, days)
         if not token:
             raise errors.unauthorized("Send an AI key, or a Kubernetes token with `namespace`.")
         person = await state.kubeauth.person(token)
@@ -131,7 +128,9 @@ def router(state: State) -> APIRouter:
         allocations = [
             a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
         ]
-        records = await _ledger_call(collect(state.meter.ledger, allocations, end, days))
-        return report(records, group_by, end, days, owners(state))
+        records = await _ledger_call(
+            collect(state.meter.ledger, allocations, end, days, state.catalog.keys.objects)
+        )
+        return report(records, group_by, end, days)
 
     return router

@@ -1,11 +1,13 @@
 """Stored responses: `GET/DELETE /responses/{id}`, `POST /responses/{id}/cancel`,
 `GET /responses/{id}/input_items`, and `previous_response_id`, each sent to the provider that
-created the response and only for keys of the namespace that created it.
+created the response and only for the key that created it.
 
 When a natively served response is stored (`store` not false), the gateway remembers in Redis
-which namespace and AIProvider it belongs to, for `AIKEYS_RESPONSES_TTL` (30 days, as long as
-OpenAI keeps them). Any other id — unknown, expired, or another namespace's — answers exactly
-like an id that does not exist.
+which key (its AIKey's uid, so not a later key of the same name), model and AIProvider it belongs
+to, for `AIKEYS_RESPONSES_TTL` (30 days, as long as OpenAI keeps them). Any other id — unknown,
+expired, another key's (also of the same namespace), or of a model the key may no longer use —
+answers exactly like an id that does not exist. So does an id an earlier version remembered by
+namespace only (without the key).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Owner:
     namespace: str  # of the key that created it
     provider_namespace: str
     provider: str
+    key: str  # the uid of the AIKey that created it
+    model: str  # the model ID it asked for (the key must still be allowed it)
 
 
 def not_found(response_id: str) -> errors.GatewayError:
@@ -47,26 +51,34 @@ class StoredResponses:
         self.ttl = ttl
 
     async def remember(self, response_id: str, owner: Owner) -> None:
-        value = f"{owner.namespace}|{owner.provider_namespace}|{owner.provider}"
+        value = f"{owner.namespace}|{owner.provider_namespace}|{owner.provider}|{owner.key}|{owner.model}"
         await self.redis.set(_key(response_id), value, ex=self.ttl)
 
     async def owner(self, response_id: str) -> Owner | None:
+        """Who created `response_id`; None when unknown (or remembered without its key)."""
         raw = await self.redis.get(_key(response_id))
-        if not raw:
+        parts = str(raw or "").split("|", 4)
+        if len(parts) != 5:
             return None
-        namespace, provider_namespace, provider = str(raw).split("|", 2)
-        return Owner(namespace, provider_namespace, provider)
+        return Owner(*parts)
 
     async def forget(self, response_id: str) -> None:
         await self.redis.delete(_key(response_id))
 
     async def provider_for(self, response_id: str, key: KeyEntry, catalog: Catalog) -> ProviderEntry:
-        """The provider that holds `response_id`, if this key's namespace created it; else 404."""
+        """The provider that holds `response_id`, if this key created it (and may still use its
+        model); else 404."""
         if not response_id.startswith("resp_") or len(response_id) > 200:
             raise not_found(response_id)
         owner = await self.owner(response_id)
-        provider = None if owner is None else catalog.provider(owner.provider_namespace, owner.provider)
-        if owner is None or owner.namespace != key.namespace or provider is None:
+        if (
+            owner is None
+            or (owner.namespace, owner.key) != (key.namespace, key.uid)
+            or not key.allows(owner.model)
+        ):
+            raise not_found(response_id)
+        provider = catalog.provider(owner.provider_namespace, owner.provider)
+        if provider is None:
             raise not_found(response_id)
         return provider
 

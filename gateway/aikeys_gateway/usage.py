@@ -2,6 +2,12 @@
 
 Pure aggregation (`report`) plus the reads that feed it (`collect`). Amounts leave as USD
 strings, tokens as integers.
+
+The ledger counts a key by its AIKey's uid, so a new key named like a deleted one starts from
+nothing. `collect` names each record's key: an existing key by its name and owner now; a deleted
+one by the name and owner the ledger kept with its usage, marked deleted (by key: "ns/name
+(deleted)", apart from a new key of that name). Records written before keys were counted by uid
+carry the key's name instead: they are shown under that name, as the key of that name (if any).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from aikeys.ledger.store import Allocation, Ledger, UsageRow
 from aikeys.money import format_usd
+from aikeys_gateway.catalog import KeyEntry
 
 MAX_DAYS = 100  # usage records are kept 100 days
 
@@ -27,8 +34,9 @@ class GroupBy(StrEnum):
     OWNER = "owner"
 
 
-NO_OWNER = "(none)"  # keys without spec.owner, and deleted keys (their owner is no longer known)
-Owners = Mapping[tuple[str, str], str]  # (namespace, key name) → the AIKey's spec.owner
+NO_OWNER = "(none)"  # keys without spec.owner
+DELETED = " (deleted)"  # after a deleted key's name, grouped by key
+Known = Mapping[tuple[str, str], KeyEntry]  # the informer cache: (namespace, name) → key
 
 
 class Amounts(BaseModel):
@@ -40,8 +48,9 @@ class Amounts(BaseModel):
 
 class Group(Amounts):
     name: str = Field(
-        description="The key (namespace/name), model ID, allocation (namespace/name), namespace or owner "
-        "(a Kubernetes user name; (none) for keys without one)"
+        description="The key (namespace/name; a deleted key's with ' (deleted)' after it), model ID, "
+        "allocation (namespace/name), namespace or owner (a Kubernetes user name; (none) for keys "
+        "without one)"
     )
     share: str = Field(description="Share of the total cost, 0..1 as a decimal string")
 
@@ -61,11 +70,33 @@ class UsageReport(BaseModel):
 
 @dataclass(frozen=True)
 class Record:
-    """One ledger usage row with where it came from."""
+    """One ledger usage row with where it came from and the key it was charged to."""
 
     namespace: str
     allocation: str
     row: UsageRow
+    name: str | None = None  # the key's name (None: the row's key as recorded)
+    owner: str | None = None
+    deleted: bool = False  # the key charged no longer exists (a new one may have its name)
+
+    @property
+    def key_name(self) -> str:
+        return self.name or self.row.key
+
+
+def resolve(
+    namespace: str, allocation: str, row: UsageRow, known: Known, by_uid: Mapping[str, KeyEntry]
+) -> Record:
+    """The record of `row`, its key named (see the module's docstring)."""
+    entry = by_uid.get(row.key)
+    if entry is not None:
+        return Record(namespace, allocation, row, entry.name, entry.spec.owner)
+    if row.label is not None:
+        return Record(namespace, allocation, row, row.label.name, row.label.owner, deleted=True)
+    entry = known.get((namespace, row.key))  # recorded before uids: by the key's name
+    if entry is not None:
+        return Record(namespace, allocation, row, entry.name, entry.spec.owner)
+    return Record(namespace, allocation, row, row.key, None, deleted=True)
 
 
 def day_ids(until: dt.date, days: int) -> list[str]:
@@ -73,14 +104,22 @@ def day_ids(until: dt.date, days: int) -> list[str]:
 
 
 async def collect(
-    ledger: Ledger, allocations: Iterable[Allocation], until: dt.date, days: int
+    ledger: Ledger, allocations: Iterable[Allocation], until: dt.date, days: int, known: Known
 ) -> list[Record]:
+    """The allocations' usage records of the window, each with its key named from `known` (the
+    existing keys) or, for a deleted key, from the ledger."""
     ids = day_ids(until, days)
+    by_uid = {e.uid: e for e in known.values()}
     records: list[Record] = []
     for alloc in allocations:
         for row in await ledger.usage(alloc, ids):
-            records.append(Record(alloc.namespace, alloc.name, row))
+            records.append(resolve(alloc.namespace, alloc.name, row, known, by_uid))
     return records
+
+
+def own(records: Iterable[Record], key: KeyEntry) -> list[Record]:
+    """The records of `key` itself (not of a deleted key that had its name)."""
+    return [r for r in records if not r.deleted and r.namespace == key.namespace and r.key_name == key.name]
 
 
 def _amounts(records: list[Record]) -> dict[str, int]:
@@ -98,11 +137,11 @@ def _share(part: int, total: int) -> str:
     return f"{part / total:.4f}"  # a display ratio, not money
 
 
-def _name(record: Record, by: GroupBy, owners: Owners) -> str:
+def _name(record: Record, by: GroupBy) -> str:
     if by is GroupBy.OWNER:
-        return owners.get((record.namespace, record.row.key)) or NO_OWNER
+        return record.owner or NO_OWNER
     if by is GroupBy.KEY:
-        return f"{record.namespace}/{record.row.key}"
+        return f"{record.namespace}/{record.key_name}{DELETED if record.deleted else ''}"
     if by is GroupBy.MODEL:
         return record.row.model
     if by is GroupBy.ALLOCATION:
@@ -110,14 +149,11 @@ def _name(record: Record, by: GroupBy, owners: Owners) -> str:
     return record.namespace
 
 
-def report(
-    records: list[Record], by: GroupBy, until: dt.date, days: int, owners: Owners | None = None
-) -> UsageReport:
-    """`owners` names each key's owner, for `by=owner`."""
+def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> UsageReport:
     total = _amounts(records)
     grouped: dict[str, list[Record]] = {}
     for r in records:
-        grouped.setdefault(_name(r, by, owners or {}), []).append(r)
+        grouped.setdefault(_name(r, by), []).append(r)
     groups = []
     for name, members in grouped.items():
         a = _amounts(members)

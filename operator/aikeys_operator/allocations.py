@@ -31,7 +31,7 @@ from aikeys.resources import AllocationSpec, AllocationStatus
 from aikeys_operator.conditions import set_condition, stamp
 from aikeys_operator.keys import Event
 
-KeySpends = Iterable[tuple[str, str | None]]  # (AIKey name, status.spend) of an allocation's keys
+KeySpends = Iterable[tuple[str, str | None]]  # (AIKey uid, status.spend) of an allocation's keys
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Refresh:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     restored: bool = False  # the ledger had lost data and was restored from the last status
-    restored_keys: list[str] = field(default_factory=list)  # keys whose spend the restore raised
+    restored_keys: list[str] = field(default_factory=list)  # keys (uids) whose spend the restore raised
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def floors(raw_old: dict[str, Any], keys: KeySpends, period_start: str | None) -
         return None  # no status yet, or a new period (which legitimately starts at 0)
     try:
         spent = parse_usd(str(raw_old["spent"]))
-        key_spend = {name: parse_usd(spend) for name, spend in keys if spend}
+        key_spend = {uid: parse_usd(spend) for uid, spend in keys if spend}
     except MoneyError:
         return None
     if sum(key_spend.values()) > spent:  # key statuses from an earlier period: do not trust them

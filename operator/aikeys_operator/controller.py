@@ -15,7 +15,8 @@ trip: every allocation's period counters, and the keys charged since the last lo
 nothing more; only the keys charged are read (two HMGETs per allocation) and patched. Every
 key is compared with the ledger once after start (a previous run may have taken keys from the
 dirty set without writing them) and once when a period begins. Patches go through the
-`StatusWriter`, coalesced and bounded to `AIKEYS_STATUS_WRITES_PER_SECOND`.
+`StatusWriter`, coalesced and bounded to `AIKEYS_STATUS_WRITES_PER_SECOND`. The ledger knows a
+key by its uid, never its name: a new key named like a deleted one shows none of its spend.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class KeyRecord:
     resource_version: str
     spend: str | None
     last_used_at: str | None
+    uid: str  # what the ledger counts the key by
 
 
 @dataclass(slots=True)
@@ -80,7 +82,7 @@ class Keys:
         self.poster = poster
         self.settings = settings
         self.records: dict[Key, KeyRecord] = {}
-        self.by_allocation: dict[Key, set[str]] = {}  # (namespace, allocation) → key names
+        self.by_allocation: dict[Key, dict[str, str]] = {}  # (namespace, allocation) → key uid → name
         self.latest: dict[Key, JSON] = {}  # the newest object of each key waiting in the queue
         self.queue: WorkQueue[Key] = WorkQueue()
         self.deadlines: Deadlines[Key] = Deadlines(lambda key: self.queue.add(key, urgent=True))
@@ -102,22 +104,26 @@ class Keys:
         if (old is None and known_only) or (old is not None and older(rv, old.resource_version)):
             return None
         alloc = sys.intern(((obj.get("spec") or {}).get("allocationRef") or {}).get("name", ""))
+        uid = meta.get("uid") or ""
         status = obj.get("status") or {}
-        if old is None or old.allocation != alloc:
+        if old is None or old.allocation != alloc or old.uid != uid:  # moved, or deleted and created anew
             if old is not None:
-                self.by_allocation.get((key[0], old.allocation), set()).discard(key[1])
-            self.by_allocation.setdefault((key[0], alloc), set()).add(key[1])
-        self.records[key] = KeyRecord(alloc, rv, status.get("spend"), status.get("lastUsedAt"))
+                self._unindex(key, old)
+            self.by_allocation.setdefault((key[0], alloc), {})[uid] = key[1]
+        self.records[key] = KeyRecord(alloc, rv, status.get("spend"), status.get("lastUsedAt"), uid)
         return key
+
+    def _unindex(self, key: Key, record: KeyRecord) -> None:
+        uids = self.by_allocation.get((key[0], record.allocation))
+        if uids is not None:
+            uids.pop(record.uid, None)
+            if not uids:
+                del self.by_allocation[(key[0], record.allocation)]
 
     def remove(self, key: Key) -> None:
         record = self.records.pop(key, None)
         if record is not None:
-            names = self.by_allocation.get((key[0], record.allocation))
-            if names is not None:
-                names.discard(key[1])
-                if not names:
-                    del self.by_allocation[(key[0], record.allocation)]
+            self._unindex(key, record)
         self.deadlines.discard(key)
         self.queue.forget(key)
         self.latest.pop(key, None)
@@ -219,12 +225,12 @@ class Keys:
         self._deadline(key, outcome.next_deadline)
 
     def spends(self, alloc: Key, writer: StatusWriter) -> Iterable[tuple[str, str | None]]:
-        """(name, spend) of an allocation's keys, as their status shows or is about to."""
-        for name in self.by_allocation.get(alloc, ()):
+        """(uid, spend) of an allocation's keys, as their status shows or is about to."""
+        for uid, name in self.by_allocation.get(alloc, {}).items():
             record = self.records.get((alloc[0], name))
             if record is not None:
                 pending = writer.pending("aikeys", (alloc[0], name)) or {}
-                yield name, pending.get("spend", record.spend)
+                yield uid, pending.get("spend", record.spend)
 
 
 class Allocations:
@@ -290,7 +296,7 @@ class StatusLoop:
         self.settings = settings
         self.seen: dict[Key, tuple[Any, ...]] = {}  # what each allocation's status was computed from
         self.period: dict[Key, str] = {}  # the period each allocation's keys were last swept in
-        self.carry: dict[Key, set[str]] = {}  # keys taken from the ledger, not yet compared
+        self.carry: dict[Key, set[str]] = {}  # keys (uids) taken from the ledger, not yet compared
         self.rounds = 0
         self.keys_compared = 0
         allocs.on_removed.append(self._forget)
@@ -345,22 +351,22 @@ class StatusLoop:
     async def _allocation(
         self, key: Key, record: AllocationRecord, change: Changes, now: dt.datetime
     ) -> set[str]:
-        """Refresh one allocation's status if what it shows moved; returns its keys to compare."""
+        """Refresh one allocation's status if what it shows moved; returns its keys (uids) to compare."""
         dirty = self.carry.pop(key, set())
         dirty.update(change.keys)
         period = window(record.spec.period, now).id
-        names = self.keys.by_allocation.get(key, set())
+        uids = self.keys.by_allocation.get(key, {})
         if self.period.get(key) != period:  # first look since start, or a new period
-            dirty.update(names)
+            dirty.update(uids)
             self.period[key] = period
-        seen = (period, change.state, len(names), record.body["metadata"].get("resourceVersion"))
+        seen = (period, change.state, len(uids), record.body["metadata"].get("resourceVersion"))
         if self.seen.get(key) == seen:
             return dirty
         try:
             result = await allocations.refresh(
                 self._overlay(key, record),
                 self.ledger,
-                len(names),
+                len(uids),
                 now,
                 change.state,
                 lambda: self.keys.spends(key, self.writer),
@@ -386,18 +392,19 @@ class StatusLoop:
                 self.carry.setdefault(key, set()).update(names)
             return
         granularity = self.settings.last_used_granularity
-        for (alloc_key, _, names), found in zip(wanted, uses, strict=True):
-            namespace = alloc_key[0]
-            for name in names:
-                key = (namespace, name)
-                record_ = self.keys.records.get(key)
-                if record_ is None or record_.allocation != alloc_key[1]:
-                    continue  # deleted, or moved to another allocation
+        for (alloc_key, _, uids), found in zip(wanted, uses, strict=True):
+            index = self.keys.by_allocation.get(alloc_key, {})
+            for uid in uids:
+                name = index.get(uid)
+                if name is None:
+                    continue  # deleted (another key may have its name), or moved to another allocation
+                key = (alloc_key[0], name)
+                record_ = self.keys.records[key]
                 pending = self.writer.pending("aikeys", key) or {}
                 patch = allocations.key_patch(
                     pending.get("spend", record_.spend),
                     pending.get("lastUsedAt", record_.last_used_at),
-                    found[name],
+                    found[uid],
                     granularity,
                 )
                 self.writer.put("aikeys", key, patch)

@@ -41,6 +41,12 @@ def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any
     return obj
 
 
+def key_uids(cp: ControlPlane, namespace: str) -> dict[str, str]:
+    """name → metadata.uid of the namespace's AIKeys: what the ledger counts a key by."""
+    listing = json.loads(cp.kubectl("get", "aikeys", "-n", namespace, "-o", "json").stdout)
+    return {o["metadata"]["name"]: o["metadata"]["uid"] for o in listing["items"]}
+
+
 T = TypeVar("T")
 
 
@@ -91,6 +97,13 @@ def create_key(cp: ControlPlane, namespace: str, name: str, allocation: str, ext
         return base64.b64decode(secret["data"]["OPENAI_API_KEY"]).decode() if secret else None
 
     return wait_for(plaintext, 30, f"AIKey {namespace}/{name} to be minted")
+
+
+def delete_key(cp: ControlPlane, namespace: str, name: str) -> None:
+    """Delete an AIKey and its Secret (not left to the garbage collector, which may not know the
+    AIKey kind yet in a young control plane), so that a new key of the same name starts clean."""
+    cp.kubectl("delete", "aikey", name, "-n", namespace)
+    cp.kubectl("delete", "secret", f"aikey-{name}", "-n", namespace, "--ignore-not-found")
 
 
 def gateway_knows(openai_url: str, key: str, timeout: float = 10) -> None:

@@ -29,7 +29,15 @@ from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.money import Price, format_usd
 from aikeys.periods import Period
-from tests.integration.kube import apply, apply_allocation, apply_provider, gateway_knows, get, wait_for
+from tests.integration.kube import (
+    apply,
+    apply_allocation,
+    apply_provider,
+    gateway_knows,
+    get,
+    key_uids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 NS = "cli"
@@ -248,14 +256,15 @@ def test_usage_matches_the_ledger_and_the_upstream(
     )
     # earlier days, written with an injected clock: they must land on their own days
     now = time.time()
+    uid = key_uids(control_plane, NS)["frank"]  # the ledger counts a key by its uid
 
     async def seed() -> None:
         for days_ago, cost in ((1, 1_000_000), (3, 2_500_000)):
             ledger, client = _ledger(redis_server, now - days_ago * 86400)
             alloc = Allocation(NS, "lab", 5 * 10**9, Period.NONE)
             rid = f"seed-{days_ago}-{now}"
-            await ledger.reserve(alloc, rid, "frank", f"{NS}:mock/chat", Estimate(cost, 10, 10))
-            await ledger.settle(alloc, rid, "frank", f"{NS}:mock/chat", 100, 200, cost)
+            await ledger.reserve(alloc, rid, uid, f"{NS}:mock/chat", Estimate(cost, 10, 10))
+            await ledger.settle(alloc, rid, uid, f"{NS}:mock/chat", 100, 200, cost)
             await client.aclose()
 
     asyncio.run(seed())
@@ -293,7 +302,7 @@ def test_usage_matches_the_ledger_and_the_upstream(
             [dt.datetime.fromtimestamp(now - i * 86400, dt.UTC).strftime("%Y%m%d") for i in range(7)],
         )
         await client.aclose()
-        return sum(r.cost for r in rows if r.key == "frank")
+        return sum(r.cost for r in rows if r.key == uid)
 
     assert asyncio.run(ledger_total()) == today_cost + 3_500_000
     # the key holder sees the same with nothing but the key

@@ -16,16 +16,18 @@ from aikeys.ledger.store import (
     Allocation,
     Changes,
     Estimate,
+    KeyLabel,
     KeyUse,
     Ledger,
     PeriodState,
+    RateLimit,
     ReserveStatus,
     RestoreOutcome,
     SettleStatus,
     connect,
     pipelined,
 )
-from aikeys.periods import Period
+from aikeys.periods import Period, window
 
 pytestmark = pytest.mark.integration
 
@@ -461,3 +463,37 @@ async def test_changes_hand_out_each_charged_key_once(ledger: Ledger, clock: Clo
         {"x": KeyUse(0, None)},
     ]
     assert (await ledger.key_use([(a, ["bob"])]))[0]["bob"] == KeyUse(25, now)
+
+
+async def test_keys_are_counted_by_identity_and_shown_by_label(ledger: Ledger, clock: Clock) -> None:
+    """The gateway passes the AIKey's uid as the key and its name and owner as the label: a new
+    key named like a deleted one has its own spend, last use, rate window and usage rows, and
+    the deleted one's rows still carry its name and owner (also for a lease reaped after it)."""
+    a = alloc(10_000)
+    old, new = KeyLabel("k", "alice|ops@example.com"), KeyLabel("k", None)  # an owner may hold "|"
+    one_a_minute = RateLimit(1, None, 60_000)
+    r = rid()
+    await ledger.reserve(a, r, "uid-1", "m", Estimate(100, 1, 1), key_limits=one_a_minute, label=old)
+    await ledger.settle(a, r, "uid-1", "m", 1, 1, 100, old)
+    held = rid()  # its gateway dies: reaped at its estimate later
+    assert (await ledger.reserve(a, held, "uid-1", "m", Estimate(7, 1, 1), label=old)).accepted
+    refused = await ledger.reserve(a, rid(), "uid-1", "m", Estimate(1, 1, 1), key_limits=one_a_minute)
+    assert refused.status is ReserveStatus.RATE_LIMITED_REQUESTS
+    r = rid()  # the new `k`: a rate window of its own
+    outcome = await ledger.reserve(a, r, "uid-2", "m", Estimate(30, 1, 1), key_limits=one_a_minute, label=new)
+    assert outcome.accepted
+    await ledger.settle(a, r, "uid-2", "m", 1, 1, 30, new)
+    clock.advance(minutes=11)
+    await ledger.settle(a, rid(), "uid-2", "m", 1, 1, 0, new)  # reaps uid-1's lease
+
+    assert await ledger.key_spend(a) == {"uid-1": 107, "uid-2": 30}
+    assert set(await ledger.last_used(a)) == {"uid-1", "uid-2"}
+    assert sorted((await ledger.changes([a]))[0].keys) == ["uid-1", "uid-2"]
+    rows = await ledger.usage(a, ["20261127"])
+    assert [(r.key, r.label, r.requests, r.cost) for r in rows] == [
+        ("uid-1", old, 2, 107),
+        ("uid-2", new, 2, 30),
+    ]
+    restored = await ledger.restore(a, window(a.period, ledger.now()).id, 0, 0, 0, {"uid-2": 50})
+    assert restored.key_spend == {"uid-2": 20}
+    assert (await ledger.key_spend(a))["uid-1"] == 107

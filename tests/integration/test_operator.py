@@ -31,9 +31,11 @@ from tests.integration.kube import (
     apply_provider,
     create_key,
     create_provider_secret,
+    delete_key,
     events,
     get,
     install_crds,
+    key_uids,
     wait_for,
 )
 
@@ -436,13 +438,14 @@ def test_allocation_status_follows_the_ledger(
 ) -> None:
     apply(control_plane, key_manifest("spender"), NS)
     wait_for(lambda: active(control_plane, "spender"), 30, "phase Active")
+    uid = key_uids(control_plane, NS)["spender"]  # the ledger counts a key by its uid
 
     async def spend(nano: int, rid: str) -> None:
         client = connect(redis_server.url)
         ledger = Ledger(client)
         alloc = Allocation(NS, "team", 10 * 10**9, Period.MONTHLY)
-        await ledger.reserve(alloc, rid, "spender", f"{NS}:p/m", Estimate(nano, 1, 1))
-        await ledger.settle(alloc, rid, "spender", f"{NS}:p/m", 100, 50, nano)
+        await ledger.reserve(alloc, rid, uid, f"{NS}:p/m", Estimate(nano, 1, 1))
+        await ledger.settle(alloc, rid, uid, f"{NS}:p/m", 100, 50, nano)
         await client.aclose()
 
     asyncio.run(spend(8_500_000_000, "seed-1"))  # 8.50 of 10.00 USD: past the 80% threshold
@@ -560,12 +563,13 @@ def test_a_lost_ledger_is_restored_from_the_status(
     create_key(control_plane, NS, "fragile-a", "fragile")
     create_key(control_plane, NS, "fragile-b", "fragile")
     alloc = Allocation(NS, "fragile", 100 * 10**9, Period.MONTHLY)
+    uids = key_uids(control_plane, NS)
 
     async def charge(key: str, nano: int, rid: str) -> None:
         client = connect(redis_server.url)
         ledger = Ledger(client)
-        await ledger.reserve(alloc, rid, key, f"{NS}:p/m", Estimate(nano, 100, 50))
-        await ledger.settle(alloc, rid, key, f"{NS}:p/m", 100, 50, nano)
+        await ledger.reserve(alloc, rid, uids[key], f"{NS}:p/m", Estimate(nano, 100, 50))
+        await ledger.settle(alloc, rid, uids[key], f"{NS}:p/m", 100, 50, nano)
         await client.aclose()
 
     async def ledger_now() -> tuple[PeriodState, dict[str, int]]:
@@ -611,7 +615,7 @@ def test_a_lost_ledger_is_restored_from_the_status(
     state, keys = wait_for(restored, 15, "the ledger to be restored", interval=0.1)
     print(f"\nledger restored {time.monotonic() - lost_at:.2f}s after FLUSHALL")
     assert (state.spent, state.tokens, state.requests) == (6_500_000_000, 300, 2)
-    assert keys == {"fragile-a": 4_000_000_000, "fragile-b": 2_500_000_000}
+    assert keys == {uids["fragile-a"]: 4_000_000_000, uids["fragile-b"]: 2_500_000_000}
     [event] = wait_for(
         lambda: [e for e in events(control_plane, NS, "fragile") if e["reason"] == "LedgerRestored"],
         15,
@@ -638,6 +642,42 @@ def test_a_lost_ledger_is_restored_from_the_status(
         if line.startswith("aikeys_ledger_restores_total{") and 'allocation="fragile"' in line
     ]
     assert restores == [f'aikeys_ledger_restores_total{{allocation="fragile",namespace="{NS}"}} 1.0']
+
+
+def test_a_new_key_named_like_a_deleted_one_starts_from_nothing(
+    control_plane: ControlPlane, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    """The ledger counts keys by uid: `twin` spends, is deleted and created again (another uid);
+    the new one's status.spend is its own charge only, never the old one's."""
+    apply_allocation(control_plane, NS, "twins", "10.00")
+    alloc = Allocation(NS, "twins", 10 * 10**9, Period.MONTHLY)
+
+    async def charge(uid: str, nano: int) -> None:
+        client = connect(redis_server.url)
+        ledger = Ledger(client)
+        rid = f"twin-{time.monotonic_ns()}"
+        await ledger.reserve(alloc, rid, uid, f"{NS}:p/m", Estimate(nano, 1, 1))
+        await ledger.settle(alloc, rid, uid, f"{NS}:p/m", 1, 1, nano)
+        await client.aclose()
+
+    create_key(control_plane, NS, "twin", "twins")
+    old = key_uids(control_plane, NS)["twin"]
+    asyncio.run(charge(old, 2_000_000_000))
+    wait_for(lambda: status(control_plane, "twin").get("spend") == "2.00", 15, "the old key's spend")
+    delete_key(control_plane, NS, "twin")
+    create_key(control_plane, NS, "twin", "twins")
+    new = key_uids(control_plane, NS)["twin"]
+    assert new != old
+    time.sleep(2.5)  # status intervals: the operator compares the new key with the ledger
+    assert "spend" not in status(control_plane, "twin")  # never charged: no spend
+    asyncio.run(charge(new, 500_000_000))
+    wait_for(lambda: status(control_plane, "twin").get("spend") == "0.50", 15, "the new key's own spend")
+    wait_for(
+        lambda: (get(control_plane, "alloc", "twins", NS) or {}).get("status", {}).get("spent") == "2.50",
+        15,
+        "2.50 spent",
+    )
+    assert status(control_plane, "twin").get("spend") == "0.50"
 
 
 def test_idle_cluster_writes_nothing(control_plane: ControlPlane, operator: OperatorProcess) -> None:

@@ -27,7 +27,7 @@ from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.periods import Period
 from aikeys.resources import API_VERSION
-from tests.integration.kube import apply_allocation, get, wait_for
+from tests.integration.kube import apply_allocation, get, key_uids, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "op-scale"
@@ -94,7 +94,10 @@ def all_active(cp: ControlPlane, prefix: str, n: int) -> dict[str, dict[str, Any
     return found if len(found) == n and all(s.get("phase") == "Active" for s in found.values()) else None
 
 
-def charge(redis_url: str, allocation: str, keys: list[str], nano: int) -> None:
+def charge(cp: ControlPlane, redis_url: str, allocation: str, keys: list[str], nano: int) -> None:
+    """Charge each of the named keys as the gateway does: by its uid."""
+    uids = key_uids(cp, NS)
+
     async def go() -> None:
         client = connect(redis_url, max_connections=32)
         ledger = Ledger(client)
@@ -104,8 +107,8 @@ def charge(redis_url: str, allocation: str, keys: list[str], nano: int) -> None:
         async def one(key: str) -> None:
             rid = f"{key}-{time.monotonic_ns()}"
             async with sem:
-                await ledger.reserve(alloc, rid, key, f"{NS}:p/m", Estimate(nano, 1, 1))
-                await ledger.settle(alloc, rid, key, f"{NS}:p/m", 1, 1, nano)
+                await ledger.reserve(alloc, rid, uids[key], f"{NS}:p/m", Estimate(nano, 1, 1))
+                await ledger.settle(alloc, rid, uids[key], f"{NS}:p/m", 1, 1, nano)
 
         await asyncio.gather(*(one(k) for k in keys))
         await client.aclose()
@@ -195,7 +198,7 @@ def test_status_work_follows_what_was_charged(
     wait_for(lambda: all_active(control_plane, "few-", 60), 60, "60 keys Active")
     before = quiet(operator, "the status work to settle")
     rounds = before["aikeys_operator_status_rounds_total"]
-    charge(redis_server.url, "few", names[:3], 250_000_000)
+    charge(control_plane, redis_server.url, "few", names[:3], 250_000_000)
     wait_for(
         lambda: all(statuses(control_plane, "few-")[n].get("spend") == "0.25" for n in names[:3]),
         15,
@@ -216,7 +219,7 @@ def test_status_writes_are_bounded(
     create_keys(control_plane, names, "many")
     wait_for(lambda: all_active(control_plane, "many-", 120), 60, "120 keys Active")
     base = quiet(operator, "the status work to settle")[KEY_WRITES]
-    charge(redis_server.url, "many", names, 10_000_000)  # 120 keys charged at once
+    charge(control_plane, redis_server.url, "many", names, 10_000_000)  # 120 keys charged at once
     samples: list[tuple[float, float]] = []
     started = time.monotonic()
     while True:
@@ -249,7 +252,7 @@ def test_a_restart_compares_every_key_once(
     hashes = {n: s["keyHash"] for n, s in statuses(control_plane, "crash-").items()}
     operator.stop()
     try:
-        charge(redis_server.url, "crash", names[:2], 70_000_000)
+        charge(control_plane, redis_server.url, "crash", names[:2], 70_000_000)
 
         async def lose_track() -> None:
             client = connect(redis_server.url)

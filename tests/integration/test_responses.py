@@ -20,7 +20,7 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
-from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for
+from tests.integration.kube import apply, apply_allocation, create_key, delete_key, gateway_knows, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "resp"
@@ -240,6 +240,50 @@ def test_stored_responses_belong_to_their_namespace(
     mine.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         mine.responses.retrieve(first.id)
+
+
+def test_stored_responses_belong_to_the_key_that_created_them(
+    control_plane: ControlPlane,
+    gateway: GatewayProcess,
+    keys: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+) -> None:
+    """Another key of the same namespace — allow-listed for the very model, or a new key with the
+    name of the deleted one that created the response — reads, lists, cancels, deletes and
+    continues nothing of it: exactly like an id that does not exist, and nothing reaches the
+    upstream."""
+    peer_key = create_key(control_plane, NS, "peer", "main", f"models: ['{NS}:native/m']")
+    gone_key = create_key(control_plane, NS, "reborn", "main")
+    for key in (peer_key, gone_key):
+        gateway_knows(gateway.openai_url, key)
+    mine, peer, gone = (client(gateway, k) for k in (keys["main"], peer_key, gone_key))
+    first = mine.responses.create(model=f"{NS}:native/m", input="My secret: blue.")
+    kept = gone.responses.create(model=f"{NS}:native/m", input="Reborn's secret: red.")
+    delete_key(control_plane, NS, "reborn")
+    reborn = client(gateway, create_key(control_plane, NS, "reborn", "main"))
+    gateway_knows(gateway.openai_url, reborn.api_key)
+    mock_upstream.clear_requests()
+
+    def nothing_of(other: openai.OpenAI, rid: str) -> None:
+        for call in (
+            lambda: other.responses.retrieve(rid),
+            lambda: other.responses.input_items.list(rid),
+            lambda: other.responses.cancel(rid),
+            lambda: other.responses.delete(rid),
+            lambda: other.responses.create(model=f"{NS}:native/m", input="and?", previous_response_id=rid),
+        ):
+            with pytest.raises(openai.NotFoundError) as refused:
+                call()
+            assert refused.value.code == "response_not_found"
+
+    nothing_of(peer, first.id)
+    nothing_of(reborn, kept.id)
+    reached = mock_upstream.requests()
+    assert not [r for r in reached if first.id in r["path"] or kept.id in r["path"]]
+    assert not [r for r in reached if (r.get("body") or {}).get("previous_response_id")]
+    # the owner still has it, untouched
+    assert mine.responses.retrieve(first.id).id == first.id
+    assert [i.type for i in mine.responses.input_items.list(first.id).data] == ["message"]
 
 
 def test_one_model_is_retrieved_like_openai(gateway: GatewayProcess, keys: dict[str, str]) -> None:

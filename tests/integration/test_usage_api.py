@@ -29,7 +29,16 @@ from aikeys.devstack.usageapi import UsageAPI
 from aikeys.ledger.store import Ledger, connect
 from aikeys.money import Price, format_usd
 from aikeys.periods import Period
-from tests.integration.kube import apply_allocation, apply_provider, create_key, gateway_knows, wait_for
+from tests.integration.kube import (
+    apply_allocation,
+    apply_provider,
+    create_key,
+    delete_key,
+    gateway_knows,
+    get,
+    key_uids,
+    wait_for,
+)
 from tests.integration.test_credentials import exec_plugin, exec_user, kubeconfig_with
 
 pytestmark = pytest.mark.integration
@@ -145,6 +154,8 @@ def test_json_yaml_and_the_raw_per_day_series(world: ControlPlane) -> None:
 
 
 def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer) -> None:
+    uid = key_uids(world, NS)["alice"]  # the ledger counts a key by its uid
+
     async def ledger_rows() -> list[Any]:
         client = connect(redis_server.url)
         from aikeys.ledger.store import Allocation
@@ -153,7 +164,7 @@ def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer
             Allocation(NS, "team", 1, Period.NONE), [dt.datetime.now(dt.UTC).strftime("%Y%m%d")]
         )
         await client.aclose()
-        return [r for r in rows if r.key == "alice"]
+        return [r for r in rows if r.key == uid]
 
     rows = asyncio.run(ledger_rows())
     one = kubectl_json(world, "get", "keyusage", "alice", "-n", NS)
@@ -164,6 +175,82 @@ def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer
         "requests": sum(r.requests for r in rows),
     }
     assert sum(r.cost for r in rows) == ALICE_COST
+
+
+def test_a_new_key_named_like_a_deleted_one_starts_from_nothing(
+    world: ControlPlane, gateway: GatewayProcess, mock_upstream_process: MockUpstreamProcess
+) -> None:
+    """Key `k` (alice's) spends and is deleted; a new `k` (bob's) spends once. The new key shows
+    its own request only — in /api/usage with the key, the AIKey's status.spend, keyusages and
+    the CLI; the deleted one's usage stays visible as that key: "k (deleted)", phase Gone, with
+    alice as its owner."""
+    cp, ns = world, "usage-reborn"
+    cp.kubectl("create", "namespace", ns)
+    apply_provider(cp, ns, mock_upstream_process.url, {"chat": ("1.00", "2.00")})
+    apply_allocation(cp, ns, "team", "10.00", "None")
+    cp.kubectl("create", "serviceaccount", "auditor", "-n", ns)
+    cp.kubectl("create", "role", "auditor", "-n", ns, "--verb=get,list", "--resource=aikeys.aikeys.dev")
+    cp.kubectl(
+        "create", "rolebinding", "auditor", "-n", ns, "--role=auditor", f"--serviceaccount={ns}:auditor"
+    )
+
+    def chat(key: str, n: int) -> None:
+        gateway_knows(gateway.openai_url, key)
+        openai.OpenAI(base_url=gateway.openai_url, api_key=key, max_retries=0).chat.completions.create(
+            model=f"{ns}:mock/chat", messages=[{"role": "user", "content": "Hello, world!"}], max_tokens=n
+        )
+
+    def spend() -> str | None:
+        return ((get(cp, "aikey", "k", ns) or {}).get("status") or {}).get("spend")
+
+    old_key = create_key(cp, ns, "k", "team", "owner: alice")
+    chat(old_key, 3)
+    chat(old_key, 5)
+    wait_for(lambda: spend() == format_usd(ALICE_COST), 15, "the old key's spend")
+    old_uid = key_uids(cp, ns)["k"]
+    delete_key(cp, ns, "k")
+    new_key = create_key(cp, ns, "k", "team", "owner: bob")
+    new_uid = key_uids(cp, ns)["k"]
+    assert new_uid != old_uid
+    chat(new_key, 4)
+    new_cost = PRICE.cost(10, 4)
+
+    wait_for(lambda: spend() == format_usd(new_cost), 15, "the new key's own spend")
+    spent = (get(cp, "alloc", "team", ns) or {}).get("status", {}).get("spent")
+    assert spent == format_usd(ALICE_COST + new_cost)  # the allocation paid for both
+
+    def api_usage(token: str, query: str = "") -> Any:
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            f"{gateway.url}/api/usage?days=1{query}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    own = api_usage(new_key, "&group_by=key")
+    assert own["totals"]["requests"] == 1 and own["totals"]["cost_usd"] == format_usd(new_cost)
+    assert [g["name"] for g in own["groups"]] == [f"{ns}/k"]
+    token = cp.kubectl("create", "token", "auditor", "-n", ns).stdout.strip()
+    by_key = api_usage(token, f"&namespace={ns}&group_by=key")
+    assert {g["name"]: (g["requests"], g["cost_usd"]) for g in by_key["groups"]} == {
+        f"{ns}/k": (1, format_usd(new_cost)),
+        f"{ns}/k (deleted)": (2, format_usd(ALICE_COST)),
+    }
+    by_owner = api_usage(token, f"&namespace={ns}&group_by=owner")
+    assert {g["name"]: g["requests"] for g in by_owner["groups"]} == {"bob": 1, "alice": 2}
+
+    listing = kubectl_json(cp, "get", "keyusages", "-n", ns)["items"]
+    assert [
+        (i["metadata"]["name"], i["metadata"].get("uid"), i["keyPhase"], i["owner"], i["usage"]["requests"])
+        for i in listing
+    ] == [("k", new_uid, "Active", "bob", 1), ("k", old_uid, "Gone", "alice", 2)]
+    one = kubectl_json(cp, "get", "keyusage", "k", "-n", ns)
+    assert (one["metadata"]["uid"], one["usage"]["cost"]) == (new_uid, format_usd(new_cost))
+    cli = aikeys(cp.kubeconfig, "-n", ns, "usage", "--days", "1", "--by", "key", "-o", "json")
+    assert cli.returncode == 0, cli.stderr
+    assert {g["name"]: g["requests"] for g in json.loads(cli.stdout)["groups"]} == {
+        f"{ns}/k": 1,
+        f"{ns}/k (deleted)": 2,
+    }
 
 
 def aikeys(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:

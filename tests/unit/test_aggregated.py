@@ -71,7 +71,7 @@ def test_identity_from_the_headers() -> None:
 def _key(ns: str, name: str, alloc: str = "team", **status: Any) -> Any:
     return key_entry(
         {
-            "metadata": {"namespace": ns, "name": name},
+            "metadata": {"namespace": ns, "name": name, "uid": f"uid-{name}"},
             "spec": {"allocationRef": {"name": alloc}},
             "status": status,
         }
@@ -95,7 +95,7 @@ def test_key_usages_cover_known_keys_and_ledger_only_keys() -> None:
         _record("a", "alice", "m1", "20260312", 50),
         _record("a", "gone", "m1", "20260313", 7, alloc="old"),
     ]
-    latest = {("a", "alice"): dt.datetime(2026, 3, 14, 9, 30, tzinfo=dt.UTC)}
+    latest = {("a", "uid-alice"): dt.datetime(2026, 3, 14, 9, 30, tzinfo=dt.UTC)}  # by uid
     objects = key_usages(keys, records, UNTIL, 3, last_used=latest)
     assert [o["metadata"]["name"] for o in objects] == ["alice", "bob", "gone"]
     alice, bob, gone = objects

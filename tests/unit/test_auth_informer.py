@@ -28,7 +28,7 @@ def _catalog() -> Catalog:
 
 def _aikey(name: str, rv: str, **status: Any) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": "team", "name": name, "resourceVersion": rv},
+        "metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}", "resourceVersion": rv},
         "spec": {"allocationRef": {"name": "a"}},
         "status": status,
     }
@@ -88,7 +88,7 @@ def test_events_feed_the_index_and_authenticate_reads_it() -> None:
         {
             "type": "MODIFIED",
             "object": {
-                "metadata": {"namespace": "team", "name": "k", "resourceVersion": "10"},
+                "metadata": {"namespace": "team", "name": "k", "uid": "uid-k", "resourceVersion": "10"},
                 "spec": {"allocationRef": 5},
             },
         }

@@ -15,7 +15,12 @@ from aikeys_gateway.catalog import KeyEntry, key_entry
 def _aikey(i: int) -> dict[str, Any]:
     digest = hashlib.sha256(str(i).encode()).hexdigest()
     return {
-        "metadata": {"namespace": f"team-{i % 10}", "name": f"key-{i:06d}", "resourceVersion": str(i)},
+        "metadata": {
+            "namespace": f"team-{i % 10}",
+            "name": f"key-{i:06d}",
+            "uid": f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}",
+            "resourceVersion": str(i),
+        },
         "spec": {
             "allocationRef": {"name": f"alloc-{i % 100}"},
             "ttl": "720h",

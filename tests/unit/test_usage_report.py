@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
-from aikeys_gateway.usage import GroupBy, Record, day_ids, report
+from aikeys_gateway.catalog import key_entry
+from aikeys_gateway.usage import GroupBy, Record, day_ids, own, report, resolve
 
-from aikeys.ledger.store import UsageRow
+from aikeys.ledger.store import KeyLabel, UsageRow
 
 UNTIL = dt.date(2026, 3, 14)
 RECORDS = [
@@ -48,10 +50,46 @@ def test_empty_and_out_of_window() -> None:
 
 
 def test_by_owner() -> None:
-    owners = {("a", "alice"): "alice@example.com", ("b", "carl"): "alice@example.com"}
-    groups = report(RECORDS[:3], GroupBy.OWNER, UNTIL, 3, owners).groups
+    owned = [
+        dataclasses.replace(RECORDS[0], owner="alice@example.com"),
+        RECORDS[1],
+        dataclasses.replace(RECORDS[2], owner="alice@example.com"),
+    ]
+    groups = report(owned, GroupBy.OWNER, UNTIL, 3).groups
     assert [(g.name, g.cost_usd, g.requests) for g in groups] == [
         ("alice@example.com", "3.000000001", 3),
         ("(none)", "1.00", 1),  # bob has no owner
     ]
     assert [g.name for g in report(RECORDS[:3], GroupBy.OWNER, UNTIL, 3).groups] == ["(none)"]
+
+
+def _aikey(name: str, uid: str, owner: str) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": "a", "name": name, "uid": uid},
+        "spec": {"allocationRef": {"name": "team"}, "owner": owner},
+    }
+
+
+def test_keys_are_told_apart_by_uid_not_by_name() -> None:
+    """Key `k` (uid-1, alice's) spent and was deleted; a new `k` (uid-2, bob's) spent too. Each
+    row is its own key's: the new one's report holds only its own usage, the old one's stays
+    visible as a deleted key with the owner it had."""
+    new = key_entry(_aikey("k", "uid-2", "bob"))
+    known = {("a", "k"): new}
+    by_uid = {new.uid: new}
+    rows = [
+        UsageRow("20260314", "uid-1", "m1", 5, 50, 50, 5_000, KeyLabel("k", "alice")),
+        UsageRow("20260314", "uid-2", "m1", 1, 10, 10, 1_000, KeyLabel("k", "bob")),
+        UsageRow("20260313", "k", "m1", 2, 20, 20, 2_000),  # recorded by name, before uids
+        UsageRow("20260313", "old", "m1", 3, 30, 30, 3_000),  # by name, no key of that name now
+    ]
+    records = [resolve("a", "team", row, known, by_uid) for row in rows]
+    by_key = report(records, GroupBy.KEY, UNTIL, 3).groups
+    assert [(g.name, g.requests, g.cost_usd) for g in by_key] == [
+        ("a/k (deleted)", 5, "0.000005"),
+        ("a/k", 3, "0.000003"),  # its own request and the name's records from before uids
+        ("a/old (deleted)", 3, "0.000003"),
+    ]
+    by_owner = report(records, GroupBy.OWNER, UNTIL, 3).groups
+    assert [(g.name, g.requests) for g in by_owner] == [("alice", 5), ("(none)", 3), ("bob", 3)]
+    assert [r.row.key for r in own(records, new)] == ["uid-2", "k"]

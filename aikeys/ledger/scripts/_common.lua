@@ -39,6 +39,16 @@ local function key_spend_add(prefix, period_id, key, cost, ttl)
   redis.call('SADD', prefix .. 'dirty', key)
 end
 
+-- The ledger counts a key by its AIKey's uid; its name and owner ("<name>|<owner>", from the
+-- caller, any characters in the owner) are kept beside it for usage reports, which must still
+-- name a key after it was deleted. Kept as long as usage records are.
+local function label_key(prefix, key, label, ttl)
+  if not label or label == '' then return end
+  local k = prefix .. 'keylabels'
+  redis.call('HSET', k, key, label)
+  redis.call('EXPIRE', k, int(ttl))
+end
+
 local function period_id_of(period_key)
   local _, stop = string.find(period_key, ':period:', 1, true)
   return string.sub(period_key, stop + 1)

@@ -5,6 +5,7 @@
 --          usage_ttl_s, day, deadline_ms (Redis clock; -1: none), then the rate limits of the
 --          allocation and of the key: requests, tokens, window_ms (-1: none; window 0: no limit)
 --          (one argument: packing many is the client's main cost)
+-- ARGV[2] (optional): the key's label "<name>|<owner>" (the key itself is its AIKey's uid)
 -- Returns {status, spent, reserved, tokens, reserved_tokens, limit requests, remaining requests,
 --          limit tokens, remaining tokens, reset ms} (limits -1: none); status: 1 reserved, 2 already
 -- reserved (retry of the same rid), 0 over budget (also for cost -1: an estimate beyond 2^53),
@@ -59,5 +60,6 @@ redis.call('HINCRBY', period_key, 'reserved_tokens', int(tin + tout))
 if period_ttl > 0 then redis.call('EXPIRE', period_key, int(period_ttl)) end
 redis.call('HSET', res_key, rid, table.concat({ARGS[10], int(cost), int(tin), int(tout), ARGS[11], ARGS[12], int(a_start), int(k_start)}, '|'))
 redis.call('ZADD', leases_key, int(now_ms + lease_ms), rid)
+label_key(prefix_of(period_key), ARGS[11], ARGV[2], tonumber(ARGS[14]))
 reserved, reserved_tokens = reserved + cost, reserved_tokens + tin + tout
 return result(1)

@@ -2,6 +2,7 @@
 -- KEYS: period, leases, res, done, lastused
 -- ARGV[1]: "|"-joined rid, now_ms, cost, in_tokens, out_tokens, key, model, day, done_ttl_s,
 --          usage_ttl_s, period_ttl_s (-1: none)
+-- ARGV[2] (optional): the key's label "<name>|<owner>" (the key itself is its AIKey's uid)
 -- Returns {status, spent, reserved}; status: 1 charged, 3 charged as a correction of a reaped
 -- lease, 0 duplicate (already settled: nothing charged).
 -- A settle without a reservation (fail-open mode, or a lost reserve reply) still charges.
@@ -54,6 +55,7 @@ else
   usage_add(prefix, day, usage_ttl, key, model, 1, tin, tout, cost)
   key_spend_add(prefix, period_id_of(target), key, cost, redis.call('TTL', target))
 end
+label_key(prefix, key, ARGV[2], usage_ttl)
 redis.call('SET', done_key, 'settled|' .. int(cost), 'EX', int(done_ttl))
 local last = tonumber(redis.call('HGET', lastused_key, key) or 0)
 if now_ms > last then redis.call('HSET', lastused_key, key, int(now_ms)) end

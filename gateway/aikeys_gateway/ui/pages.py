@@ -193,11 +193,15 @@ def namespace_picker(
     )
 
 
-def _key_row(obj: dict[str, object], ns: str, csrf: str, can_act: bool, last_used: dt.datetime | None) -> str:
+def _key_row(
+    obj: dict[str, object], ns: str, csrf: str, can_act: bool, uses: Mapping[str, dt.datetime]
+) -> str:
+    """`uses`: the ledger's last use of each key, by AIKey uid."""
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     assert isinstance(meta, dict) and isinstance(spec, dict) and isinstance(status, dict)
+    last_used = uses.get(str(meta.get("uid")))
     name = str(meta["name"])
     alloc = (spec.get("allocationRef") or {}).get("name", "")
     phase = status.get("phase") or "Pending"
@@ -257,10 +261,7 @@ def keys_page(
 ) -> str:
     q = query.lower().strip()
     rows = [k for k in keys if not q or q in _search_text(k)]
-    body_rows = "".join(
-        _key_row(k, namespace, viewer.csrf, True, last_used.get(str(k["metadata"]["name"])))  # type: ignore[index]
-        for k in rows
-    )
+    body_rows = "".join(_key_row(k, namespace, viewer.csrf, True, last_used) for k in rows)
     if not keys:
         body_rows = f'<tr class="empty"><td colspan="10">No keys in {e(namespace)} yet.</td></tr>'
     elif not rows:

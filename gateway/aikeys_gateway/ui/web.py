@@ -28,7 +28,6 @@ from aikeys_gateway import errors
 from aikeys_gateway.auth import authenticate
 from aikeys_gateway.catalog import KeyEntry
 from aikeys_gateway.kubeauth import AIKEYS, USAGE, Person
-from aikeys_gateway.reports import owners
 from aikeys_gateway.ui import pages, person
 from aikeys_gateway.ui.session import (
     COOKIE,
@@ -44,7 +43,7 @@ from aikeys_gateway.ui.session import (
     same,
     set_cookie,
 )
-from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, report
+from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, own, report
 
 if TYPE_CHECKING:
     from aikeys_gateway.app import State
@@ -332,20 +331,19 @@ class UI:
         state = self.state
         end = _now().date()
         ledger = state.meter.ledger
+        known = state.catalog.keys.objects
         if signed.key is not None:
             alloc = state.catalog.allocation(signed.key.namespace, signed.key.allocation)
             allocations = [] if alloc is None else [alloc]
-            records = [
-                r for r in await collect(ledger, allocations, end, days) if r.row.key == signed.key.name
-            ]
+            records = own(await collect(ledger, allocations, end, days, known), signed.key)
         else:
             assert signed.person is not None
             await state.kubeauth.require_usage(signed.person, "" if namespace == "*" else namespace)
             allocations = [
                 a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
             ]
-            records = await collect(ledger, allocations, end, days)
-        result = report(records, by, end, days, owners(state))
+            records = await collect(ledger, allocations, end, days, known)
+        result = report(records, by, end, days)
         rows = []
         for alloc in sorted(allocations, key=lambda a: (a.namespace, a.name)):
             spent = (await ledger.period_state(alloc, _now())).spent
@@ -480,7 +478,7 @@ class UI:
             allocations = await person.list_allocations(client, ns)
         except ApiError:  # may manage keys without reading allocations: the cache knows their names
             allocations = sorted(name for (n, name) in self.state.catalog.allocations.objects if n == ns)
-        last_used: dict[str, dt.datetime] = {}  # the ledger's, fresher than the status's copy
+        last_used: dict[str, dt.datetime] = {}  # by AIKey uid: the ledger's, fresher than the status's
         with contextlib.suppress(LedgerUnavailable):
             for (n, _), alloc in self.state.catalog.allocations.objects.items():
                 if n == ns:
