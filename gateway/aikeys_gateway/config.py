@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aikeys import credentials
 from aikeys.ledger.meter import FailurePolicy
+from aikeys.settings import env_float, env_int
 from aikeys_gateway.tracing import otlp_endpoint
 
 
@@ -60,4 +62,34 @@ class Settings:
             upstream_hosts=tuple(
                 h.strip().lower() for h in os.environ.get("AIKEYS_UPSTREAM_HOSTS", "").split(",") if h.strip()
             ),
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the HTTP server accepts from a client, and for how long it waits (serving.py, main.py).
+
+    AIKEYS_MAX_HEADER_BYTES (64 KiB: the request line and headers; past it 431, the connection
+    closed), AIKEYS_MAX_HEADERS (100: more header fields, 431), AIKEYS_HEADER_TIMEOUT (10 s from a
+    request's first byte to its last header; then 408, closed), AIKEYS_IDLE_TIMEOUT (5 s: a
+    connection with no request in progress is closed; the keep-alive timeout, also before the first
+    request), AIKEYS_GRACEFUL_SECONDS (30 s: on SIGTERM, how long requests in flight may finish
+    before their connections are closed; then abandoned streams are read on for their usage for
+    up to AIKEYS_STREAM_DRAIN_SECONDS). Request bodies: AIKEYS_BODY_TIMEOUT (`Settings`)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    idle_timeout: int = 5  # whole seconds, as uvicorn takes them
+    graceful_seconds: int = 30
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            max_header_bytes=env_int(env, "AIKEYS_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024),
+            max_headers=env_int(env, "AIKEYS_MAX_HEADERS", cls.max_headers, minimum=8),
+            header_timeout=env_float(env, "AIKEYS_HEADER_TIMEOUT", cls.header_timeout, minimum=0.1),
+            idle_timeout=env_int(env, "AIKEYS_IDLE_TIMEOUT", cls.idle_timeout, minimum=1),
+            graceful_seconds=env_int(env, "AIKEYS_GRACEFUL_SECONDS", cls.graceful_seconds, minimum=0),
         )

@@ -9,6 +9,7 @@ import uvicorn
 
 from aikeys import __version__
 from aikeys.settings import SettingsError
+from aikeys_gateway.config import ServerSettings
 from aikeys_gateway.serving import GatewayHttpProtocol
 
 
@@ -43,6 +44,11 @@ def main(host: str, port: int, workers: int) -> None:
     AIKEYS_ACCESS_LOG, AIKEYS_OTLP_ENDPOINT (an OTLP/HTTP collector for traces; default none:
     off). Kubernetes credentials: in-cluster service account, else KUBECONFIG.
 
+    Clients and shutdown: AIKEYS_MAX_HEADER_BYTES (65536), AIKEYS_MAX_HEADERS (100),
+    AIKEYS_HEADER_TIMEOUT (10 s), AIKEYS_IDLE_TIMEOUT (5 s), AIKEYS_BODY_TIMEOUT (60 s),
+    AIKEYS_GRACEFUL_SECONDS (30: on SIGTERM, for requests in flight) and
+    AIKEYS_STREAM_DRAIN_SECONDS (60: then, for the usage of streams cut short).
+
     The usage API for the Kubernetes API server (APIService v1alpha1.usage.aikeys.dev, `kubectl
     get keyusages`): AIKEYS_USAGE_API_PORT (default 0: off), AIKEYS_USAGE_API_CERT and
     AIKEYS_USAGE_API_KEY (serving certificate and key), AIKEYS_USAGE_API_HOST.
@@ -56,6 +62,7 @@ def main(host: str, port: int, workers: int) -> None:
     try:
         aggregated.Settings.from_env()  # a bad value stops here, with the variable's name
         ui.Settings.from_env()
+        server = ServerSettings.from_env()
     except SettingsError as err:
         raise click.ClickException(str(err)) from err
     uvicorn.run(
@@ -65,11 +72,12 @@ def main(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http=GatewayHttpProtocol,  # httptools; a response's head and body in one write (serving.py)
+        http=GatewayHttpProtocol,  # httptools; one write per answer, bounded heads (serving.py)
+        timeout_keep_alive=server.idle_timeout,  # also before a connection's first request (serving.py)
         access_log=False,
         proxy_headers=False,  # nothing here reads the client's address; the web pages read X-Forwarded-*
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=server.graceful_seconds,
     )
 
 

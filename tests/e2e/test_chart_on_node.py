@@ -20,7 +20,7 @@ import pytest
 
 from aikeys.devstack.cluster import CHART
 from aikeys.money import Price, parse_usd
-from tests.e2e.conftest import E2E_TIMEOUT, Release
+from tests.e2e.conftest import E2E_TIMEOUT, Release, mock_call
 from tests.integration.kube import apply_allocation, apply_provider, create_key, get, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
@@ -320,6 +320,82 @@ def test_rolling_restart_under_steady_traffic_fails_no_request(release: Release,
     assert traffic.ok >= 20
     steady.wait_spent(traffic.cost)  # every request charged exactly what the upstream counted
     wait_for(lambda: steady.ledger().get("reserved") == "0" and steady.leases() == 0, 30, "nothing reserved")
+
+
+@dataclass
+class LongStream:
+    """A streamed chat in a thread of its own: what arrived, and the usage if the end did."""
+
+    team: Team
+    max_tokens: int
+    pieces: int = 0
+    usage: Any = None
+    error: str = ""
+    began: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> LongStream:
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            chunks = (
+                self.team.client()
+                .with_options(timeout=150)
+                .chat.completions.create(
+                    model=self.team.model,
+                    messages=[{"role": "user", "content": "Tell me a long story"}],
+                    max_tokens=self.max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    self.pieces += 1
+                    self.began.set()
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+        except Exception as err:  # a stream cut by its pod's shutdown ends here
+            self.error = f"{type(err).__name__}: {err}"
+        finally:
+            self.began.set()
+
+
+def test_rolling_restart_with_long_streams_in_flight_loses_and_overcharges_nothing(release: Release) -> None:
+    """Two streams in flight while the gateway pods are replaced. The one shorter than the graceful
+    period arrives whole; the one longer is cut at that bound, and its old pod reads its upstream on
+    until the usage — not killed mid-drain, since terminationGracePeriodSeconds covers preStop +
+    graceful + drain. Each is charged what it used, not its reservation, and nothing stays reserved
+    (a killed pod would leave its lease for 10 minutes, then charge the whole reservation)."""
+    team = make_team(release, "e2e-long-streams")
+    [pod, *_] = release.pods("gateway")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 5 + 30 + 60 + 10
+    mock_call(release, "PUT", "/_mock/config", {"reply_tokens": 180, "chunk_delay_ms": 500})
+    try:
+        short = LongStream(team, max_tokens=24).start()  # ~12 s: within the graceful 30 s
+        long = LongStream(team, max_tokens=1000).start()  # 180 tokens, ~90 s: past it; reserves 1000
+        assert short.began.wait(30) and long.began.wait(30)
+        assert not short.error and not long.error, (short.error, long.error)
+        release.node.kubectl("rollout", "restart", "deployment/aikeys-gateway", "-n", release.namespace)
+        release.node.kubectl(
+            "rollout", "status", "deployment/aikeys-gateway", "-n", release.namespace, "--timeout=180s",
+            timeout=200,
+        )  # fmt: skip
+        for stream in (short, long):
+            assert stream.thread is not None
+            stream.thread.join(200)
+    finally:
+        mock_call(release, "PUT", "/_mock/config", {"reply_tokens": 16, "chunk_delay_ms": 0})
+    assert short.error == "" and short.pieces > 0 and short.usage is not None, short
+    assert short.usage.completion_tokens == 24
+    assert long.usage is None, "the long stream was expected to outlast the graceful period"
+    prompt = short.usage.prompt_tokens  # the same prompt
+    expected = team.price.cost(prompt, 24) + team.price.cost(prompt, 180)
+    team.wait_spent(expected, timeout=120)  # the long one's usage, read on by its old pod
+    wait_for(lambda: team.ledger().get("reserved") == "0" and team.leases() == 0, 30, "nothing reserved")
 
 
 def test_operator_pod_deleted_keys_keep_working_and_status_catches_up(release: Release, steady: Team) -> None:

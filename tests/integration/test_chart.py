@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_gateway.config import ServerSettings
 from cryptography import x509
 
 from aikeys.devstack import usageapi
@@ -189,6 +190,61 @@ def test_operator_settings_reach_its_environment(cluster: ControlPlane) -> None:
     assert env["AIKEYS_STATUS_WRITES_PER_SECOND"] == "5"
     assert env["AIKEYS_KEY_WORKERS"] == "4"
     assert env["AIKEYS_LAST_USED_GRANULARITY"] == "60"
+
+
+def test_gateway_shutdown_and_client_bounds_come_from_the_values(cluster: ControlPlane) -> None:
+    """terminationGracePeriodSeconds is derived from preStop + graceful + drain (+ 10 s to settle),
+    so a pod is never killed while it reads a cut-short stream for its usage; the same values reach
+    the preStop hook and the gateway's environment, which the gateway accepts."""
+
+    def gateway(*args: str) -> dict[str, Any]:
+        rendered = helm(cluster, "template", "aikeys", str(CHART), "-n", "chart-render", *args).stdout
+        [deployment] = [
+            d
+            for d in yaml.safe_load_all(rendered)
+            if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "aikeys-gateway"
+        ]
+        applied = cluster.kubectl(
+            "apply", "--dry-run=server", "-n", "chart-render", "-f", "-", stdin=yaml.safe_dump(deployment)
+        )
+        assert "deployment.apps/aikeys-gateway created (server dry run)" in applied.stdout
+        return deployment  # type: ignore[no-any-return]
+
+    for args, (pre_stop, graceful, drain) in {
+        (): (5, 30, 60),
+        (
+            "--set",
+            "gateway.shutdown.preStopSeconds=3",
+            "--set",
+            "gateway.shutdown.gracefulSeconds=20",
+            "--set",
+            "gateway.shutdown.drainSeconds=120",
+        ): (3, 20, 120),
+    }.items():
+        pod = gateway(*args)["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        assert pod["terminationGracePeriodSeconds"] == pre_stop + graceful + drain + 10
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == pre_stop
+        server = ServerSettings.from_env(env)
+        assert server.graceful_seconds == graceful
+        assert float(env["AIKEYS_STREAM_DRAIN_SECONDS"]) == drain
+        assert (server.max_header_bytes, server.max_headers, server.header_timeout, server.idle_timeout) == (
+            65536,
+            100,
+            10.0,
+            5,
+        )
+        assert env["AIKEYS_BODY_TIMEOUT"] == "60"
+
+    for value, message in {
+        "gateway.shutdown.drainSeconds=-1": "gateway/shutdown/drainSeconds",
+        "gateway.shutdown.preStopSeconds=0": "gateway/shutdown/preStopSeconds",
+        "gateway.clients.idleTimeoutSeconds=0.5": "gateway/clients/idleTimeoutSeconds",
+        "gateway.clients.maxHeaders=0": "gateway/clients/maxHeaders",
+    }.items():
+        result = helm(cluster, "template", "aikeys", str(CHART), "--set", value, check=False)
+        assert result.returncode != 0 and message in result.stderr, (value, result.stderr)
 
 
 def test_alert_rules_pass_promtool(cluster: ControlPlane, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aikeys_gateway.config import ServerSettings
 from aikeys_operator.config import Settings as OperatorSettings
 
 from aikeys.settings import SettingsError, env_bool, env_float, env_int, env_str
@@ -45,3 +46,33 @@ def test_operator_settings() -> None:
     )
     with pytest.raises(SettingsError, match="AIKEYS_OPERATOR_METRICS_PORT='http'"):
         OperatorSettings.from_env({"AIKEYS_OPERATOR_METRICS_PORT": "http"})
+
+
+def test_gateway_server_settings() -> None:
+    assert ServerSettings.from_env({}) == ServerSettings(65536, 100, 10.0, 5, 30)
+    s = ServerSettings.from_env(
+        {
+            "AIKEYS_MAX_HEADER_BYTES": "8192",
+            "AIKEYS_MAX_HEADERS": "50",
+            "AIKEYS_HEADER_TIMEOUT": "2.5",
+            "AIKEYS_IDLE_TIMEOUT": "75",
+            "AIKEYS_GRACEFUL_SECONDS": "0",
+        }
+    )
+    assert (s.max_header_bytes, s.max_headers, s.header_timeout, s.idle_timeout, s.graceful_seconds) == (
+        8192,
+        50,
+        2.5,
+        75,
+        0,
+    )
+    for name, value, message in [
+        ("AIKEYS_MAX_HEADER_BYTES", "64k", "not an integer"),
+        ("AIKEYS_MAX_HEADER_BYTES", "100", "must be at least 1024"),
+        ("AIKEYS_MAX_HEADERS", "0", "must be at least 8"),
+        ("AIKEYS_HEADER_TIMEOUT", "0", "must be at least 0.1"),
+        ("AIKEYS_IDLE_TIMEOUT", "0.5", "not an integer"),
+        ("AIKEYS_GRACEFUL_SECONDS", "-1", "must be at least 0"),
+    ]:
+        with pytest.raises(SettingsError, match=f"^{name}='{value}': {message}"):
+            ServerSettings.from_env({name: value})

@@ -132,12 +132,20 @@ def _with_user(session: Session, user: str) -> Session:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """An application/x-www-form-urlencoded body (the only kind the pages send), bounded in size."""
+    """An application/x-www-form-urlencoded body (the only kind the pages send), bounded in size
+    and, like the API's bodies, in time (AIKEYS_BODY_TIMEOUT: 408, the connection closed)."""
+    seconds = request.app.state.aikeys.settings.body_timeout
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise refused("The form is too large.", 413)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise refused("The form is too large.", 413)
+    except TimeoutError:
+        late = refused(f"The form was not received within {seconds:g} seconds.", 408)
+        late.response.headers["connection"] = "close"
+        raise late from None
     pairs = urllib.parse.parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return dict(pairs)
 
