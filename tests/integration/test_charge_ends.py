@@ -53,7 +53,8 @@ async def world(redis_server: RedisServer) -> tuple[Gateway, Allocation]:
 async def held(gw: Gateway, alloc: Allocation) -> tuple[Charge, Exchange]:
     ex = Exchange("rid", cast(Any, "chat/completions"), 0.0, {"endpoint": "chat/completions", "status": 200})
     charge = Charge(gw, alloc, uuid.uuid4().hex, key(), route(), BOUND, ex.ctx, BOUND)
-    outcome = await gw.meter.reserve(alloc, charge.ledger_rid, "k", "ns:p/m", BOUND, in_flight=charge.in_flight())
+    flight = charge.in_flight()
+    outcome = await gw.meter.reserve(alloc, charge.ledger_rid, "k", "ns:p/m", BOUND, in_flight=flight)
     assert getattr(outcome, "accepted", False)
     ex.charge = charge
     return charge, ex
