@@ -41,7 +41,7 @@ def route() -> Route:
 
 def key() -> KeyEntry:
     status = KeyStatus("h", "hint")
-    return KeyEntry("ns", "k", "a", KeySpec(False, (), None), status, (), None)
+    return KeyEntry("ns", "k", "a", KeySpec(False, (), None), status, (), None, uid="uid-k")
 
 
 async def world(redis_server: RedisServer) -> tuple[Gateway, Allocation]:

@@ -189,7 +189,8 @@ def test_a_new_key_named_like_a_deleted_one_starts_from_nothing(
     apply_provider(cp, ns, mock_upstream_process.url, {"chat": ("1.00", "2.00")})
     apply_allocation(cp, ns, "team", "10.00", "None")
     cp.kubectl("create", "serviceaccount", "auditor", "-n", ns)
-    cp.kubectl("create", "role", "auditor", "-n", ns, "--verb=get,list", "--resource=aikeys.aikeys.dev")
+    resources = "--resource=aikeys.aikeys.dev,keyusages.usage.aikeys.dev"  # usage: the keyusages right
+    cp.kubectl("create", "role", "auditor", "-n", ns, "--verb=get,list", resources)
     cp.kubectl(
         "create", "rolebinding", "auditor", "-n", ns, "--role=auditor", f"--serviceaccount={ns}:auditor"
     )
