@@ -67,10 +67,15 @@ def json_type(value: Any) -> str:
     return next((name for kind, name in _TYPES if isinstance(value, kind)), "an object")
 
 
+_JSON: frozenset[type] = frozenset((dict, list, str, int, float, bool, type(None)))
+
+
 class Shape:
-    """A JSON type. `kinds`: the Python types a value of it can be (a union picks by them)."""
+    """A JSON type. `kinds`: the Python types a value of it can be (a union picks by them);
+    `plain`: the exact types of values that are of it without a look inside (the fast path)."""
 
     kinds: tuple[type, ...] = (object,)
+    plain: frozenset[type] = _JSON
     expected = "any value"
 
     def check(self, value: Any) -> None:
@@ -81,11 +86,13 @@ class Shape:
 
 
 class Scalar(Shape):
+    """A string, boolean or number: its exact JSON types (a boolean is no number)."""
+
     def __init__(self, kinds: tuple[type, ...], expected: str):
-        self.kinds, self.expected = kinds, expected
+        self.kinds, self.plain, self.expected = kinds, frozenset(kinds), expected
 
     def check(self, value: Any) -> None:
-        if not isinstance(value, self.kinds) or (bool not in self.kinds and isinstance(value, bool)):
+        if type(value) not in self.plain:
             raise Invalid(self.expected, value)
 
 
@@ -97,9 +104,10 @@ class Int(Shape):
 
     def __init__(self, minimum: int | None = None, maximum: int | None = None):
         self.minimum, self.maximum = minimum, maximum
+        self.plain = frozenset((int,)) if minimum is None and maximum is None else frozenset()
 
     def check(self, value: Any) -> None:
-        if not isinstance(value, int) or value is True or value is False:
+        if type(value) is not int:
             raise Invalid(self.expected, value)
         if self.minimum is not None and value < self.minimum:
             raise Invalid(
@@ -119,6 +127,7 @@ class Obj(Shape):
 
     def __init__(self, **fields: Shape):
         self.fields: Mapping[str, Shape] = fields
+        self.plain = frozenset() if fields else frozenset((dict,))
 
     def check(self, value: Any) -> None:
         if not isinstance(value, dict):
@@ -126,12 +135,13 @@ class Obj(Shape):
         fields = self.fields
         for name, item in value.items():
             shape = fields.get(name)
-            if shape is not None and item is not None:
-                try:
-                    shape.check(item)
-                except Invalid as err:
-                    err.path.append(name)
-                    raise
+            if shape is None or item is None or type(item) in shape.plain:
+                continue
+            try:
+                shape.check(item)
+            except Invalid as err:
+                err.path.append(name)
+                raise
 
 
 class Arr(Shape):
@@ -140,12 +150,15 @@ class Arr(Shape):
     def __init__(self, item: Shape):
         self.item = item
         self.expected = f"an array of {_plural(item.expected)}"
+        self.plain = frozenset((list,)) if item.plain == _JSON else frozenset()
 
     def check(self, value: Any) -> None:
         if not isinstance(value, list):
             raise Invalid(self.expected, value)
-        check = self.item.check
+        check, plain = self.item.check, self.item.plain
         for i, item in enumerate(value):
+            if type(item) in plain:
+                continue
             try:
                 check(item)
             except Invalid as err:
@@ -159,7 +172,7 @@ class Tagged(Obj):
 
     def __init__(self, cases: Mapping[str, Obj], default: str | None = None):
         super().__init__()
-        self.cases, self.default = cases, default
+        self.cases, self.default, self.plain = cases, default, frozenset()
 
     def check(self, value: Any) -> None:
         if not isinstance(value, dict):
@@ -185,6 +198,7 @@ class OneOf(Shape):
             s for o in options for s in (o.options if isinstance(o, OneOf) else (o,))
         )
         self.kinds = tuple(k for o in options for k in o.kinds)
+        self.plain = frozenset(t for o in self.options for t in o.plain)
         names = [o.expected for o in self.options]
         self.expected = "one of " + ", ".join(names[:-1]) + f" or {names[-1]}"
 

@@ -291,7 +291,7 @@ def test_validating_a_typical_chat_request_takes_microseconds() -> None:
     runs = 2000
     seconds = min(timeit.repeat(lambda: validate(Endpoint.CHAT, body), number=runs, repeat=3)) / runs
     print(f"\nvalidate(chat): {seconds * 1e6:.1f} µs")
-    assert seconds < 100e-6  # measured ~6 µs; generous for a loaded machine
+    assert seconds < 100e-6  # 3-5 µs here (the hand checks before: ~1-3 µs); generous for a busy machine
 
 
 def translated(body: dict[str, Any]) -> None:
