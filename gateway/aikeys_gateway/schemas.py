@@ -319,7 +319,10 @@ CHAT = Obj(
     store=BOOLEAN,
     service_tier=STRING,
     prompt_cache_key=STRING,
+    prompt_cache_retention=STRING,
+    prompt_cache_options=OBJECT,
     safety_identifier=STRING,
+    moderation=OBJECT,
     web_search_options=OBJECT,
 )
 
@@ -409,7 +412,14 @@ RESPONSES = Obj(
     service_tier=STRING,
     user=STRING,
     prompt_cache_key=STRING,
+    prompt_cache_retention=STRING,
+    prompt_cache_options=OBJECT,
     safety_identifier=STRING,
+    moderation=OBJECT,
+    context_management=Arr(OBJECT),
+    background_options=OBJECT,
+    access_programs=OBJECT,
+    image=OBJECT,
 )
 
 BODIES: Mapping[Endpoint, Obj] = {

@@ -17,6 +17,10 @@ from aikeys_gateway.intake import serialize, validate
 from aikeys_gateway.streaming import SSEFilter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from openai.types import completion_create_params as completion_params
+from openai.types import embedding_create_params as embedding_params
+from openai.types.chat import completion_create_params as chat_params
+from openai.types.responses import response_create_params as response_params
 
 from aikeys.estimate import Endpoint, apply_cap, estimate, output_cap
 from aikeys.money import Price
@@ -314,3 +318,20 @@ def test_the_translation_alone_raises_nothing_but_a_400(body: dict[str, Any]) ->
     """Defence in depth: even a body the validator never saw."""
     err = refused(lambda: translated(body))
     assert err is None or err.status == 400
+
+
+SDK_PARAMS = {
+    Endpoint.CHAT: chat_params.CompletionCreateParamsStreaming,
+    Endpoint.COMPLETIONS: completion_params.CompletionCreateParamsStreaming,
+    Endpoint.EMBEDDINGS: embedding_params.EmbeddingCreateParams,
+    Endpoint.RESPONSES: response_params.ResponseCreateParamsStreaming,
+}
+
+
+@pytest.mark.parametrize("endpoint", list(Endpoint))
+def test_the_schema_types_every_field_the_openai_sdk_sends(endpoint: Endpoint) -> None:
+    """The top-level fields are exactly those of the SDK's create params (a new SDK field shows up
+    here, to be typed)."""
+    params = SDK_PARAMS[endpoint]
+    sdk = {name for cls in params.__mro__ for name in getattr(cls, "__annotations__", {})}
+    assert set(schemas.BODIES[endpoint].fields) == sdk
