@@ -579,7 +579,7 @@ class HugeAnswers(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b'"}}]}\n\n' if stream else b'"}}]}')
         except (BrokenPipeError, ConnectionResetError):
             pass
-        self.server.sent.append(sent)
+        self.server.sent["stream" if stream else "json"] = sent
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -587,13 +587,17 @@ class HugeAnswers(http.server.BaseHTTPRequestHandler):
 
 class HugeServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    sent: list[int]
+    sent: dict[str, int]  # bytes of the body sent, by the last answer of each kind once it is over
+
+    def sent_once_over(self, kind: str) -> int:
+        wait_for(lambda: kind in self.sent, 10, f"the {kind} answer to be over")
+        return self.sent[kind]
 
 
 @pytest.fixture(scope="module")
 def huge_upstream(control_plane: ControlPlane, world: dict[str, str]) -> Iterator[HugeServer]:
     server = HugeServer(("127.0.0.1", 0), HugeAnswers)
-    server.sent = []
+    server.sent = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     apply_provider(
@@ -650,6 +654,7 @@ def test_a_json_answer_past_the_cap_is_a_502_and_the_gateway_stays_small(
 
     wait_for(lambda: served() is not None, 10, "the huge provider to be served")
     before, baseline = state(redis_server, "main"), rss(gateway.child.pid)
+    huge_upstream.sent.clear()
     reply, peak = peak_rss_while(gateway.child.pid, lambda: served() or httpx.Response(0))
     print(f"\n200 MB answer: gateway RSS {baseline / MiB:.0f} → peak {peak / MiB:.0f} MiB")
     assert reply.status_code == 502
@@ -657,7 +662,7 @@ def test_a_json_answer_past_the_cap_is_a_502_and_the_gateway_stays_small(
     assert (error["type"], error["code"]) == ("upstream_error", "upstream_too_large")
     assert str(64 * MiB) in error["message"]
     assert peak - baseline < 160 * MiB  # the 64 MiB cap and what is in flight, not 200 MB (or 3×)
-    assert huge_upstream.sent[-1] < 100 * MiB  # the connection was dropped: the rest never sent
+    assert huge_upstream.sent_once_over("json") < 100 * MiB  # the connection was dropped: the rest never sent
     settled(redis_server, "main", before.requests + 1)  # the sent request is settled, nothing held
 
 
@@ -677,6 +682,7 @@ def test_a_stream_event_past_the_cap_ends_the_stream_with_an_error(
         "the huge provider to be served",
     )
     before = state(redis_server, "main")
+    huge_upstream.sent.clear()
     started = time.monotonic()
     with httpx.stream(
         "POST",
@@ -692,5 +698,5 @@ def test_a_stream_event_past_the_cap_ends_the_stream_with_an_error(
     assert (last["error"]["code"], last["error"]["type"]) == ("upstream_too_large", "upstream_error")
     assert str(8 * MiB) in last["error"]["message"]
     assert time.monotonic() - started < 10
-    assert huge_upstream.sent[-1] < 32 * MiB  # dropped once the cap was passed
+    assert huge_upstream.sent_once_over("stream") < 32 * MiB  # dropped once the cap was passed
     settled(redis_server, "main", before.requests + 1)
