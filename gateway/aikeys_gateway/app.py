@@ -59,7 +59,7 @@ class State:
         self.meter = Meter(ledger, s.failure_policy)
         self.metrics = Metrics(per_key=s.metrics_per_key)
         self.http = Client(connect_timeout=s.upstream_connect_timeout)
-        self.stored = StoredResponses(self.redis, s.responses_ttl)
+        self.stored = StoredResponses(self.redis, s.responses_ttl, s.max_answer_bytes)
         self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http, self.stored)
         self.gateway.tracer = setup_tracing(s.otlp_endpoint)  # None: tracing off
         self.kubeauth = KubeAuth(self.kube)

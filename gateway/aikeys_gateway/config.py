@@ -23,6 +23,8 @@ class Settings:
     redis_timeout: float = 0.5
     failure_policy: FailurePolicy = FailurePolicy.CLOSED
     max_body_bytes: int = 32 * 1024 * 1024
+    max_answer_bytes: int = 64 * 1024 * 1024  # a whole upstream answer larger than this is a 502
+    max_event_bytes: int = 8 * 1024 * 1024  # one event of an upstream stream larger than this ends it
     credentials_secret: tuple[str, str] = ("aikeys-system", credentials.DEFAULT_NAME)
     metrics_per_key: bool = True
     lease_seconds: float = 600.0
@@ -47,6 +49,8 @@ class Settings:
             redis_timeout=float(os.environ.get("AIKEYS_REDIS_TIMEOUT", "0.5")),
             failure_policy=FailurePolicy.OPEN if _flag("AIKEYS_FAIL_OPEN", False) else FailurePolicy.CLOSED,
             max_body_bytes=int(os.environ.get("AIKEYS_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
+            max_answer_bytes=int(os.environ.get("AIKEYS_MAX_ANSWER_BYTES", str(64 * 1024 * 1024))),
+            max_event_bytes=int(os.environ.get("AIKEYS_MAX_EVENT_BYTES", str(8 * 1024 * 1024))),
             credentials_secret=credentials.location(os.environ.get("POD_NAMESPACE") or default_namespace),
             metrics_per_key=_flag("AIKEYS_METRICS_PER_KEY", True),
             lease_seconds=float(os.environ.get("AIKEYS_LEASE_SECONDS", "600")),

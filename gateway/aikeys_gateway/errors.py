@@ -24,8 +24,16 @@ class GatewayError(Exception):
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = dict(headers or {})
 
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def event(self) -> bytes:
+        """As a server-sent event, the way OpenAI tells an error once a stream has begun (the
+        openai SDKs raise it)."""
+        return b"data: " + orjson.dumps(self.body()) + b"\n\n"
+
     def response(self, request_id: str | None = None) -> Response:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        body = self.body()
         headers = dict(self.headers)
         if request_id:
             headers["x-request-id"] = request_id
@@ -86,6 +94,17 @@ def unavailable(message: str) -> GatewayError:
 
 def bad_gateway(message: str) -> GatewayError:
     return GatewayError(502, message, "upstream_error", "upstream_unreachable")
+
+
+def upstream_too_large(what: str, limit: int) -> GatewayError:
+    """An upstream answer (or one event of its stream) past the gateway's cap: not read further."""
+    return GatewayError(
+        502,
+        f"The upstream's {what} is larger than {limit} bytes, the most this gateway takes; it was not "
+        "read further.",
+        "upstream_error",
+        "upstream_too_large",
+    )
 
 
 def gateway_timeout(message: str) -> GatewayError:

@@ -23,9 +23,10 @@ chunk by chunk for a stream. What this client does:
   from sending to the body's end (aiohttp's `total`).
 
 Failures before the request was written are `UpstreamError` (nothing usable came) or the
-built-in `TimeoutError`; after it, their `Unanswered` kinds. No proxy support (the gateway calls
-its providers directly) and no redirects (an API that redirects a POST is misconfigured; the 3xx is
-handed on).
+built-in `TimeoutError`; after it, their `Unanswered` kinds. An answer past the caller's size
+limit is `UpstreamTooLarge` (an `UpstreamError`), raised as soon as the limit is passed. No proxy
+support (the gateway calls its providers directly) and no redirects (an API that redirects a POST
+is misconfigured; the 3xx is handed on).
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ class UnansweredTimeout(Unanswered, TimeoutError):
 
 class UnansweredError(Unanswered, UpstreamError):
     pass
+
+
+class UpstreamTooLarge(UpstreamError):
+    """An answer (or one event of a stream) larger than the gateway takes: the read stopped at the
+    cap and the connection was dropped. Whether it is charged is the caller's decision."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(f"the upstream's {what} is larger than {limit} bytes")
+        self.what, self.limit = what, limit
 
 
 class _Stray(Exception):
@@ -169,10 +179,20 @@ class Response:
         self._conn.resume()
         return data
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body. Past `limit` bytes (announced or arrived) `UpstreamTooLarge`: the read
+        stops there and the connection is dropped, so what is held stays bounded."""
+        declared = self.headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            self.close()
+            raise UpstreamTooLarge("answer", limit)
         parts = []
+        size = 0
         while (data := await self._more()) is not None:
+            size += len(data)
+            if limit is not None and size > limit:
+                self.close()
+                raise UpstreamTooLarge("answer", limit)
             parts.append(data)
         self.release()
         return b"".join(parts)

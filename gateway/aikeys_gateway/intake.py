@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from aikeys import limits
 from aikeys.estimate import Endpoint
-from aikeys_gateway import errors
+from aikeys_gateway import errors, schemas
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REQUIRED = {
@@ -103,49 +103,22 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _positive(body: dict[str, Any], name: str, maximum: int | None = None) -> None:
-    v = body.get(name)
-    if v is None:
-        return
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise errors.invalid_request(f"'{name}' must be a positive integer.", param=name, code="invalid_type")
-    if maximum is not None and v > maximum:
-        raise errors.invalid_request(
-            f"'{name}' must be at most {maximum}.", param=name, code="integer_above_max_value"
-        )
-
-
 def validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    """A 400 for a body the gateway must not send: its required field missing, a known field of
+    the wrong type (`schemas`), or what no budget can hold."""
     field = _REQUIRED[endpoint]
     value = body.get(field)
     if value is None or value in ("", []):
         raise errors.invalid_request(
             f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
         )
-    if endpoint is Endpoint.CHAT and not (
-        isinstance(value, list) and all(isinstance(m, dict) for m in value)
-    ):
-        raise errors.invalid_request(
-            "'messages' must be an array of message objects.", param="messages", code="invalid_type"
-        )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise errors.invalid_request("'stream' must be a boolean.", param="stream", code="invalid_type")
-    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        _positive(body, name)
+    schemas.check(endpoint, body)
     if endpoint is Endpoint.RESPONSES and body.get("background"):
         raise errors.invalid_request(
             "Background responses are not available through this gateway: their cost is only known "
             "after the request returns, so they cannot be held to a budget.",
             param="background",
             code="unsupported_parameter",
-        )
-    _positive(body, "n", limits.MAX_CHOICES)
-    if endpoint is Endpoint.COMPLETIONS:
-        _positive(body, "best_of", limits.MAX_CHOICES)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise errors.invalid_request(
-            "'stream_options' must be an object.", param="stream_options", code="invalid_type"
         )
 
 

@@ -48,7 +48,7 @@ from aikeys_gateway.catalog import Catalog, KeyEntry
 from aikeys_gateway.charge import Charge
 from aikeys_gateway.config import Settings
 from aikeys_gateway.eventstream import EventStream
-from aikeys_gateway.httpclient import Client, Unanswered, UpstreamError
+from aikeys_gateway.httpclient import Client, Unanswered, UpstreamError, UpstreamTooLarge
 from aikeys_gateway.httpclient import Response as Upstream
 from aikeys_gateway.intake import (
     headers_of,
@@ -255,9 +255,8 @@ class Gateway:
             charge.stored = Owner(key.namespace, p.namespace, p.name, key.uid, route.model_id)
         if not stream:
             return await self._json(resp, charge, ex, request_body if used.translated else None)
-        return self._stream(
-            resp, charge, SSEFilter(_reader(ex.endpoint, used.translated, request_body, used.route)), ex
-        )
+        reader = _reader(ex.endpoint, used.translated, request_body, used.route)
+        return self._stream(resp, charge, SSEFilter(reader, s.max_event_bytes), ex)
 
     async def _upstream(
         self, ex: Exchange, plans: list[Plan], charge: Charge
@@ -439,7 +438,10 @@ class Gateway:
         return resp
 
     async def _upstream_error(self, resp: Upstream, route: Route, rid: str) -> Response:
-        raw = await resp.read()
+        try:
+            raw = await resp.read(self.settings.max_answer_bytes)
+        except (TimeoutError, UpstreamError):  # too large or broken off: told without its body
+            raw = b""
         resp.release()
         provider = f"{route.provider.namespace}:{route.provider.name}"
         if resp.status in (401, 403):  # about the provider's key: none of its body reaches a key holder
@@ -472,8 +474,10 @@ class Gateway:
     ) -> Response:
         """A whole answer: charge it, and hand it on (as a Responses object when translated)."""
         try:
-            raw = await resp.read()
+            raw = await resp.read(self.settings.max_answer_bytes)
         except (TimeoutError, UpstreamError) as err:  # it may have generated everything: the bound
+            if isinstance(err, UpstreamTooLarge):
+                raise errors.upstream_too_large(err.what, err.limit) from err
             raise errors.bad_gateway("The upstream broke off its response.") from err
         finally:
             resp.release()
@@ -543,9 +547,11 @@ class Gateway:
                 out = sse.end()
                 if out:
                     yield out
-            except (TimeoutError, UpstreamError):
+            except (TimeoutError, UpstreamError) as err:
                 ex.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
                 ended = True
+                if isinstance(err, UpstreamTooLarge):  # with the reason, as OpenAI ends a stream
+                    yield errors.upstream_too_large(err.what, err.limit).event()
             finally:
                 settle(ended)
 

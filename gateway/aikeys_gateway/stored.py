@@ -46,9 +46,10 @@ def not_found(response_id: str) -> errors.GatewayError:
 
 
 class StoredResponses:
-    def __init__(self, redis: Any, ttl: int = TTL_SECONDS):
+    def __init__(self, redis: Any, ttl: int = TTL_SECONDS, max_answer_bytes: int = 64 * 1024 * 1024):
         self.redis = redis
         self.ttl = ttl
+        self.max_answer_bytes = max_answer_bytes  # a stored response is bounded like any answer
 
     async def remember(self, response_id: str, owner: Owner) -> None:
         value = f"{owner.namespace}|{owner.provider_namespace}|{owner.provider}|{owner.key}|{owner.model}"
@@ -100,7 +101,7 @@ class StoredResponses:
         try:
             resp = await http.request(request.method, url, headers=headers, total=provider.timeout_seconds)
             try:
-                body = await resp.read()
+                body = await resp.read(self.max_answer_bytes)
             finally:
                 resp.release()  # read to its end: kept alive; cancelled midway: closed
             status = resp.status

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from aikeys.generated import Output, Usage, reported_usage
+from aikeys_gateway.httpclient import UpstreamTooLarge
 
 DONE = b"[DONE]"
 _ENDS = ("response.completed", "response.incomplete", "response.failed")
@@ -106,10 +107,20 @@ class ResponsesReader:
         return b""
 
 
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # the largest single event taken from an upstream (by default)
+
+
 class SSEFilter:
-    def __init__(self, reader: Reader):
+    """Parses as the bytes come, in time linear in them: the pieces of an event that is not
+    complete yet are kept as they arrived and only the new bytes are searched for its end. An
+    event larger than `max_event` bytes is `UpstreamTooLarge`, raised once that many are held."""
+
+    def __init__(self, reader: Reader, max_event: int = MAX_EVENT_BYTES):
         self.reader = reader
-        self.buffer = b""
+        self.max_event = max_event
+        self.pending: list[bytes] = []  # the start of an event, its end not seen yet
+        self.pending_size = 0
+        self.held_cr = False  # the last chunk ended in CR: its LF may start the next
 
     @property
     def usage(self) -> Usage | None:
@@ -124,31 +135,52 @@ class SSEFilter:
         return self.reader.done
 
     def feed(self, chunk: bytes) -> bytes:
-        buffer = self.buffer + chunk
-        if b"\r" in buffer:
-            held = buffer.endswith(b"\r")  # its LF may be in the next chunk
-            if held:
-                buffer = buffer[:-1]
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if held:
-                buffer += b"\r"
+        chunk = self._lines(chunk)
         out: list[bytes] = []
+        pending = self.pending
         start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = buffer[start : end + 2]
+        if pending and chunk[:1] == b"\n" and pending[-1].endswith(b"\n"):  # the blank line spans chunks
+            out.append(self._complete(b"\n"))
+            start = 1
+        while (end := chunk.find(b"\n\n", start)) >= 0:
+            out.append(self._complete(chunk[start : end + 2]))
             start = end + 2
-            out.append(self._event(event))
-        self.buffer = buffer[start:]
+        if start < len(chunk):
+            rest = chunk[start:] if start else chunk
+            pending.append(rest)
+            self.pending_size += len(rest)
+            if self.pending_size > self.max_event:
+                raise UpstreamTooLarge("stream event", self.max_event)
         return b"".join(out)
+
+    def _lines(self, chunk: bytes) -> bytes:
+        """The chunk with its line ends as LF (a CR at its end is held: an LF may follow)."""
+        if self.held_cr:
+            chunk = b"\r" + chunk
+            self.held_cr = False
+        if b"\r" not in chunk:
+            return chunk
+        if chunk.endswith(b"\r"):
+            self.held_cr = True
+            chunk = chunk[:-1]
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+    def _complete(self, last: bytes) -> bytes:
+        """The event that `last` ends (with the pieces before it), read."""
+        if self.pending:
+            self.pending.append(last)
+            last = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
+        if len(last) > self.max_event:
+            raise UpstreamTooLarge("stream event", self.max_event)
+        return self._event(last)
 
     def end(self) -> bytes:
         """The upstream closed the stream: a CR held back for a possible LF ends its line."""
         out = b""
-        if self.buffer.endswith(b"\r"):
-            self.buffer = self.buffer[:-1]
+        if self.held_cr:
+            self.held_cr = False
             out = self.feed(b"\n")
         return out + self.reader.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from aikeys import limits
 from aikeys.generated import Output, Usage, reported_usage
 from aikeys_gateway import errors
 from aikeys_gateway.streaming import DONE, ChatReader
@@ -29,6 +30,27 @@ def _unsupported(message: str, param: str) -> errors.GatewayError:
     return errors.invalid_request(message, param=param, code="unsupported_on_chat_backend")
 
 
+# The request is validated before it gets here (`schemas`), yet nothing below trusts a field's
+# type: whatever JSON it meets, translating raises a 400 or nothing.
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _shown(value: Any) -> str:
+    """A client's value as an error message may echo it."""
+    return limits.truncate(repr(value))
+
+
 # --- the request ------------------------------------------------------------------------------------
 
 
@@ -38,7 +60,7 @@ def _part(part: Any) -> dict[str, Any] | None:
         return None
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": part.get("text", "")}
+        return {"type": "text", "text": _str(part.get("text"))}
     if kind == "input_image":
         url = part.get("image_url")
         if not isinstance(url, str):
@@ -51,13 +73,15 @@ def _part(part: Any) -> dict[str, Any] | None:
         file = {k: part[k] for k in ("file_data", "filename", "file_id") if isinstance(part.get(k), str)}
         return {"type": "file", "file": file}
     if kind == "refusal":
-        return {"type": "text", "text": part.get("refusal", "")}
+        return {"type": "text", "text": _str(part.get("refusal"))}
     return None
 
 
 def _content(content: Any) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
+    if content is not None and not isinstance(content, list):
+        raise errors.invalid_request("Content must be a string or an array of content parts.", param="input")
     parts = [p for p in (_part(x) for x in content or []) if p is not None]
     if all(p["type"] == "text" for p in parts):  # plain text: the widest-understood form
         return "".join(p["text"] for p in parts)
@@ -84,18 +108,18 @@ def _item(item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
     """Append one Responses input item to the chat messages."""
     kind = item.get("type", "message")
     if kind == "message":
-        role = _ROLES.get(item.get("role", ""))
+        role = _ROLES.get(_str(item.get("role")))
         if role is None:
-            raise errors.invalid_request(f"Unknown message role {item.get('role')!r}.", param="input")
+            raise errors.invalid_request(f"Unknown message role {_shown(item.get('role'))}.", param="input")
         messages.append({"role": role, "content": _content(item.get("content"))})
     elif kind == "function_call":
-        name = item.get("name")
-        if item.get("namespace"):
+        name = _str(item.get("name"))
+        if _str(item.get("namespace")):
             name = f"{item['namespace']}{NAMESPACE_SEPARATOR}{name}"
         call = {
             "id": item.get("call_id") or item.get("id"),
             "type": "function",
-            "function": {"name": name, "arguments": item.get("arguments") or ""},
+            "function": {"name": name, "arguments": _str(item.get("arguments"))},
         }
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant" and "tool_calls" in last:
@@ -108,7 +132,7 @@ def _item(item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
     elif kind != "reasoning":  # a chat backend cannot take reasoning items back: they are dropped
         raise _unsupported(
-            f"Input items of type '{kind}' need the Responses API; this model is served through chat "
+            f"Input items of type {_shown(kind)} need the Responses API; this model is served through chat "
             "completions.",
             "input",
         )
@@ -127,9 +151,9 @@ def _function(tool: dict[str, Any], namespace: str | None = None) -> dict[str, A
 def namespaced(request: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Chat function names that stand for a namespace's tools → (namespace, tool name)."""
     found = {}
-    for tool in request.get("tools") or []:
+    for tool in _list(request.get("tools")):
         if isinstance(tool, dict) and tool.get("type") == "namespace":
-            for inner in tool.get("tools") or []:
+            for inner in _list(tool.get("tools")):
                 if isinstance(inner, dict):
                     found[f"{tool.get('name')}{NAMESPACE_SEPARATOR}{inner.get('name')}"] = (
                         str(tool.get("name")),
@@ -140,20 +164,26 @@ def namespaced(request: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = []
-    for tool in body.get("tools") or []:
+    given = body.get("tools")
+    if given is not None and not isinstance(given, list):
+        raise errors.invalid_request("'tools' must be an array of tools.", param="tools")
+    for tool in _list(given):
         if isinstance(tool, dict) and tool.get("type") == "namespace":  # a group of function tools
-            inner = [t for t in tool.get("tools") or [] if isinstance(t, dict)]
+            found = tool.get("tools")
+            if found is not None and not isinstance(found, list):
+                raise errors.invalid_request("A namespace's 'tools' must be an array.", param="tools")
+            inner = [t for t in _list(found) if isinstance(t, dict)]
             if any(t.get("type", "function") != "function" for t in inner):
                 raise _unsupported(
-                    f"Namespace '{tool.get('name')}' holds tools other than functions.", "tools"
+                    f"Namespace {_shown(tool.get('name'))} holds tools other than functions.", "tools"
                 )
             tools += [_function(t, str(tool.get("name"))) for t in inner]
             continue
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else tool
             raise _unsupported(
-                f"The hosted tool '{kind}' needs the Responses API of OpenAI itself; this model is served "
-                "through chat completions, which only take function tools.",
+                f"The hosted tool {_shown(kind)} needs the Responses API of OpenAI itself; this model is "
+                "served through chat completions, which only take function tools.",
                 "tools",
             )
         tools.append(_function(tool))
@@ -164,7 +194,9 @@ def _tool_choice(choice: Any) -> Any:
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
     if isinstance(choice, dict):
-        raise _unsupported(f"tool_choice {choice.get('type')!r} needs the Responses API.", "tool_choice")
+        raise _unsupported(
+            f"tool_choice {_shown(choice.get('type'))} needs the Responses API.", "tool_choice"
+        )
     return choice
 
 
@@ -177,7 +209,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if fmt.get("type") == "json_schema":
         schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
         return {"type": "json_schema", "json_schema": schema}
-    raise errors.invalid_request(f"Unknown text.format type {fmt.get('type')!r}.", param="text.format")
+    raise errors.invalid_request(f"Unknown text.format type {_shown(fmt.get('type'))}.", param="text.format")
 
 
 def chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +232,7 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     fmt = _response_format(body.get("text"))
     if fmt is not None:
         chat["response_format"] = fmt
-    effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
+    effort = _dict(body.get("reasoning")).get("effort")
     if isinstance(effort, str):
         chat["reasoning_effort"] = effort
     for name in _SAMPLING:
@@ -275,7 +307,7 @@ class Envelope:
             "output": output,
             "parallel_tool_calls": r.get("parallel_tool_calls", True),
             "previous_response_id": None,
-            "reasoning": {"effort": (r.get("reasoning") or {}).get("effort"), "summary": None},
+            "reasoning": {"effort": _dict(r.get("reasoning")).get("effort"), "summary": None},
             "service_tier": "default",
             "store": False,
             "temperature": r.get("temperature", 1.0),
@@ -445,10 +477,10 @@ class ChatToResponses:
             return b"".join(out)
         if isinstance(data.get("usage"), dict):
             self.raw_usage = data["usage"]
-        for choice in data.get("choices") or []:
+        for choice in _list(data.get("choices")):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            delta = _dict(choice.get("delta"))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 index, opened = self._open(
@@ -480,14 +512,14 @@ class ChatToResponses:
                         logprobs=[],
                     )
                 )
-            for call in delta.get("tool_calls") or []:
+            for call in _list(delta.get("tool_calls")):
                 if not isinstance(call, dict):
                     continue
-                function = call.get("function") or {}
+                function = _dict(call.get("function"))
                 key = f"call:{call.get('index', 0)}"
                 if key not in self.open:
-                    call_id = call.get("id") or _new_id("call_")
-                    item = _call_item(call_id, function.get("name") or "", "", "in_progress", self.names)
+                    call_id = _str(call.get("id")) or _new_id("call_")
+                    item = _call_item(call_id, _str(function.get("name")), "", "in_progress", self.names)
                     index, opened = self._open(key, item)
                     out += opened
                 index = self.open[key]

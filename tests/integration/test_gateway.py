@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.server
 import json
 import socket
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -547,3 +551,159 @@ def test_stream_usage_switch_off_counts_the_streamed_text(
         estimate_input >= PROMPT
     )  # input charged at its bound (no usage came back), output counted from text
     assert after.spent - before.spent == PRICE.cost(estimate_input, counted)
+
+
+# --- answers too large to take ----------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+class HugeAnswers(http.server.BaseHTTPRequestHandler):
+    """An upstream whose answer never fits: 200 MB of JSON, or a stream whose first event is 32 MB
+    with no blank line; made as it is sent, it stops when the gateway hangs up."""
+
+    server: HugeServer
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        stream = bool(request.get("stream"))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
+        self.end_headers()  # HTTP/1.0: the body ends when the connection does
+        head = (
+            b'data: {"choices":[{"index":0,"delta":{"content":"'
+            if stream
+            else b'{"choices":[{"message":{"content":"'
+        )
+        size = (32 if stream else 200) * MiB
+        piece = b"x" * (64 * 1024)
+        sent = 0
+        try:
+            self.wfile.write(head)
+            while sent < size:
+                self.wfile.write(piece)
+                sent += len(piece)
+            self.wfile.write(b'"}}]}\n\n' if stream else b'"}}]}')
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.server.sent["stream" if stream else "json"] = sent
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class HugeServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    sent: dict[str, int]  # bytes of the body sent, by the last answer of each kind once it is over
+
+    def sent_once_over(self, kind: str) -> int:
+        wait_for(lambda: kind in self.sent, 10, f"the {kind} answer to be over")
+        return self.sent[kind]
+
+
+@pytest.fixture(scope="module")
+def huge_upstream(control_plane: ControlPlane, world: dict[str, str]) -> Iterator[HugeServer]:
+    server = HugeServer(("127.0.0.1", 0), HugeAnswers)
+    server.sent = {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    apply_provider(
+        control_plane,
+        NS,
+        f"http://127.0.0.1:{server.server_address[1]}",
+        {"m": ("1.00", "2.00")},
+        name="huge",
+    )
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def peak_rss_while(pid: int, run: Callable[[], httpx.Response]) -> tuple[httpx.Response, int]:
+    """What `run` returns, and the process's highest resident memory meanwhile (sampled)."""
+    peak, done = [rss(pid)], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(rss(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        return run(), max(peak)
+    finally:
+        done.set()
+        sampler.join()
+
+
+def test_a_json_answer_past_the_cap_is_a_502_and_the_gateway_stays_small(
+    gateway: GatewayProcess, world: dict[str, str], huge_upstream: HugeServer, redis_server: RedisServer
+) -> None:
+    assert gateway.child is not None
+    body = {"model": f"{NS}:huge/m", "messages": MESSAGES, "max_tokens": 5}
+
+    def served() -> httpx.Response | None:
+        reply = httpx.post(
+            f"{gateway.openai_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {world['main']}"},
+            timeout=60,
+        )
+        return None if reply.status_code == 404 else reply  # until the gateway knows the provider
+
+    wait_for(lambda: served() is not None, 10, "the huge provider to be served")
+    before, baseline = state(redis_server, "main"), rss(gateway.child.pid)
+    huge_upstream.sent.clear()
+    reply, peak = peak_rss_while(gateway.child.pid, lambda: served() or httpx.Response(0))
+    print(f"\n200 MB answer: gateway RSS {baseline / MiB:.0f} → peak {peak / MiB:.0f} MiB")
+    assert reply.status_code == 502
+    error = reply.json()["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream_too_large")
+    assert str(64 * MiB) in error["message"]
+    assert peak - baseline < 160 * MiB  # the 64 MiB cap and what is in flight, not 200 MB (or 3×)
+    assert huge_upstream.sent_once_over("json") < 100 * MiB  # the connection was dropped: the rest never sent
+    settled(redis_server, "main", before.requests + 1)  # the sent request is settled, nothing held
+
+
+def test_a_stream_event_past_the_cap_ends_the_stream_with_an_error(
+    gateway: GatewayProcess, world: dict[str, str], huge_upstream: HugeServer, redis_server: RedisServer
+) -> None:
+    wait_for(
+        lambda: (
+            httpx.post(
+                f"{gateway.openai_url}/chat/completions",
+                json={"model": f"{NS}:huge/m", "messages": "not a list"},
+                headers={"Authorization": f"Bearer {world['main']}"},
+            ).status_code
+            == 400
+        ),
+        10,
+        "the huge provider to be served",
+    )
+    before = state(redis_server, "main")
+    huge_upstream.sent.clear()
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        f"{gateway.openai_url}/chat/completions",
+        json={"model": f"{NS}:huge/m", "messages": MESSAGES, "max_tokens": 5, "stream": True},
+        headers={"Authorization": f"Bearer {world['main']}"},
+        timeout=60,
+    ) as reply:
+        assert reply.status_code == 200  # the stream had begun: its end says why
+        received = reply.read()
+    assert len(received) < MiB  # nothing of the 32 MB event was forwarded
+    last = json.loads(received.strip().split(b"\n\n")[-1].removeprefix(b"data: "))
+    assert (last["error"]["code"], last["error"]["type"]) == ("upstream_too_large", "upstream_error")
+    assert str(8 * MiB) in last["error"]["message"]
+    assert time.monotonic() - started < 10
+    assert huge_upstream.sent_once_over("stream") < 32 * MiB  # dropped once the cap was passed
+    settled(redis_server, "main", before.requests + 1)

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aikeys_gateway.httpclient import HIGH_WATER, Client, Response, UnansweredError, UpstreamError, origin
+from aikeys_gateway.httpclient import (
+    HIGH_WATER,
+    Client,
+    Response,
+    UnansweredError,
+    UpstreamError,
+    UpstreamTooLarge,
+    origin,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -742,6 +750,57 @@ async def test_slow_reader_pauses_reading_and_gets_every_byte_in_order(client: C
         # a whole body read after pausing: the connection is reused, and reads again
         _, again = await get(client, srv.url("/big"), total=30)
         assert again == body and client.connections == 1
+
+
+# --- a cap on what is read ------------------------------------------------------------------------
+
+
+def endless(sent: list[int], announce: bool) -> Handler:
+    """A handler answering /small with a small body, anything else with a 200 MB body made as it
+    goes (64 KiB at a time, counted in `sent`): with its Content-Length announced, or chunked."""
+    piece = b"x" * 65536
+    size = 200 * 1024 * 1024
+
+    async def handler(c: Conn) -> None:
+        while (req := await c.request()) is not None:
+            if req.target == "/small":
+                c.send(http(200, b"small"))
+                continue
+            framing = f"Content-Length: {size}" if announce else "Transfer-Encoding: chunked"
+            c.send(f"HTTP/1.1 200 OK\r\n{framing}\r\n\r\n".encode())
+            chunk = piece if announce else b"10000\r\n" + piece + b"\r\n"
+            for _ in range(size // len(piece)):
+                c.send(chunk)
+                sent[0] += len(piece)
+                await c.drain()
+
+    return handler
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "chunked"])
+async def test_read_stops_at_its_limit_and_drops_the_connection(client: Client, announce: bool) -> None:
+    sent = [0]
+    limit = 1024 * 1024
+    async with RawServer(endless(sent, announce)) as srv:
+        resp = await client.request("POST", srv.url("/big"), b"{}", total=OK)
+        with pytest.raises(UpstreamTooLarge) as refused:
+            await resp.read(limit)
+        assert refused.value.limit == limit and str(limit) in str(refused.value)
+        assert resp._conn.closed  # dropped: the rest is never read
+        await asyncio.sleep(0.2)
+        # what the server could write is bounded by the limit and the sockets' buffers, not 200 MB
+        assert sent[0] < limit + 16 * 1024 * 1024
+        if announce:  # refused on the announced length: nothing of the body taken
+            assert sent[0] < 16 * 1024 * 1024
+        assert await fetch(client, srv.url("/small")) == b"small"  # on a new connection
+        assert client.connections == 2
+
+
+async def test_read_within_its_limit_is_whole(client: Client) -> None:
+    async with RawServer(ok(b"y" * 1000)) as srv:
+        resp = await client.request("GET", srv.url("/"), total=OK)
+        assert await resp.read(1000) == b"y" * 1000
+        assert (await fetch(client, srv.url("/"))) == b"y" * 1000 and client.connections == 1
 
 
 # --- timeouts ------------------------------------------------------------------------------------

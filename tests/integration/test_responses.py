@@ -313,3 +313,48 @@ def test_every_request_is_in_the_access_log_and_the_metrics(
         line.startswith("aikeys_requests_total{") and 'endpoint="unmatched"' in line and 'code="404"' in line
         for line in metrics.splitlines()
     )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": 5}, "tools"),
+        ({"tools": True}, "tools"),
+        (
+            {"tools": [{"type": "namespace", "name": "agents", "description": "d", "tools": 5}]},
+            "tools[0].tools",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [{"type": "refusal", "refusal": 5}]}]},
+            "input[0].content[0].refusal",
+        ),
+        ({"reasoning": "high"}, "reasoning"),
+        ({"reasoning": 1}, "reasoning"),
+        ({"reasoning": ["x"]}, "reasoning"),
+        ({"reasoning": True}, "reasoning"),
+    ],
+)
+def test_a_bad_type_on_a_translated_request_is_a_400_before_the_upstream(
+    fields: dict[str, Any],
+    param: str,
+    stream: bool,
+    gateway: GatewayProcess,
+    keys: dict[str, str],
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+) -> None:
+    before = ledger(redis_server)
+    reply = httpx.post(
+        f"{gateway.openai_url}/responses",
+        json={"model": f"{NS}:chatonly/m", "input": "hi", "stream": stream, **fields},
+        headers={"Authorization": f"Bearer {keys['main']}"},
+        timeout=30,
+    )
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, "invalid_type")
+    assert f"'{param}'" in error["message"]
+    assert not mock_upstream.requests()  # nothing was sent
+    after = ledger(redis_server)
+    assert (after.requests, after.spent, after.reserved) == (before.requests, before.spent, before.reserved)

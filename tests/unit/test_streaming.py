@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from aikeys_gateway.streaming import ChatReader, SSEFilter, json_output
+import pytest
+from aikeys_gateway.httpclient import UpstreamTooLarge
+from aikeys_gateway.streaming import MAX_EVENT_BYTES, ChatReader, SSEFilter, json_output
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +116,64 @@ def test_a_response_without_usage_is_counted_part_by_part() -> None:
     assert output.texts == ["because", "f", '{"a": 1}', "completion text"]
     assert output.tokens(None) == sum(len(t.encode()) for t in output.texts)
     assert Output(texts=["a"], pieces=5).tokens(None) == 5  # never fewer than the pieces
+
+
+@settings(max_examples=300)
+@given(
+    raw=st.lists(
+        st.sampled_from([b"data: 1", b"data:[DONE]", b": c", b"\n", b"\r", b"\r\n", b"x"]), max_size=40
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=20),
+)
+def test_any_chunking_forwards_the_same_bytes_as_one_chunk(raw: list[bytes], cuts: list[int]) -> None:
+    whole = b"".join(raw)
+    once = SSEFilter(ChatReader(client_wants_usage=True))
+    expected = once.feed(whole) + once.end()
+    sse = SSEFilter(ChatReader(client_wants_usage=True))
+    got, last = b"", 0
+    for cut in sorted(c % (len(whole) + 1) for c in cuts):
+        got += sse.feed(whole[last:cut])
+        last = max(last, cut)
+    assert got + sse.feed(whole[last:]) + sse.end() == expected
+
+
+MiB = 1024 * 1024
+
+
+def feed_until_refused(sse: SSEFilter, size: int, piece: bytes) -> tuple[int, UpstreamTooLarge | None]:
+    """Feed one event of `size` bytes without its end; the bytes fed when it was refused."""
+    fed = 0
+    while fed < size:
+        fed += len(piece)
+        try:
+            sse.feed(piece)
+        except UpstreamTooLarge as err:
+            return fed, err
+    return fed, None
+
+
+def test_an_event_past_the_cap_is_refused_once_the_cap_is_held() -> None:
+    sse = SSEFilter(ChatReader(client_wants_usage=True))  # the default cap: 8 MiB an event
+    piece = b"x" * (64 * 1024)
+    fed, refused = feed_until_refused(sse, 32 * MiB, piece)  # a 32 MiB event, no blank line
+    assert refused is not None and str(MAX_EVENT_BYTES) in str(refused)
+    assert MAX_EVENT_BYTES < fed <= MAX_EVENT_BYTES + len(piece)  # stopped at the cap
+    whole = SSEFilter(ChatReader(client_wants_usage=True), max_event=100)
+    with pytest.raises(UpstreamTooLarge):  # an event that arrives whole, too
+        whole.feed(b"data: " + b"1" * 200 + b"\n\n")
+
+
+def test_a_long_event_is_parsed_in_time_linear_in_its_bytes() -> None:
+    """A 32 MiB event in 16 KiB pieces: each piece is searched once (the old parser joined and
+    searched the growing event again for every piece: ~2,000 × 16 MiB on average)."""
+    sse = SSEFilter(ChatReader(client_wants_usage=True), max_event=64 * MiB)
+    piece = b"x" * (16 * 1024)
+    started = time.perf_counter()
+    out = sse.feed(b'data: {"choices": [{"index": 0, "delta": {"content": "')
+    for _ in range(32 * MiB // len(piece)):
+        out += sse.feed(piece)
+    out += sse.feed(b'"}}]}\n\n')
+    seconds = time.perf_counter() - started
+    print(f"\n32 MiB event in 16 KiB pieces: {seconds * 1000:.0f} ms")
+    assert len(out) > 32 * MiB and sse.output.texts == ["x" * (32 * MiB)]
+    assert seconds < 2.5  # 0.2-0.9 s here; the quadratic parser: 139 s
