@@ -36,6 +36,7 @@ from tests.integration.kube import (
     gateway_knows,
     wait_for,
 )
+from tests.integration.ledgers import period_state
 
 pytestmark = pytest.mark.integration
 NS = "holds"
@@ -93,14 +94,7 @@ def keys(
 
 
 def ledger_state(redis_server: RedisServer, name: str) -> PeriodState:
-    async def read() -> PeriodState:
-        c = connect(redis_server.url)
-        try:
-            return await Ledger(c).period_state(Allocation(NS, name, 0, Period.MONTHLY))
-        finally:
-            await c.aclose()
-
-    return asyncio.run(read())
+    return period_state(redis_server, NS, name)
 
 
 def quiet(redis_server: RedisServer, name: str, timeout: float = 10) -> PeriodState:

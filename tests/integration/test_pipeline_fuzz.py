@@ -15,7 +15,6 @@ connection, breaks a stream or fails. After every request and at the end:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -30,10 +29,10 @@ from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess
 from aikeys.devstack.upstream import MockUpstreamProcess
-from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
+from aikeys.ledger.store import PeriodState
 from aikeys.money import NANO_PER_USD, Price
-from aikeys.periods import Period
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for
+from tests.integration.ledgers import period_state
 
 pytestmark = pytest.mark.integration
 NS = "fz"
@@ -76,14 +75,7 @@ def keys(
 
 
 def state(redis_server: RedisServer, name: str) -> PeriodState:
-    async def read() -> PeriodState:
-        c = connect(redis_server.url)
-        try:
-            return await Ledger(c).period_state(Allocation(NS, name, 0, Period.MONTHLY))
-        finally:
-            await c.aclose()
-
-    return asyncio.run(read())
+    return period_state(redis_server, NS, name)
 
 
 def settled(redis_server: RedisServer) -> dict[str, PeriodState] | None:

@@ -4,7 +4,6 @@ operator, gateway, redis-server and two mock upstreams that bill for what they a
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 from aikeys.estimate import Endpoint, input_tokens
-from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
+from aikeys.ledger.store import PeriodState
 from aikeys.money import Price
-from aikeys.periods import Period
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for
+from tests.integration.ledgers import period_state
 
 pytestmark = pytest.mark.integration
 NS, PUB, OUT = "pr", "pr-pub", "pr-out"
@@ -110,14 +109,7 @@ def post(gw: GatewayProcess, key: str, path: str, body: dict[str, Any]) -> httpx
 
 
 def state(redis_server: RedisServer, ns: str, name: str) -> PeriodState:
-    async def read() -> PeriodState:
-        c = connect(redis_server.url)
-        try:
-            return await Ledger(c).period_state(Allocation(ns, name, 0, Period.MONTHLY))
-        finally:
-            await c.aclose()
-
-    return asyncio.run(read())
+    return period_state(redis_server, ns, name)
 
 
 def settled(redis_server: RedisServer, ns: str, name: str, requests: int) -> PeriodState:

@@ -125,7 +125,8 @@ def served(endpoint: Endpoint, body: dict[str, Any]) -> None:
     if endpoint is Endpoint.RESPONSES:
         translated(body)
         chat = translate.chat_request(body)
-        estimate(endpoint, body, PRICE, None, output_cap(endpoint, body, None))  # a native backend
+        # a native backend, with the context window a model that takes stored input must have
+        estimate(endpoint, body, PRICE, None, output_cap(endpoint, body, None), context_window=128_000)
         body, endpoint = chat, Endpoint.CHAT
     cap = output_cap(endpoint, body, 1000)
     upstream = dict(body)
