@@ -145,14 +145,14 @@ def render(report: dict[str, Any], scope: str) -> str:
                 g["cost_usd"],
                 f"{Decimal(g['share']) * 100:.1f}%",
                 f"{g['input_tokens']:,}",
-                f"{g['output_tokens']:,}",
                 f"{g['cached_tokens']:,}",
                 f"{g['cache_write_tokens']:,}",
+                f"{g['output_tokens']:,}",
                 f"{g['requests']:,}",
             ]
             for g in report["groups"]
         ]
-        head = [by.upper(), "SPEND (USD)", "SHARE", "INPUT TOKENS", "OUTPUT TOKENS", "CACHED", "CACHE WRITES"]
+        head = [by.upper(), "SPEND (USD)", "SHARE", "INPUT TOKENS", "CACHED", "CACHE WRITES", "OUTPUT TOKENS"]
         out += [
             table([*head, "REQUESTS"], rows),
             "",

@@ -205,10 +205,10 @@ def test_cached_and_cache_write_tokens_in_every_report(
     asyncio.run(settle())
     wide = cp.kubectl("get", "keyusages", "-n", ns, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[:13] == [
-        *("NAME", "ALLOCATION", "SPEND", "INPUT", "TOKENS", "OUTPUT", "TOKENS"),
-        *("CACHED", "TOKENS", "CACHE", "WRITE", "TOKENS", "REQUESTS"),
+        *("NAME", "ALLOCATION", "SPEND", "INPUT", "TOKENS", "CACHED", "TOKENS"),
+        *("CACHE", "WRITE", "TOKENS", "OUTPUT", "TOKENS", "REQUESTS"),
     ]
-    assert wide[1].split()[:7] == ["dana", "team", "0.0000008", "1200", "60", "750", "300"]
+    assert wide[1].split()[:7] == ["dana", "team", "0.0000008", "1200", "750", "300", "60"]
     assert wide[1].split()[7] == "2"
     narrow = cp.kubectl("get", "keyusages", "-n", ns).stdout.splitlines()
     assert "CACHED" not in narrow[0] and narrow[1].split()[3:6] == ["1200", "60", "2"]

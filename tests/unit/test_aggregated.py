@@ -135,7 +135,7 @@ def test_table_rows_and_objects() -> None:
 
 def test_cached_and_cache_write_tokens_are_their_own_figures() -> None:
     """Cache reads and writes, parts of the input tokens, are summed like them per key, model and
-    day, and are -o wide columns of the table next to the token columns."""
+    day, and are -o wide columns of the table right after the input tokens."""
     cached = [
         Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 100, 5, 9, None, 60, 30)),
         Record("a", "team", UsageRow("20260314", "alice", "m2", 1, 50, 5, 3, None, 40, 0)),
@@ -162,9 +162,10 @@ def test_cached_and_cache_write_tokens_are_their_own_figures() -> None:
     ]
     t = table([alice], "None", dt.datetime(2026, 3, 14, 12, 0, tzinfo=dt.UTC))
     columns = {c["name"]: (i, c.get("priority", 0)) for i, c in enumerate(t["columnDefinitions"])}
-    assert columns["Cached Tokens"] == (5, 1) and columns["Cache Write Tokens"] == (6, 1)  # -o wide
+    assert columns["Cached Tokens"] == (4, 1) and columns["Cache Write Tokens"] == (5, 1)  # -o wide
+    assert columns["Input Tokens"] == (3, 0) and columns["Output Tokens"] == (6, 0)
     cells = t["rows"][0]["cells"]
-    assert cells[3:7] == [170, 15, 100, 40]
+    assert cells[3:7] == [170, 100, 40, 15]
     assert len(cells) == len(t["columnDefinitions"])
 
 

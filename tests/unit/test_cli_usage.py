@@ -104,8 +104,8 @@ def test_cached_and_cache_write_tokens_in_every_output() -> None:
     text = click.unstyle(render(r, "namespace a"))
     assert "    cached       60" in text and "    cache writes 25" in text
     head, m1_row = (line.split() for line in text.splitlines() if line.startswith(("MODEL", "m1 ")))
-    assert head[-5:] == ["TOKENS", "CACHED", "CACHE", "WRITES", "REQUESTS"]
-    assert m1_row[-3:] == ["60", "25", "6"]
+    assert head[-7:] == ["TOKENS", "CACHED", "CACHE", "WRITES", "OUTPUT", "TOKENS", "REQUESTS"]
+    assert m1_row[-5:] == ["135", "60", "25", "14", "6"]
 
 
 def test_paths() -> None:
