@@ -50,15 +50,30 @@ async def fetch(
     return items
 
 
-def _amounts(cost: int, tin: int, tout: int, requests: int) -> dict[str, Any]:
-    return {"cost_usd": format_usd(cost), "input_tokens": tin, "output_tokens": tout, "requests": requests}
+def _amounts(cost: int, tin: int, tout: int, requests: int, cached: int, writes: int) -> dict[str, Any]:
+    return {
+        "cost_usd": format_usd(cost),
+        "input_tokens": tin,
+        "output_tokens": tout,
+        "requests": requests,
+        "cached_tokens": cached,
+        "cache_write_tokens": writes,
+    }
+
+
+def _zero() -> list[int]:
+    return [0] * 6  # cost, input, output, requests, cached, cache writes (as _amounts takes them)
 
 
 def _add(into: list[int], usage: dict[str, Any]) -> None:
+    """Add a KeyUsage's figures (cached and cache-write tokens: parts of the input tokens, 0
+    from a gateway that does not report them)."""
     into[0] += parse_usd(usage["cost"])
     into[1] += int(usage["inputTokens"])
     into[2] += int(usage["outputTokens"])
     into[3] += int(usage["requests"])
+    into[4] += int(usage.get("cachedTokens", 0))
+    into[5] += int(usage.get("cacheWriteTokens", 0))
 
 
 def _parts(item: dict[str, Any], by: str) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -78,14 +93,14 @@ def _parts(item: dict[str, Any], by: str) -> Iterable[tuple[str, dict[str, Any]]
 
 def report(items: list[dict[str, Any]], by: str, until: dt.date, days: int) -> dict[str, Any]:
     """KeyUsage objects → totals, groups (by spend, with their share) and every day of the window."""
-    total = [0, 0, 0, 0]
+    total = _zero()
     groups: dict[str, list[int]] = {}
     window = [(until - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
-    per_day: dict[str, list[int]] = {d: [0, 0, 0, 0] for d in window}
+    per_day: dict[str, list[int]] = {d: _zero() for d in window}
     for item in items:
         _add(total, item["usage"])
         for name, usage in _parts(item, by):
-            _add(groups.setdefault(name, [0, 0, 0, 0]), usage)
+            _add(groups.setdefault(name, _zero()), usage)
         for day in item.get("days", []):
             if day["day"] in per_day:
                 _add(per_day[day["day"]], day)
@@ -117,6 +132,8 @@ def render(report: dict[str, Any], scope: str) -> str:
         "",
         f"  Spend          {t['cost_usd']} USD",
         f"  Input tokens   {t['input_tokens']:,}",
+        f"    cached       {t['cached_tokens']:,}",  # parts of the input tokens
+        f"    cache writes {t['cache_write_tokens']:,}",
         f"  Output tokens  {t['output_tokens']:,}",
         f"  Requests       {t['requests']:,}",
         "",
@@ -128,13 +145,16 @@ def render(report: dict[str, Any], scope: str) -> str:
                 g["cost_usd"],
                 f"{Decimal(g['share']) * 100:.1f}%",
                 f"{g['input_tokens']:,}",
+                f"{g['cached_tokens']:,}",
+                f"{g['cache_write_tokens']:,}",
                 f"{g['output_tokens']:,}",
                 f"{g['requests']:,}",
             ]
             for g in report["groups"]
         ]
+        head = [by.upper(), "SPEND (USD)", "SHARE", "INPUT TOKENS", "CACHED", "CACHE WRITES", "OUTPUT TOKENS"]
         out += [
-            table([by.upper(), "SPEND (USD)", "SHARE", "INPUT TOKENS", "OUTPUT TOKENS", "REQUESTS"], rows),
+            table([*head, "REQUESTS"], rows),
             "",
         ]
     else:
@@ -151,7 +171,12 @@ def render(report: dict[str, Any], scope: str) -> str:
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["group", "name", "cost_usd", "share", "input_tokens", "output_tokens", "requests"])
+    writer.writerow(
+        [
+            *("group", "name", "cost_usd", "share", "input_tokens", "output_tokens", "requests"),
+            *("cached_tokens", "cache_write_tokens"),  # new columns last: old readers keep their places
+        ]
+    )
     for g in report["groups"]:
         writer.writerow(
             [
@@ -162,11 +187,16 @@ def as_csv(report: dict[str, Any]) -> str:
                 g["input_tokens"],
                 g["output_tokens"],
                 g["requests"],
+                g["cached_tokens"],
+                g["cache_write_tokens"],
             ]
         )
     for d in report["days"]:
         writer.writerow(
-            ["day", d["day"], d["cost_usd"], "", d["input_tokens"], d["output_tokens"], d["requests"]]
+            [
+                *("day", d["day"], d["cost_usd"], "", d["input_tokens"], d["output_tokens"], d["requests"]),
+                *(d["cached_tokens"], d["cache_write_tokens"]),
+            ]
         )
     return buf.getvalue()
 

@@ -73,8 +73,8 @@ class PendingSettle:
     output_tokens: int
     cost: int
     label: KeyLabel | None = None  # the key's name and owner, for usage reports
-    cached_tokens: int = 0  # of input_tokens (every kind): read from the provider's prompt cache
-    cache_write_tokens: int = 0  # of input_tokens: written to it (5-minute and 1-hour writes)
+    cached_tokens: int = 0  # of input_tokens: cache reads
+    cache_write_tokens: int = 0  # of input_tokens: cache writes (5-minute and 1-hour)
 
 
 def _always() -> bool:
@@ -210,7 +210,16 @@ class Meter:
 
     async def _settle(self, p: PendingSettle) -> SettleOutcome:
         return await self.ledger.settle(
-            p.alloc, p.request_id, p.key, p.model, p.input_tokens, p.output_tokens, p.cost, p.label
+            p.alloc,
+            p.request_id,
+            p.key,
+            p.model,
+            p.input_tokens,
+            p.output_tokens,
+            p.cost,
+            p.label,
+            cached_tokens=p.cached_tokens,
+            cache_write_tokens=p.cache_write_tokens,
         )
 
     async def drain_once(self) -> int:

@@ -3,7 +3,8 @@
     ledger = Ledger(connect("redis://..."))
     outcome = await ledger.reserve(alloc, request_id, key, model, estimate, label=label)
     ...  # call the model only when outcome.accepted
-    await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost, label)
+    await ledger.settle(alloc, request_id, key, model, input_tokens, output_tokens, cost, label,
+                        cached_tokens=..., cache_write_tokens=...)
 
 `key` is the key's identity: the gateway passes the AIKey's uid, so that a new key named like a
 deleted one starts from nothing; `label` (its name and owner) is only kept for usage reports.
@@ -298,6 +299,8 @@ class UsageRow:
     output_tokens: int
     cost: int
     label: KeyLabel | None = None  # the key's name and owner, as last charged (None: not recorded)
+    cached_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to the provider's prompt cache
 
 
 def _estimate_args(e: Estimate) -> tuple[int, int, int]:
@@ -508,8 +511,13 @@ class Ledger:
         output_tokens: int,
         cost: int,
         label: KeyLabel | None = None,
+        *,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> SettleOutcome:
-        """Charge `cost` to the key `key` (the AIKey's uid; `label`: how reports show it)."""
+        """Charge `cost` to the key `key` (the AIKey's uid; `label`: how reports show it).
+        `input_tokens` counts every input token; `cached_tokens` (cache reads) and
+        `cache_write_tokens` (cache writes) are the parts of it the usage records show apart."""
         now = self.now()
         k = alloc.keys
         w = window(alloc.period, now)
@@ -525,6 +533,8 @@ class Ledger:
             self.settled_ttl,
             self.retention,
             self._period_ttl(w, now),
+            _amount(cached_tokens, "cached tokens"),
+            _amount(cache_write_tokens, "cache write tokens"),
         ]
         keys = [k.period(w.id), k.leases, k.reservations, k.done(request_id), k.last_used]
         raw = await self._run_packed("settle", keys, args, label)
@@ -625,6 +635,8 @@ class Ledger:
                         v.get("out", 0),
                         v.get("cost", 0),
                         labels.get(key),
+                        v.get("cin", 0),
+                        v.get("cwr", 0),
                     )
                 )
         return rows

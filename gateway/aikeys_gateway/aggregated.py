@@ -203,7 +203,19 @@ COLUMNS: list[JSON] = [
     {"name": "Name", "type": "string", "format": "name", "description": "The AIKey's name."},
     {"name": "Allocation", "type": "string", "description": "The Allocation the key draws from."},
     {"name": "Spend", "type": "string", "description": "USD spent in the window."},
-    {"name": "Input Tokens", "type": "integer", "description": "Prompt tokens in the window."},
+    {"name": "Input Tokens", "type": "integer", "description": "Prompt tokens in the window, cached or not."},
+    {
+        "name": "Cached Tokens",
+        "type": "integer",
+        "priority": 1,
+        "description": "Of the input tokens: read from the provider's prompt cache.",
+    },
+    {
+        "name": "Cache Write Tokens",
+        "type": "integer",
+        "priority": 1,
+        "description": "Of the input tokens: written to the provider's prompt cache.",
+    },
     {"name": "Output Tokens", "type": "integer", "description": "Generated tokens in the window."},
     {"name": "Requests", "type": "integer", "description": "Requests charged in the window."},
     {"name": "Last Used", "type": "string", "description": "Time since the key's last request."},
@@ -219,12 +231,16 @@ class _Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     requests: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def add(self, record: Record) -> None:
         self.cost += record.row.cost
         self.input_tokens += record.row.input_tokens
         self.output_tokens += record.row.output_tokens
         self.requests += record.row.requests
+        self.cached_tokens += record.row.cached_tokens
+        self.cache_write_tokens += record.row.cache_write_tokens
 
     def json(self) -> JSON:
         return {
@@ -232,6 +248,8 @@ class _Totals:
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
             "requests": self.requests,
+            "cachedTokens": self.cached_tokens,
+            "cacheWriteTokens": self.cache_write_tokens,
         }
 
 
@@ -349,6 +367,8 @@ def table(objects: list[JSON], include: str, now: dt.datetime) -> JSON:
                 obj["allocation"],
                 obj["usage"]["cost"],
                 obj["usage"]["inputTokens"],
+                obj["usage"]["cachedTokens"],
+                obj["usage"]["cacheWriteTokens"],
                 obj["usage"]["outputTokens"],
                 obj["usage"]["requests"],
                 _age(obj["lastUsed"], now),

@@ -41,9 +41,13 @@ Known = Mapping[tuple[str, str], KeyEntry]  # the informer cache: (namespace, na
 
 class Amounts(BaseModel):
     cost_usd: str = Field(description="USD, decimal string")
-    input_tokens: int
+    input_tokens: int = Field(description="Every input token: uncached, cache reads and cache writes")
     output_tokens: int
     requests: int
+    cached_tokens: int = Field(0, description="Of input_tokens: read from the provider's prompt cache")
+    cache_write_tokens: int = Field(
+        0, description="Of input_tokens: written to the provider's prompt cache (5-minute and 1-hour)"
+    )
 
 
 class Group(Amounts):
@@ -122,13 +126,18 @@ def own(records: Iterable[Record], key: KeyEntry) -> list[Record]:
     return [r for r in records if not r.deleted and r.namespace == key.namespace and r.key_name == key.name]
 
 
+TOKENS = ("input_tokens", "output_tokens", "requests", "cached_tokens", "cache_write_tokens")
+
+
 def _amounts(records: list[Record]) -> dict[str, int]:
-    return {
-        "cost": sum(r.row.cost for r in records),
-        "input_tokens": sum(r.row.input_tokens for r in records),
-        "output_tokens": sum(r.row.output_tokens for r in records),
-        "requests": sum(r.row.requests for r in records),
+    """The records' cost and, under Amounts' names, their token and request counts."""
+    return {"cost": sum(r.row.cost for r in records)} | {
+        f: sum(getattr(r.row, f) for r in records) for f in TOKENS
     }
+
+
+def _counts(a: dict[str, int]) -> dict[str, int]:
+    return {f: a[f] for f in TOKENS}
 
 
 def _share(part: int, total: int) -> str:
@@ -161,9 +170,7 @@ def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> Usa
             Group(
                 name=name,
                 cost_usd=format_usd(a["cost"]),
-                input_tokens=a["input_tokens"],
-                output_tokens=a["output_tokens"],
-                requests=a["requests"],
+                **_counts(a),
                 share=_share(a["cost"], total["cost"]),
             )
         )
@@ -179,9 +186,7 @@ def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> Usa
             Day(
                 day=dt.datetime.strptime(day, "%Y%m%d").date(),
                 cost_usd=format_usd(a["cost"]),
-                input_tokens=a["input_tokens"],
-                output_tokens=a["output_tokens"],
-                requests=a["requests"],
+                **_counts(a),
             )
         )
     return UsageReport(
@@ -190,9 +195,7 @@ def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> Usa
         group_by=by,
         totals=Amounts(
             cost_usd=format_usd(total["cost"]),
-            input_tokens=total["input_tokens"],
-            output_tokens=total["output_tokens"],
-            requests=total["requests"],
+            **_counts(total),
         ),
         groups=groups,
         days=day_rows,

@@ -422,19 +422,21 @@ def test_usage_terminal_output_snapshot(
     )
     wait_for(lambda: _get_json(f"{gateway.url}/readyz", "").get("ready"), 5, "gateway ready")
     until = dt.datetime(2026, 3, 14, 12, 0, tzinfo=dt.UTC)
-    plan = [
-        (0, "ana", "cli-snap:openai/gpt-4o", 1_234_500_000, 12_000, 3_400),
-        (0, "ben", "cli-snap:openai/gpt-4o-mini", 45_600_000, 30_000, 9_000),
-        (2, "ana", "cli-snap:openai/gpt-4o", 2_500_000_000, 20_000, 8_000),
-        (5, "ben", "cli-snap:local/llama", 10_000_000, 50_000, 20_000),
+    plan = [  # days ago, key, model, cost, input (cached, cache writes of it), output tokens
+        (0, "ana", "cli-snap:openai/gpt-4o", 1_234_500_000, (12_000, 8_000, 0), 3_400),
+        (0, "ben", "cli-snap:openai/gpt-4o-mini", 45_600_000, (30_000, 0, 0), 9_000),
+        (2, "ana", "cli-snap:openai/gpt-4o", 2_500_000_000, (20_000, 0, 4_096), 8_000),
+        (5, "ben", "cli-snap:local/llama", 10_000_000, (50_000, 0, 0), 20_000),
     ]
 
     async def seed() -> None:
-        for days_ago, key, model, cost, tin, tout in plan:
+        for days_ago, key, model, cost, (tin, cached, writes), tout in plan:
             ledger, client = _ledger(redis_server, (until - dt.timedelta(days=days_ago)).timestamp())
             alloc = Allocation("cli-snap", "research", 100 * 10**9, Period.NONE)
             rid = f"snap-{days_ago}-{key}"
-            await ledger.settle(alloc, rid, key, model, tin, tout, cost)
+            await ledger.settle(
+                alloc, rid, key, model, tin, tout, cost, cached_tokens=cached, cache_write_tokens=writes
+            )
             await client.aclose()
 
     asyncio.run(seed())

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aikeys.devstack.redis import RedisServer
+from aikeys.ledger.meter import Meter, PendingSettle
 from aikeys.ledger.store import (
     MAX_AMOUNT,
     Allocation,
@@ -101,6 +102,64 @@ async def test_reserve_then_settle_charges_actual_and_frees_the_reservation(ledg
     )
     assert (await ledger.last_used(a))["alice"] == dt.datetime.fromtimestamp(NOV, dt.UTC)
     assert await ledger.key_spend(a) == {"alice": 120}
+
+
+async def test_usage_records_cached_and_cache_write_tokens_apart(ledger: Ledger) -> None:
+    """Cache reads and cache writes are parts of the input tokens: the usage record shows them
+    beside input/output tokens and sums them per day × key × model; the period's token total
+    (what token limits count) stays input + output."""
+    a = alloc(1000)
+    r = rid()
+    await ledger.reserve(a, r, "alice", "m", Estimate(300, 100, 20))
+    settled = await ledger.settle(a, r, "alice", "m", 100, 5, 120, cached_tokens=60, cache_write_tokens=30)
+    assert settled.status is SettleStatus.CHARGED
+    await ledger.settle(a, rid(), "alice", "m", 50, 5, 40, cached_tokens=40)  # no reservation
+    await ledger.settle(a, rid(), "bob", "m", 10, 1, 5)  # no cache at all
+    rows = {row.key: row for row in await ledger.usage(a, ["20261127"])}
+    alice = rows["alice"]
+    assert (alice.requests, alice.input_tokens, alice.output_tokens, alice.cost) == (2, 150, 10, 160)
+    assert (alice.cached_tokens, alice.cache_write_tokens) == (100, 30)
+    assert (rows["bob"].cached_tokens, rows["bob"].cache_write_tokens) == (0, 0)
+    assert (await ledger.period_state(a)).tokens == 150 + 10 + 11
+    # a duplicate settle counts nothing twice
+    dup = await ledger.settle(a, r, "alice", "m", 100, 5, 120, cached_tokens=60, cache_write_tokens=30)
+    assert dup.status is SettleStatus.DUPLICATE
+    again = {row.key: row for row in await ledger.usage(a, ["20261127"])}
+    assert (again["alice"].cached_tokens, again["alice"].cache_write_tokens) == (100, 30)
+
+
+async def test_meter_settles_cached_tokens_through(ledger: Ledger) -> None:
+    """What the gateway hands the meter (a PendingSettle) reaches the usage record whole."""
+    a = alloc(1000)
+    pending = PendingSettle(a, rid(), "alice", "m", 80, 4, 30, KeyLabel("k", "alice"), 50, 20)
+    assert (await Meter(ledger).settle(pending)) is not None
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.input_tokens, row.cached_tokens, row.cache_write_tokens) == (80, 50, 20)
+
+
+async def test_usage_records_from_before_cached_tokens_read_zero(
+    ledger: Ledger, client: aioredis.Redis
+) -> None:
+    """A day's record written before the ledger kept cache figures (no `cin`/`cwr` fields) reads
+    0 cached and 0 cache-write tokens, and a later settle adds to it."""
+    a = alloc(1000)
+    await client.hset(
+        a.keys.usage("20261127"), mapping={"old|m|req": 2, "old|m|in": 7, "old|m|out": 3, "old|m|cost": 9}
+    )
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.requests, row.input_tokens, row.cached_tokens, row.cache_write_tokens) == (2, 7, 0, 0)
+    await ledger.settle(a, rid(), "old", "m", 10, 1, 1, cached_tokens=4, cache_write_tokens=2)
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.requests, row.input_tokens, row.cached_tokens, row.cache_write_tokens) == (3, 17, 4, 2)
+
+
+async def test_settle_refuses_negative_cached_tokens(ledger: Ledger) -> None:
+    a = alloc(1000)
+    with pytest.raises(ValueError, match="cached tokens"):
+        await ledger.settle(a, rid(), "k", "m", 10, 1, 1, cached_tokens=-1)
+    with pytest.raises(ValueError, match="cache write tokens"):
+        await ledger.settle(a, rid(), "k", "m", 10, 1, 1, cache_write_tokens=-1)
+    assert await ledger.usage(a, ["20261127"]) == []
 
 
 async def test_over_budget_is_refused_and_holds_nothing(ledger: Ledger) -> None:
@@ -233,6 +292,24 @@ async def test_expired_lease_is_charged_at_its_estimate_then_corrected(ledger: L
     [row] = await ledger.usage(a, ["20261127"])
     assert (row.requests, row.input_tokens, row.output_tokens, row.cost) == (1, 10, 5, 150)
     assert (await ledger.settle(a, crashed, "k", "m", 10, 5, 150)).status is SettleStatus.DUPLICATE
+
+
+async def test_a_late_settle_of_a_reaped_lease_records_its_cached_tokens(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """The reaper charges an estimate, which has no cache figures; the late settle that corrects
+    it records the request's cached and cache-write tokens (once)."""
+    a = alloc(1000)
+    crashed = rid()
+    await ledger.reserve(a, crashed, "k", "m", Estimate(400, 10, 30))
+    clock.advance(minutes=11)
+    await ledger.reserve(a, rid(), "k", "m", Estimate(1, 1, 1))  # reaps the lease
+    late = await ledger.settle(a, crashed, "k", "m", 10, 5, 150, cached_tokens=6, cache_write_tokens=3)
+    assert late.status is SettleStatus.CORRECTED
+    await ledger.settle(a, crashed, "k", "m", 10, 5, 150, cached_tokens=6, cache_write_tokens=3)
+    [row] = await ledger.usage(a, ["20261127"])
+    assert (row.requests, row.input_tokens, row.output_tokens) == (1, 10, 5)
+    assert (row.cached_tokens, row.cache_write_tokens) == (6, 3)
     assert await ledger.key_spend(a) == {"k": 150}
 
 

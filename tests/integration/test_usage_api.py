@@ -26,7 +26,8 @@ from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess
 from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.devstack.usageapi import UsageAPI
-from aikeys.ledger.store import Ledger, connect
+from aikeys.ledger.meter import Meter, PendingSettle
+from aikeys.ledger.store import Allocation, KeyLabel, Ledger, connect
 from aikeys.money import Price, format_usd
 from aikeys.periods import Period
 from tests.integration.kube import (
@@ -124,6 +125,8 @@ def test_json_yaml_and_the_raw_per_day_series(world: ControlPlane) -> None:
         "inputTokens": 20,
         "outputTokens": 8,
         "requests": 2,
+        "cachedTokens": 0,
+        "cacheWriteTokens": 0,
     }
     assert one["models"] == [{"model": f"{NS}:mock/chat", **one["usage"]}]
     assert one["keyPhase"] == "Active" and one["lastUsed"], json.dumps(one)
@@ -158,8 +161,6 @@ def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer
 
     async def ledger_rows() -> list[Any]:
         client = connect(redis_server.url)
-        from aikeys.ledger.store import Allocation
-
         rows = await Ledger(client).usage(
             Allocation(NS, "team", 1, Period.NONE), [dt.datetime.now(dt.UTC).strftime("%Y%m%d")]
         )
@@ -173,8 +174,73 @@ def test_numbers_equal_the_ledger(world: ControlPlane, redis_server: RedisServer
         "inputTokens": sum(r.input_tokens for r in rows),
         "outputTokens": sum(r.output_tokens for r in rows),
         "requests": sum(r.requests for r in rows),
+        "cachedTokens": sum(r.cached_tokens for r in rows),
+        "cacheWriteTokens": sum(r.cache_write_tokens for r in rows),
     }
     assert sum(r.cost for r in rows) == ALICE_COST
+
+
+def test_cached_and_cache_write_tokens_in_every_report(
+    world: ControlPlane, gateway: GatewayProcess, redis_server: RedisServer
+) -> None:
+    """A settle with cache reads and writes (what the gateway hands the ledger) shows them as their
+    own figures in `kubectl get keyusages -o wide`, the KeyUsage object, /api/usage and `kubectl
+    aikeys usage`; input tokens still count them."""
+    cp, ns = world, "usage-cached"
+    cp.kubectl("create", "namespace", ns)
+    apply_allocation(cp, ns, "team", "10.00", "None")
+    dana = create_key(cp, ns, "dana", "team", "owner: dana")
+    uid = key_uids(cp, ns)["dana"]
+    gateway_knows(gateway.openai_url, dana)
+    model = f"{ns}:mock/chat"
+
+    async def settle() -> None:
+        meter = Meter(Ledger(connect(redis_server.url)))
+        alloc = Allocation(ns, "team", 10 * 10**9, Period.NONE)
+        label = KeyLabel("dana", "dana")
+        await meter.settle(PendingSettle(alloc, "cached-1", uid, model, 1_000, 50, 700, label, 600, 300))
+        await meter.settle(PendingSettle(alloc, "cached-2", uid, model, 200, 10, 100, label, 150))
+        await meter.ledger.client.aclose()
+
+    asyncio.run(settle())
+    wide = cp.kubectl("get", "keyusages", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:13] == [
+        *("NAME", "ALLOCATION", "SPEND", "INPUT", "TOKENS", "CACHED", "TOKENS"),
+        *("CACHE", "WRITE", "TOKENS", "OUTPUT", "TOKENS", "REQUESTS"),
+    ]
+    assert wide[1].split()[:7] == ["dana", "team", "0.0000008", "1200", "750", "300", "60"]
+    assert wide[1].split()[7] == "2"
+    narrow = cp.kubectl("get", "keyusages", "-n", ns).stdout.splitlines()
+    assert "CACHED" not in narrow[0] and narrow[1].split()[3:6] == ["1200", "60", "2"]
+    one = kubectl_json(cp, "get", "keyusage", "dana", "-n", ns)
+    assert one["usage"] == {
+        "cost": "0.0000008",
+        "inputTokens": 1_200,
+        "outputTokens": 60,
+        "requests": 2,
+        "cachedTokens": 750,
+        "cacheWriteTokens": 300,
+    }
+    assert one["days"][-1]["cachedTokens"] == 750 and one["models"][0]["cacheWriteTokens"] == 300
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        f"{gateway.url}/api/usage?days=1", headers={"Authorization": f"Bearer {dana}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        own = json.loads(resp.read())
+    assert (own["totals"]["input_tokens"], own["totals"]["cached_tokens"]) == (1_200, 750)
+    assert [(g["name"], g["cached_tokens"], g["cache_write_tokens"]) for g in own["groups"]] == [
+        (model, 750, 300)
+    ]
+    cli = aikeys(cp.kubeconfig, "-n", ns, "usage", "--days", "1", "-o", "json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["totals"] == {
+        "cost_usd": "0.0000008",
+        "input_tokens": 1_200,
+        "output_tokens": 60,
+        "requests": 2,
+        "cached_tokens": 750,
+        "cache_write_tokens": 300,
+    }
 
 
 def test_a_new_key_named_like_a_deleted_one_starts_from_nothing(

@@ -99,7 +99,14 @@ def test_key_usages_cover_known_keys_and_ledger_only_keys() -> None:
     objects = key_usages(keys, records, UNTIL, 3, last_used=latest)
     assert [o["metadata"]["name"] for o in objects] == ["alice", "bob", "gone"]
     alice, bob, gone = objects
-    assert alice["usage"] == {"cost": "0.00000045", "inputTokens": 30, "outputTokens": 15, "requests": 3}
+    assert alice["usage"] == {
+        "cost": "0.00000045",
+        "inputTokens": 30,
+        "outputTokens": 15,
+        "requests": 3,
+        "cachedTokens": 0,
+        "cacheWriteTokens": 0,
+    }
     assert [m["model"] for m in alice["models"]] == ["m2", "m1"]  # by spend
     assert [d["day"] for d in alice["days"]] == ["2026-03-12", "2026-03-13", "2026-03-14"]
     assert [d["requests"] for d in alice["days"]] == [1, 0, 2]
@@ -119,11 +126,47 @@ def test_table_rows_and_objects() -> None:
     )
     t = table(objects, "Metadata", now)
     assert [c["name"] for c in t["columnDefinitions"]][:3] == ["Name", "Allocation", "Spend"]
-    assert t["rows"][0]["cells"] == ["alice", "team", "0.00", 0, 0, 0, "5m", "7d", "Active", "<none>"]
+    assert t["rows"][0]["cells"] == ["alice", "team", "0.00", 0, 0, 0, 0, 0, "5m", "7d", "Active", "<none>"]
     assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     assert t["rows"][0]["object"]["metadata"]["namespace"] == "a"
     assert table(objects, "Object", now)["rows"][0]["object"]["kind"] == "KeyUsage"
     assert "object" not in table(objects, "None", now)["rows"][0]
+
+
+def test_cached_and_cache_write_tokens_are_their_own_figures() -> None:
+    """Cache reads and writes, parts of the input tokens, are summed like them per key, model and
+    day, and are -o wide columns of the table right after the input tokens."""
+    cached = [
+        Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 100, 5, 9, None, 60, 30)),
+        Record("a", "team", UsageRow("20260314", "alice", "m2", 1, 50, 5, 3, None, 40, 0)),
+        Record("a", "team", UsageRow("20260313", "alice", "m1", 1, 20, 5, 1, None, 0, 10)),
+    ]
+    [alice] = key_usages([_key("a", "alice", phase="Active")], cached, UNTIL, 3)
+    assert (
+        alice["usage"]["inputTokens"],
+        alice["usage"]["cachedTokens"],
+        alice["usage"]["cacheWriteTokens"],
+    ) == (
+        170,
+        100,
+        40,
+    )
+    assert [(m["model"], m["cachedTokens"], m["cacheWriteTokens"]) for m in alice["models"]] == [
+        ("m1", 60, 40),
+        ("m2", 40, 0),
+    ]
+    assert [(d["day"], d["cachedTokens"], d["cacheWriteTokens"]) for d in alice["days"]] == [
+        ("2026-03-12", 0, 0),
+        ("2026-03-13", 0, 10),
+        ("2026-03-14", 100, 30),
+    ]
+    t = table([alice], "None", dt.datetime(2026, 3, 14, 12, 0, tzinfo=dt.UTC))
+    columns = {c["name"]: (i, c.get("priority", 0)) for i, c in enumerate(t["columnDefinitions"])}
+    assert columns["Cached Tokens"] == (4, 1) and columns["Cache Write Tokens"] == (5, 1)  # -o wide
+    assert columns["Input Tokens"] == (3, 0) and columns["Output Tokens"] == (6, 0)
+    cells = t["rows"][0]["cells"]
+    assert cells[3:7] == [170, 100, 40, 15]
+    assert len(cells) == len(t["columnDefinitions"])
 
 
 def test_ages_and_windows() -> None:

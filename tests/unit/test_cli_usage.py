@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import click
+
 from aikeys.cli.usage import as_csv, keyusages_path, render, report
 
 UNTIL = dt.date(2026, 3, 14)
@@ -47,7 +49,14 @@ ITEMS = [
 
 def test_groups_shares_and_days() -> None:
     by_model = report(ITEMS, "model", UNTIL, 3)
-    assert by_model["totals"] == {"cost_usd": "4.00", "input_tokens": 40, "output_tokens": 5, "requests": 5}
+    assert by_model["totals"] == {
+        "cost_usd": "4.00",
+        "input_tokens": 40,
+        "output_tokens": 5,
+        "requests": 5,
+        "cached_tokens": 0,
+        "cache_write_tokens": 0,
+    }
     assert [(g["name"], g["cost_usd"], g["share"]) for g in by_model["groups"]] == [
         ("m1", "3.50", "0.8750"),
         ("m2", "0.50", "0.1250"),
@@ -67,7 +76,36 @@ def test_groups_shares_and_days() -> None:
     empty = report([], "model", UNTIL, 7)
     assert empty["groups"] == [] and len(empty["days"]) == 7 and empty["totals"]["cost_usd"] == "0.00"
     assert "No usage in this period." in render(empty, "namespace a")
-    assert as_csv(by_model).splitlines()[1] == "model,m1,3.50,0.8750,35,4,4"
+    assert as_csv(by_model).splitlines()[1] == "model,m1,3.50,0.8750,35,4,4,0,0"
+
+
+def test_cached_and_cache_write_tokens_in_every_output() -> None:
+    """Cache reads and writes (parts of the input tokens) are summed per group and day and shown in
+    the table, JSON and CSV; a KeyUsage from a gateway without them counts 0."""
+    cached = {**_usage("2.00", 100, 10, 2), "cachedTokens": 60, "cacheWriteTokens": 25}
+    dana = _item("a", "dana", "team", {"m1": cached}, {"2026-03-14": cached})
+    dana["usage"] |= {"cachedTokens": 60, "cacheWriteTokens": 25}
+    r = report([*ITEMS, dana], "model", UNTIL, 3)
+    assert (r["totals"]["input_tokens"], r["totals"]["cached_tokens"], r["totals"]["cache_write_tokens"]) == (
+        140,
+        60,
+        25,
+    )
+    m1 = next(g for g in r["groups"] if g["name"] == "m1")
+    assert (m1["input_tokens"], m1["cached_tokens"], m1["cache_write_tokens"]) == (135, 60, 25)
+    assert [(d["day"], d["cached_tokens"]) for d in r["days"]] == [
+        ("2026-03-12", 0),
+        ("2026-03-13", 0),
+        ("2026-03-14", 60),
+    ]
+    lines = as_csv(r).splitlines()
+    assert lines[0].endswith(",requests,cached_tokens,cache_write_tokens")
+    assert lines[1] == "model,m1,5.50,0.9167,135,14,6,60,25"
+    text = click.unstyle(render(r, "namespace a"))
+    assert "    cached       60" in text and "    cache writes 25" in text
+    head, m1_row = (line.split() for line in text.splitlines() if line.startswith(("MODEL", "m1 ")))
+    assert head[-7:] == ["TOKENS", "CACHED", "CACHE", "WRITES", "OUTPUT", "TOKENS", "REQUESTS"]
+    assert m1_row[-5:] == ["135", "60", "25", "14", "6"]
 
 
 def test_paths() -> None:

@@ -41,6 +41,35 @@ def test_totals_groups_and_days() -> None:
     assert [g.name for g in report(RECORDS[:3], GroupBy.NAMESPACE, UNTIL, 3).groups] == ["a", "b"]
 
 
+def test_cached_and_cache_write_tokens_sum_like_input_tokens() -> None:
+    """/api/usage shows cache reads and writes (parts of input_tokens) in totals, groups and days;
+    rows from before the ledger kept them count 0."""
+    rows = [
+        Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 100, 10, 5, None, 70, 20)),
+        Record("a", "team", UsageRow("20260314", "bob", "m1", 1, 30, 10, 3, None, 10, 0)),
+        Record("a", "team", UsageRow("20260313", "alice", "m2", 1, 40, 10, 4, None, 0, 40)),
+        Record("a", "team", UsageRow("20260313", "bob", "m2", 1, 8, 8, 8)),  # an old row
+    ]
+    r = report(rows, GroupBy.MODEL, UNTIL, 2)
+    assert (r.totals.input_tokens, r.totals.cached_tokens, r.totals.cache_write_tokens) == (178, 80, 60)
+    assert [(g.name, g.cached_tokens, g.cache_write_tokens) for g in r.groups] == [
+        ("m2", 0, 40),  # by spend
+        ("m1", 80, 20),
+    ]
+    assert [(d.day.isoformat(), d.cached_tokens, d.cache_write_tokens) for d in r.days] == [
+        ("2026-03-13", 0, 40),
+        ("2026-03-14", 80, 20),
+    ]
+    assert r.model_dump(mode="json")["totals"] == {
+        "cost_usd": "0.00000002",
+        "input_tokens": 178,
+        "output_tokens": 38,
+        "requests": 5,
+        "cached_tokens": 80,
+        "cache_write_tokens": 60,
+    }
+
+
 def test_empty_and_out_of_window() -> None:
     empty = report([], GroupBy.KEY, UNTIL, 7)
     assert empty.groups == [] and len(empty.days) == 7 and empty.totals.cost_usd == "0.00"

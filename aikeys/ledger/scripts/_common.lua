@@ -64,6 +64,16 @@ local function usage_add(prefix, day, usage_ttl, key, model, requests, tin, tout
   redis.call('EXPIRE', ukey, int(usage_ttl))
 end
 
+-- The cached parts of a usage record's input tokens: cache reads ('cin') and cache writes
+-- ('cwr'). Written only when non-zero (a record without them reads 0); after usage_add, which
+-- set the record's expiry.
+local function usage_cache_add(prefix, day, key, model, tcached, twrite)
+  local ukey = prefix .. 'usage:' .. day
+  local f = key .. '|' .. model .. '|'
+  if tcached ~= 0 then redis.call('HINCRBY', ukey, f .. 'cin', int(tcached)) end
+  if twrite ~= 0 then redis.call('HINCRBY', ukey, f .. 'cwr', int(twrite)) end
+end
+
 -- Leases whose gateway never came back (crash, kill) are charged at their estimate: the
 -- request may have reached the model, and the estimate is an upper bound of what it could
 -- cost. A late settle for the same request then corrects the charge to the actual cost.

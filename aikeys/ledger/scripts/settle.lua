@@ -1,7 +1,8 @@
 -- settle: end a reservation and charge the actual cost, exactly once per rid.
 -- KEYS: period, leases, res, done, lastused
 -- ARGV[1]: "|"-joined rid, now_ms, cost, in_tokens, out_tokens, key, model, day, done_ttl_s,
---          usage_ttl_s, period_ttl_s (-1: none)
+--          usage_ttl_s, period_ttl_s (-1: none), cached_tokens, cache_write_tokens (both parts of
+--          in_tokens; absent: 0)
 -- ARGV[2] (optional): the key's label "<name>|<owner>" (the key itself is its AIKey's uid)
 -- Returns {status, spent, reserved}; status: 1 charged, 3 charged as a correction of a reaped
 -- lease, 0 duplicate (already settled: nothing charged).
@@ -12,6 +13,7 @@ local rid, now_ms = ARGS[1], tonumber(ARGS[2])
 local cost, tin, tout = tonumber(ARGS[3]), tonumber(ARGS[4]), tonumber(ARGS[5])
 local key, model, day = ARGS[6], ARGS[7], ARGS[8]
 local done_ttl, usage_ttl, period_ttl = tonumber(ARGS[9]), tonumber(ARGS[10]), tonumber(ARGS[11])
+local tcached, twrite = tonumber(ARGS[12]) or 0, tonumber(ARGS[13]) or 0
 local prefix = prefix_of(period_key)
 
 reap(period_key, leases_key, res_key, now_ms, done_ttl, usage_ttl, day)
@@ -32,6 +34,7 @@ if done then
   redis.call('HINCRBY', target, 'tokens', int((tin + tout) - (ein + eout)))
   local reaped_day = d[#d] ~= '' and d[#d] or d[#d - 1]  -- the marker's last field (entries grew)
   usage_add(prefix, reaped_day, usage_ttl, key, model, 0, tin - ein, tout - eout, cost - ecost)
+  usage_cache_add(prefix, reaped_day, key, model, tcached, twrite)  -- the reaper counted none
   key_spend_add(prefix, d[2], key, cost - ecost, redis.call('TTL', target))
   status = 3
 else
@@ -53,6 +56,7 @@ else
   redis.call('HINCRBY', target, 'requests', 1)
   if period_ttl > 0 then redis.call('EXPIRE', target, int(period_ttl)) end
   usage_add(prefix, day, usage_ttl, key, model, 1, tin, tout, cost)
+  usage_cache_add(prefix, day, key, model, tcached, twrite)
   key_spend_add(prefix, period_id_of(target), key, cost, redis.call('TTL', target))
 end
 label_key(prefix, key, ARGV[2], usage_ttl)

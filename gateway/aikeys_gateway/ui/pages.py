@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from aikeys_gateway.usage import UsageReport
+from aikeys_gateway.usage import Amounts, UsageReport
 
 PERIODS = (7, 30, 90)
 CURRENT_PAGE = ' aria-current="page"'
@@ -479,7 +479,8 @@ def _chart(report: UsageReport) -> str:
         bars.append(
             f'<rect x="{x + bar_w * 0.1:.1f}" y="{height - pad - h:.1f}" width="{bar_w * 0.8:.1f}" '
             f'height="{max(h, 0.5):.1f}" class="bar"><title>{e(d.day.isoformat())}: {e(d.cost_usd)} USD, '
-            f"{d.requests:,} requests, {d.input_tokens:,} in / {d.output_tokens:,} out tokens</title></rect>"
+            f"{d.requests:,} requests, {d.input_tokens:,} in ({d.cached_tokens:,} cached, "
+            f"{d.cache_write_tokens:,} cache writes) / {d.output_tokens:,} out tokens</title></rect>"
         )
     first, last = days[0].day.isoformat() if days else "", days[-1].day.isoformat() if days else ""
     return (
@@ -490,6 +491,24 @@ def _chart(report: UsageReport) -> str:
         f'<text x="{pad}" y="{height - 6}" class="label">{e(first)}</text>'
         f'<text x="{width - pad}" y="{height - 6}" class="label end">{e(last)}</text>'
         f'<text x="{pad}" y="14" class="label">{e(str(top))} USD</text></svg>'
+    )
+
+
+USAGE_HEADS = (
+    '<th scope="col" class="num" title="Every input token, cached or not">Input tokens</th>'
+    '<th scope="col" class="num" title="Of the input tokens: read from the provider&#x27;s prompt cache">'
+    "Cached</th>"
+    '<th scope="col" class="num" title="Of the input tokens: written to the provider&#x27;s prompt cache">'
+    "Cache writes</th>"
+    '<th scope="col" class="num">Output tokens</th><th scope="col" class="num">Requests</th>'
+)
+
+
+def _token_cells(a: Amounts) -> str:
+    """A report row's token and request cells, in USAGE_HEADS' order."""
+    return "".join(
+        f'<td class="num">{number(v)}</td>'
+        for v in (a.input_tokens, a.cached_tokens, a.cache_write_tokens, a.output_tokens, a.requests)
     )
 
 
@@ -527,11 +546,10 @@ def usage_page(
     rows = (
         "".join(
             f'<tr><th scope="row">{e(g.name)}</th><td class="num">{usd(g.cost_usd)}</td><td class="share">{_share_bar(g.share)}</td>'
-            f'<td class="num">{number(g.input_tokens)}</td><td class="num">{number(g.output_tokens)}</td>'
-            f'<td class="num">{number(g.requests)}</td></tr>'
+            f"{_token_cells(g)}</tr>"
             for g in report.groups
         )
-        or '<tr class="empty"><td colspan="6">No usage in this period.</td></tr>'
+        or '<tr class="empty"><td colspan="8">No usage in this period.</td></tr>'
     )
     alloc_rows = "".join(
         f'<tr><th scope="row">{e(a.name if namespace != "*" else f"{a.namespace}/{a.name}")}</th>'
@@ -549,8 +567,7 @@ def usage_page(
     )
     day_rows = "".join(
         f'<tr><th scope="row">{e(d.day.isoformat())}</th><td class="num">{usd(d.cost_usd)}</td>'
-        f'<td class="num">{number(d.input_tokens)}</td><td class="num">{number(d.output_tokens)}</td>'
-        f'<td class="num">{number(d.requests)}</td></tr>'
+        f"{_token_cells(d)}</tr>"
         for d in report.days
     )
     picker = (
@@ -569,19 +586,19 @@ def usage_page(
 <section class="totals" aria-label="Totals">
 <div class="stat"><span class="label">Total spend</span><span class="value" id="total-spend">{usd(t.cost_usd)} <small>USD</small></span></div>
 <div class="stat"><span class="label">Input tokens</span><span class="value" id="total-input">{number(t.input_tokens)}</span></div>
+<div class="stat"><span class="label">Cached input: read / written</span><span class="value"><span id="total-cached">{number(t.cached_tokens)}</span> <small>/ <span id="total-cache-writes">{number(t.cache_write_tokens)}</span></small></span></div>
 <div class="stat"><span class="label">Output tokens</span><span class="value" id="total-output">{number(t.output_tokens)}</span></div>
 <div class="stat"><span class="label">Requests</span><span class="value" id="total-requests">{number(t.requests)}</span></div>
 </section>
 <section class="card"><h2>Spend over time</h2>{_chart(report)}
 <details><summary>Numbers per day</summary><div class="scroll"><table>
-<thead><tr><th scope="col">Day</th><th scope="col" class="num">Spend (USD)</th><th scope="col" class="num">Input tokens</th>
-<th scope="col" class="num">Output tokens</th><th scope="col" class="num">Requests</th></tr></thead>
+<thead><tr><th scope="col">Day</th><th scope="col" class="num">Spend (USD)</th>{USAGE_HEADS}</tr></thead>
 <tbody>{day_rows}</tbody></table></div></details></section>
 <h2 id="breakdown-title">By {e(group_label.lower())}</h2>
 <nav class="segmented" aria-label="Break down by">{group_links}</nav>
 <div class="scroll"><table id="breakdown" aria-labelledby="breakdown-title">
 <thead><tr><th scope="col">{e(group_label)}</th><th scope="col" class="num">Spend (USD)</th><th scope="col">Share</th>
-<th scope="col" class="num">Input tokens</th><th scope="col" class="num">Output tokens</th><th scope="col" class="num">Requests</th></tr></thead>
+{USAGE_HEADS}</tr></thead>
 <tbody>{rows}</tbody></table></div>
 {allocations_html}
 <p class="help"><a href="{e(json_url)}">This report as JSON</a> (the same as <code>GET /api/usage</code>).</p>"""
