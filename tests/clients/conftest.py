@@ -50,7 +50,12 @@ def node_dir(node_packages: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def _provider(cp: ControlPlane, name: str, url: str, responses_api: str | None) -> None:
-    model: dict[str, object] = {"name": "m", "inputPricePerMillion": "1.00", "outputPricePerMillion": "2.00"}
+    model: dict[str, object] = {
+        "name": "m",
+        "inputPricePerMillion": "1.00",
+        "outputPricePerMillion": "2.00",
+        "cachedInputPricePerMillion": "0.10",  # harness.PRICE
+    }
     if responses_api:
         model["responsesAPI"] = responses_api
         model["contextWindow"] = 400_000  # bounds input stored upstream (previous_response_id)

@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ from tests.integration.kube import wait_for
 
 NS = "clients"
 ALLOCATION = "main"
-PRICE = Price.parse("1.00", "2.00")  # both models, USD per million input / output tokens
+# both models, USD per million input / output / cached input tokens (the mock caches a prompt
+# prefix it has seen, as OpenAI does: 1,024 tokens or more, in steps of 128)
+PRICE = Price.parse("1.00", "2.00", cached_input="0.10")
 NATIVE = f"{NS}:native/m"  # the upstream speaks the Responses API itself
 CHAT_ONLY = f"{NS}:chatonly/m"  # the gateway translates Responses requests into chat completions
 METERED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
@@ -66,19 +67,11 @@ def charged(redis_server: RedisServer, before: PeriodState, requests: int) -> Pe
     return wait_for(done, 15, f"{requests} requests to be charged")
 
 
-def _recount(mock: MockUpstreamProcess, sent: dict[str, Any]) -> tuple[int, int]:
-    body = {k: v for k, v in sent["body"].items() if k not in ("stream", "stream_options")}
-    req = urllib.request.Request(  # noqa: S310 - the loopback mock
-        mock.root + sent["path"], data=json.dumps(body).encode(), method="POST"
-    )
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        usage = json.loads(resp.read())["usage"]
-    if sent["path"].endswith("/responses"):
-        return int(usage["input_tokens"]), int(usage["output_tokens"])
-    if sent["path"].endswith("/embeddings"):
-        return int(usage["prompt_tokens"]), 0
-    return int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+def _billed(sent: dict[str, Any]) -> tuple[int, int, int]:
+    """What the mock billed for a request it received: input (every kind), output, and the cached
+    part of the input."""
+    bill = sent["billed"]
+    return int(bill["input"]), int(bill["output"]), int(bill.get("cached", 0))
 
 
 def sent(mock: MockUpstreamProcess) -> list[dict[str, Any]]:
@@ -90,6 +83,7 @@ def sent(mock: MockUpstreamProcess) -> list[dict[str, Any]]:
 class Metered:
     requests: list[dict[str, Any]]  # what the mock received, in order
     counts: list[tuple[int, int]]  # its (input, output) tokens per request
+    cached: list[int]  # the cached part of each request's input
 
 
 def assert_charged_as_counted(
@@ -98,14 +92,14 @@ def assert_charged_as_counted(
     """Every request the mock received was charged, at exactly the mock's token counts."""
     requests = sent(mock)
     assert requests, "the client sent nothing upstream"
-    counts = [_recount(mock, r) for r in requests]
-    after = charged(redis_server, before, len(counts))
-    assert after.requests - before.requests == len(counts)
+    billed = [_billed(r) for r in requests]
+    after = charged(redis_server, before, len(billed))
+    assert after.requests - before.requests == len(billed)
     assert (after.tokens - before.tokens, after.spent - before.spent) == (
-        sum(i + o for i, o in counts),
-        sum(PRICE.cost(i, o) for i, o in counts),
-    ), counts
-    return Metered(requests, counts)
+        sum(i + o for i, o, _ in billed),
+        sum(PRICE.cost(i - c, o, c) for i, o, c in billed),  # cached input at its own price
+    ), billed
+    return Metered(requests, [(i, o) for i, o, _ in billed], [c for _, _, c in billed])
 
 
 def base_env(home: Path) -> dict[str, str]:

@@ -128,5 +128,8 @@ def test_codex_exec_runs_a_tool_call(
         sum(i for i, _ in metered.counts),
         sum(o for _, o in metered.counts),
     )
+    # the second request resends the first's prompt: the mock (as OpenAI) bills that prefix as
+    # cached input, and the gateway charged it at the cached price (assert_charged_as_counted)
+    assert metered.cached[0] == 0 and metered.cached[1] > 0, metered.cached
     first = metered.requests[0]["body"]["tools"][0]  # in either API's shape
     assert (first.get("function") or first)["name"] == "exec_command"

@@ -132,3 +132,6 @@ def test_opencode_run_with_a_tool_call(
     agent = [c for r, c in zip(metered.requests, metered.counts, strict=True) if r["body"].get("tools")]
     assert steps == agent and len(agent) == 2
     assert len(metered.requests) == 3
+    # the answer step resends the tool call's prompt: billed (and charged) partly as cached input
+    cached = [c for r, c in zip(metered.requests, metered.cached, strict=True) if r["body"].get("tools")]
+    assert cached[0] == 0 and cached[1] > 0, cached
