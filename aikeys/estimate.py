@@ -268,4 +268,4 @@ def estimate(
 ) -> Estimate:
     tin = input_tokens(endpoint, body, encoding_name, context_window)
     tout = cap.total
-    return Estimate(cost=price.cost(tin, tout), input_tokens=tin, output_tokens=tout)
+    return Estimate(cost=price.bound(tin, tout), input_tokens=tin, output_tokens=tout)

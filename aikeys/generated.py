@@ -20,20 +20,47 @@ _TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 
 @dataclass(frozen=True)
 class Usage:
+    """What the upstream billed, per token kind; the kinds are disjoint. `input_tokens` are the
+    uncached ones, billed at the input price; `cached_tokens` were read from the provider's prompt
+    cache; `cache_write_tokens` / `cache_write_1h_tokens` were written to it for 5 minutes / 1 hour."""
+
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    @property
+    def all_input(self) -> int:
+        """Every input token, whatever its kind."""
+        return self.input_tokens + self.cached_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
 
 
 def _tokens(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _detail(usage: dict[str, Any], details: str, name: str) -> int:
+    """A count inside a details object (0 when absent or invalid)."""
+    inner = usage.get(details)
+    return (_tokens(inner.get(name)) or 0) if isinstance(inner, dict) else 0
+
+
 def reported_usage(usage: Any, with_output: bool = True) -> Usage | None:
-    """(input, output) tokens of an OpenAI usage object — chat's `prompt_tokens`/`completion_tokens`
-    or the Responses API's `input_tokens`/`output_tokens` —, or None when missing or invalid.
+    """The token kinds of a usage object, or None when missing or invalid:
+
+    * OpenAI chat: `prompt_tokens` / `completion_tokens`, with the cache reads *inside*
+      `prompt_tokens` (`prompt_tokens_details.cached_tokens`);
+    * OpenAI Responses: `input_tokens` / `output_tokens`, reads inside `input_tokens`
+      (`input_tokens_details.cached_tokens`);
+    * Anthropic: `input_tokens` / `output_tokens` with reads and writes *outside* `input_tokens`
+      (`cache_read_input_tokens`, `cache_creation_input_tokens`, split by `cache_creation`'s
+      `ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens`).
+
     Embeddings (`with_output=False`) report no output tokens."""
     if not isinstance(usage, dict):
         return None
+    anthropic = "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
     names = (
         ("input_tokens", "output_tokens")
         if "input_tokens" in usage
@@ -45,7 +72,14 @@ def reported_usage(usage: Any, with_output: bool = True) -> Usage | None:
         tout = 0
     if tin is None or tout is None:
         return None
-    return Usage(tin, tout)
+    if anthropic:
+        read = _tokens(usage.get("cache_read_input_tokens")) or 0
+        written = _tokens(usage.get("cache_creation_input_tokens")) or 0
+        hour = min(_detail(usage, "cache_creation", "ephemeral_1h_input_tokens"), written)
+        return Usage(tin, tout, read, written - hour, hour)
+    details = "input_tokens_details" if names[0] == "input_tokens" else "prompt_tokens_details"
+    cached = min(_detail(usage, details, "cached_tokens"), tin)  # inside the input count
+    return Usage(tin - cached, tout, cached)
 
 
 @dataclass

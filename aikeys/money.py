@@ -47,18 +47,74 @@ def ceil_div(numerator: int, denominator: int) -> int:
 
 @dataclass(frozen=True)
 class Price:
-    """A model's prices, in nano-USD per million tokens (exact integers)."""
+    """A model's prices, in nano-USD per million tokens (exact integers), per token kind: input
+    (uncached), output, and — when the provider prices them apart — cache reads and 5-minute and
+    1-hour cache writes (None: the input price)."""
 
     input_per_million: int
     output_per_million: int
+    cached_input_per_million: int | None = None
+    cache_write_per_million: int | None = None
+    cache_write_1h_per_million: int | None = None
 
     @classmethod
-    def parse(cls, input_per_million: str, output_per_million: str) -> Price:
-        return cls(parse_usd(input_per_million), parse_usd(output_per_million))
+    def parse(
+        cls,
+        input_per_million: str,
+        output_per_million: str,
+        cached_input: str | None = None,
+        cache_write: str | None = None,
+        cache_write_1h: str | None = None,
+    ) -> Price:
+        def optional(value: str | None) -> int | None:
+            return None if value is None else parse_usd(value)
 
-    def cost(self, input_tokens: int, output_tokens: int) -> int:
-        """Cost in nano-USD of a request, rounded up."""
+        return cls(
+            parse_usd(input_per_million),
+            parse_usd(output_per_million),
+            optional(cached_input),
+            optional(cache_write),
+            optional(cache_write_1h),
+        )
+
+    def _kind(self, price: int | None) -> int:
+        return self.input_per_million if price is None else price
+
+    @property
+    def dearest_input_per_million(self) -> int:
+        """The highest price an input token can be billed at, whatever its kind."""
+        return max(
+            self.input_per_million,
+            self._kind(self.cached_input_per_million),
+            self._kind(self.cache_write_per_million),
+            self._kind(self.cache_write_1h_per_million),
+        )
+
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+    ) -> int:
+        """Cost in nano-USD: each kind's tokens × its price, summed, divided by a million and
+        rounded up once. `input_tokens` are the uncached ones (the kinds are disjoint)."""
+        counts = (input_tokens, output_tokens, cached_tokens, cache_write_tokens, cache_write_1h_tokens)
+        if min(counts) < 0:
+            raise ValueError("token counts cannot be negative")
+        scaled = (
+            input_tokens * self.input_per_million
+            + output_tokens * self.output_per_million
+            + cached_tokens * self._kind(self.cached_input_per_million)
+            + cache_write_tokens * self._kind(self.cache_write_per_million)
+            + cache_write_1h_tokens * self._kind(self.cache_write_1h_per_million)
+        )
+        return ceil_div(scaled, TOKENS_PER_PRICE_UNIT)
+
+    def bound(self, input_tokens: int, output_tokens: int) -> int:
+        """The most `input_tokens` of any kind and `output_tokens` can cost (a reservation)."""
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError("token counts cannot be negative")
-        scaled = input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        scaled = input_tokens * self.dearest_input_per_million + output_tokens * self.output_per_million
         return ceil_div(scaled, TOKENS_PER_PRICE_UNIT)

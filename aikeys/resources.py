@@ -36,8 +36,17 @@ def cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
 
-def usd(description: str, what: str, maximum: int, default: str | None = None) -> Any:
-    """A USD amount field: a decimal string, checked by the API server with a readable message."""
+def usd(
+    description: str,
+    what: str,
+    maximum: int,
+    default: str | None = None,
+    optional: bool = False,
+    alias: str | None = None,
+) -> Any:
+    """A USD amount field: a decimal string, checked by the API server with a readable message
+    (`optional`: it may be left out, None; `alias`: its name where the camel-case rule would
+    not give it)."""
     rules: list[JsonValue] = [
         cel(
             f"self.matches(r'{USD_PATTERN}')",
@@ -49,6 +58,8 @@ def usd(description: str, what: str, maximum: int, default: str | None = None) -
         ),
     ]
     extra: JsonDict = {"maxLength": 32, "x-kubernetes-validations": rules}
+    if optional:
+        return Field(None, alias=alias, description=description, json_schema_extra=extra)
     if default is None:
         return Field(description=description, json_schema_extra=extra)
     return Field(default, description=description, json_schema_extra=extra)
@@ -369,6 +380,28 @@ class ProviderModel(Schema):
         'USD per million output tokens, a decimal string (e.g. "10.00").',
         "outputPricePerMillion",
         limits.MAX_PRICE_PER_MILLION_USD,
+    )
+    cached_input_price_per_million: str | None = usd(
+        "USD per million input tokens read from the provider's prompt cache (OpenAI's \"cached "
+        'input", Anthropic\'s cache reads), e.g. "0.125". Absent: the input price.',
+        "cachedInputPricePerMillion",
+        limits.MAX_PRICE_PER_MILLION_USD,
+        optional=True,
+    )
+    cache_write_price_per_million: str | None = usd(
+        "USD per million input tokens written to the provider's prompt cache for 5 minutes "
+        "(Anthropic: 1.25x the input price). Absent: the input price.",
+        "cacheWritePricePerMillion",
+        limits.MAX_PRICE_PER_MILLION_USD,
+        optional=True,
+    )
+    cache_write1h_price_per_million: str | None = usd(
+        "USD per million input tokens written to the provider's prompt cache for 1 hour "
+        "(Anthropic: 2x the input price). Absent: the input price.",
+        "cacheWrite1hPricePerMillion",
+        limits.MAX_PRICE_PER_MILLION_USD,
+        optional=True,
+        alias="cacheWrite1hPricePerMillion",  # not "cacheWrite1H…"
     )
     max_output_tokens: int | None = Field(
         None,

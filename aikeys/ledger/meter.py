@@ -73,6 +73,8 @@ class PendingSettle:
     output_tokens: int
     cost: int
     label: KeyLabel | None = None  # the key's name and owner, for usage reports
+    cached_tokens: int = 0  # of input_tokens (every kind): read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it (5-minute and 1-hour writes)
 
 
 def _always() -> bool:

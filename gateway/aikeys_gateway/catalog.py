@@ -197,7 +197,13 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
             m.name: ModelEntry(
                 m.name,
                 m.upstream_name or m.name,
-                Price.parse(m.input_price_per_million, m.output_price_per_million),
+                Price.parse(
+                    m.input_price_per_million,
+                    m.output_price_per_million,
+                    m.cached_input_price_per_million,
+                    m.cache_write_price_per_million,
+                    m.cache_write1h_price_per_million,
+                ),
                 m.max_output_tokens,
                 tokenizers.resolve(m.tokenizer.value, m.upstream_name or m.name, native),
                 (m.responses_api or (ResponsesAPI.NATIVE if host == OPENAI_HOST else ResponsesAPI.CHAT))

@@ -82,15 +82,15 @@ class Charge:
         await self.gw.meter.release(self.alloc, self.ledger_rid)
 
     async def usage(self, usage: Usage | None, output: Output) -> None:
-        if usage is None:
+        if usage is None:  # input at its bound; output as counted
             counted = min(output.tokens(self.route.model.encoding), self.bound.output_tokens)
-            await self._settle(self.bound.input_tokens, counted)
+            await self._settle(Usage(self.bound.input_tokens, counted), at_bound=True)
         else:
-            await self._settle(usage.input_tokens, usage.output_tokens)
+            await self._settle(usage)
 
     async def reservation(self) -> None:
         """Charge the attempt's whole bound (nothing is known of what it generated)."""
-        await self._settle(self.bound.input_tokens, self.bound.output_tokens)
+        await self._settle(Usage(self.bound.input_tokens, self.bound.output_tokens), at_bound=True)
 
     # --- the model's rate window ------------------------------------------------------------------
 
@@ -110,20 +110,40 @@ class Charge:
 
     # --- settling ---------------------------------------------------------------------------------
 
-    async def _settle(self, tin: int, tout: int) -> None:
+    async def _settle(self, u: Usage, at_bound: bool = False) -> None:
+        """Charge `u` at the model's price per kind; input `at_bound` (its kind unknown) at the
+        dearest input price, as it was reserved."""
         if self.ended:
             return
         self.ended = True
+        tin, tout = u.all_input, u.output_tokens
         self.give_back_window(tin + tout)
         price = self.route.model.price
-        cost = price.cost(tin, tout)
+        if at_bound:
+            cost = price.bound(tin, tout)
+        else:
+            cost = price.cost(
+                u.input_tokens, tout, u.cached_tokens, u.cache_write_tokens, u.cache_write_1h_tokens
+            )
         if cost > self.est.cost:
             self._overrun(tin, tout, cost)
             cost = min(cost, MAX_AMOUNT)
             tin, tout = min(tin, MAX_AMOUNT), min(tout, MAX_AMOUNT)
         m, k = self.gw.metrics, self.key
+        written = u.cache_write_tokens + u.cache_write_1h_tokens
         outcome = await self.gw.meter.settle(
-            PendingSettle(self.alloc, self.ledger_rid, k.uid, self.route.model_id, tin, tout, cost, k.label)
+            PendingSettle(
+                self.alloc,
+                self.ledger_rid,
+                k.uid,
+                self.route.model_id,
+                tin,
+                tout,
+                cost,
+                k.label,
+                cached_tokens=min(u.cached_tokens, tin),
+                cache_write_tokens=min(written, tin),
+            )
         )
         if outcome is None:
             m.ledger_errors.inc()
@@ -133,8 +153,20 @@ class Charge:
             )
         m.settle_backlog.set(len(self.gw.meter.backlog))
         ns, alloc, model = self.alloc.namespace, self.alloc.name, self.route.model_id
-        m.tokens.labels(ns, alloc, model, "input").inc(tin)
-        m.tokens.labels(ns, alloc, model, "output").inc(tout)
+        kinds = (
+            (("bound", tin),)
+            if at_bound
+            else (
+                ("uncached", u.input_tokens),
+                ("cache_read", u.cached_tokens),
+                ("cache_write", u.cache_write_tokens),
+                ("cache_write_1h", u.cache_write_1h_tokens),
+            )
+        )
+        for kind, count in kinds:
+            if count:
+                m.tokens.labels(ns, alloc, model, "input", kind).inc(count)
+        m.tokens.labels(ns, alloc, model, "output", "output").inc(tout)
         usd = cost / NANO_PER_USD
         m.cost.labels(ns, alloc, model).inc(usd)
         if m.per_key:
@@ -142,6 +174,9 @@ class Charge:
             m.key_cost.labels(ns, self.key.name, alloc).inc(usd)
         # nano-USD; logged in USD. A request that fell back after a sent attempt adds both.
         self.ctx["input_tokens"] = self.ctx.get("input_tokens", 0) + tin
+        if u.cached_tokens or written:
+            self.ctx["cached_tokens"] = self.ctx.get("cached_tokens", 0) + u.cached_tokens
+            self.ctx["cache_write_tokens"] = self.ctx.get("cache_write_tokens", 0) + written
         self.ctx["output_tokens"] = self.ctx.get("output_tokens", 0) + tout
         self.ctx["cost"] = self.ctx.get("cost", 0) + cost
 

@@ -79,8 +79,9 @@ class Metrics:
         )
         self.tokens = counter(
             "aikeys_tokens_total",
-            "Tokens charged, by direction (input|output).",
-            *("namespace", "allocation", "model", "direction"),
+            "Tokens charged, by direction (input|output) and kind (input: uncached, cache_read, "
+            "cache_write, cache_write_1h, or bound when charged at its bound; output: output).",
+            *("namespace", "allocation", "model", "direction", "kind"),
         )
         self.cost = counter(
             "aikeys_cost_usd_total", "USD charged to allocations.", "namespace", "allocation", "model"

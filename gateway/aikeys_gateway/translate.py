@@ -263,15 +263,15 @@ def _usage(usage: Any) -> dict[str, Any] | None:
         value = where.get(name) if isinstance(where, dict) else 0
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
-    return {
-        "input_tokens": found.input_tokens,
+    return {  # as the Responses API counts: cache reads inside input_tokens
+        "input_tokens": found.all_input,
         "input_tokens_details": {
-            "cached_tokens": count(details, "cached_tokens"),
+            "cached_tokens": found.cached_tokens,
             "cache_write_tokens": count(details, "cache_write_tokens"),
         },
         "output_tokens": found.output_tokens,
         "output_tokens_details": {"reasoning_tokens": count(out_details, "reasoning_tokens")},
-        "total_tokens": found.input_tokens + found.output_tokens,
+        "total_tokens": found.all_input + found.output_tokens,
     }
 
 

@@ -296,6 +296,21 @@ def test_budget_maximum(api: ControlPlane) -> None:
     [
         ({"inputPricePerMillion": "1000001"}, {}, "inputPricePerMillion must be at most 1000000 USD"),
         ({"outputPricePerMillion": "1000001"}, {}, "outputPricePerMillion must be at most 1000000 USD"),
+        (
+            {"cachedInputPricePerMillion": "1000001"},
+            {},
+            "cachedInputPricePerMillion must be at most 1000000 USD",
+        ),
+        (
+            {"cacheWritePricePerMillion": "-1"},
+            {},
+            'cacheWritePricePerMillion must be a USD amount like "25.00"',
+        ),
+        (
+            {"cacheWrite1hPricePerMillion": "2x"},
+            {},
+            'cacheWrite1hPricePerMillion must be a USD amount like "25.00"',
+        ),
         ({"maxOutputTokens": 10000001}, {}, "should be less than or equal to 10000000"),
         ({"maxOutputTokens": 0}, {}, "should be greater than or equal to 1"),
         ({"tokenizer": "gpt2"}, {}, 'Unsupported value: "gpt2"'),
@@ -314,6 +329,14 @@ def test_model_limits_and_enums_are_refused(
     ("model", "spec"),
     [
         ({"inputPricePerMillion": "1000000", "outputPricePerMillion": "1000000.000000000"}, {}),
+        (
+            {
+                "cachedInputPricePerMillion": "0.125",
+                "cacheWritePricePerMillion": "1.5625",
+                "cacheWrite1hPricePerMillion": "1000000",
+            },
+            {},
+        ),
         ({"maxOutputTokens": 10000000}, {}),
         ({"tokenizer": "o200k_base"}, {}),
         ({"tokenizer": "cl100k_base"}, {}),

@@ -89,8 +89,9 @@ def billed(entries: list[dict[str, Any]]) -> int:
     total = 0
     for entry in entries:
         if "billed" in entry:
-            price = PRICES[entry["body"]["model"]]
-            total += price.cost(entry["billed"]["input"], entry["billed"]["output"])
+            price, bill = PRICES[entry["body"]["model"]], entry["billed"]
+            cached = bill.get("cached", 0)  # inside input, as OpenAI counts it
+            total += price.cost(bill["input"] - cached, bill["output"], cached)
     return total
 
 
