@@ -78,6 +78,9 @@ MOCK_DEFAULTS: dict[str, object] = {
     "late_ms": 0.0,
     "reset": False,
     "fault_count": None,
+    "prompt_cache": True,
+    "cache_min_tokens": 1024,
+    "cache_increment": 128,
 }
 
 

@@ -7,8 +7,9 @@ embeddings, models, and the Responses API (`responses`: typed `event:` streams, 
 responses, `previous_response_id`). It counts tokens deterministically (`tokens`) and answers
 what the request asks for (`replies`): tool calls when tools are offered and the user says
 "tool" or "weather", results mentioned back, JSON that fits a requested schema (`schema`),
-reasoning tokens for a reasoning effort. It can be told to omit usage, add latency, fail or
-break streams, ignore max_tokens, misreport usage, force tool calls or reasoning, stall
-before the usage tail or frame SSE differently (`server.Behaviour`), through
-`PUT /_mock/config`. `GET /_mock/requests` shows what it received.
+reasoning tokens for a reasoning effort, and a prompt prefix it has answered before as cached
+tokens, as OpenAI's prompt caching does (`cache`). It can be told to omit usage, add latency,
+fail or break streams, ignore max_tokens, misreport usage, force tool calls or reasoning,
+stall before the usage tail, frame SSE differently or cache small prompts (`server.Behaviour`),
+through `PUT /_mock/config`. `GET /_mock/requests` shows what it received.
 """

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from aikeys.mockupstream import replies, responses, tokens, wire
+from aikeys.mockupstream.cache import PromptCache
 from aikeys.mockupstream.replies import Reply
 
 _JSON = "application/json"
@@ -55,6 +56,9 @@ class Behaviour:
     late_ms: float = 0.0  # JSON answers: generated (and billed) at once, sent this much later
     reset: bool = False  # JSON answers: generated (and billed), then the connection is cut unanswered
     fault_count: int | None = None  # late_ms / reset apply to this many answers (None: until changed)
+    prompt_cache: bool = True  # report (and bill) a prompt prefix seen before as cached tokens (cache.py)
+    cache_min_tokens: int = 1024  # ... when at least this many (OpenAI: prompts of 1024 tokens or more)
+    cache_increment: int = 128  # ... rounded down to a multiple of this (OpenAI: 128)
 
     def update(self, changes: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -67,6 +71,10 @@ class Behaviour:
         kind = changes.get("reply_kind", self.reply_kind)
         if kind not in REPLY_KINDS:
             raise ValueError(f"reply_kind must be one of {', '.join(REPLY_KINDS)}")
+        for key, least in (("cache_min_tokens", 0), ("cache_increment", 1)):
+            value = changes.get(key, getattr(self, key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{key} must be an integer >= {least}")
         for key, value in changes.items():
             setattr(self, key, value)
 
@@ -107,6 +115,7 @@ class MockUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.started = int(time.time())
         self.stored: OrderedDict[str, Stored] = OrderedDict()
+        self.cache = PromptCache()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -156,11 +165,19 @@ class MockUpstream:
             request.transport.abort()
         return response
 
-    def _bill(self, request: web.Request, input_tokens: int, output_tokens: int) -> None:
-        """What this generation costs at a provider: the honest counts, whatever usage reports."""
+    def _bill(self, request: web.Request, input_tokens: int, output_tokens: int, cached: int = 0) -> None:
+        """What this generation costs at a provider: the honest counts, whatever usage reports
+        (`cached` of the input tokens at the cached-input price)."""
         entry = request.get(LOG_ENTRY)
         if entry is not None:
-            entry["billed"] = {"input": input_tokens, "output": output_tokens}
+            entry["billed"] = {"input": input_tokens, "output": output_tokens, "cached": cached}
+
+    def _cached(self, model: str, parts: list[tuple[Any, int]]) -> int:
+        """The cached prompt tokens of an input of `parts` (messages or items and their tokens)."""
+        b = self.behaviour
+        if not b.prompt_cache:
+            return 0
+        return self.cache.cached(model, parts, b.cache_increment, b.cache_min_tokens)
 
     def _error(
         self, status: int, message: str, type_: str, param: str | None = None, code: str | None = None
@@ -260,7 +277,7 @@ class MockUpstream:
         return replies.plan(ask, kind or b.reply_kind, b.reply_tokens, b.ignore_max_tokens)
 
     def _usage(
-        self, prompt: int, completion: int, reasoning: int = 0, *, chat: bool = True
+        self, prompt: int, completion: int, reasoning: int = 0, cached: int = 0, *, chat: bool = True
     ) -> dict[str, Any]:
         """The usage object as this mock reports it (overridden counts, integers as strings)."""
         b = self.behaviour
@@ -268,7 +285,10 @@ class MockUpstream:
             prompt = b.usage_prompt_tokens
         if b.usage_completion_tokens is not None:
             completion = b.usage_completion_tokens
-        reported = wire.usage(prompt, completion, reasoning) if chat else wire.plain_usage(prompt, completion)
+        if chat:
+            reported = wire.usage(prompt, completion, reasoning, min(cached, prompt))
+        else:
+            reported = wire.plain_usage(prompt, completion)
         return wire.stringify_ints(reported) if b.usage_as_strings else reported
 
     async def _stream(
@@ -328,12 +348,14 @@ class MockUpstream:
             return self._invalid_count("n")
         stream_options = body.get("stream_options")
         prompt = tokens.count_messages(body["messages"])
+        model = body["model"]
+        cached = self._cached(model, [(m, tokens.message_tokens(m)) for m in body["messages"]])
         reply = self._plan(replies.from_chat(body))
         call_ids = [[wire.new_id("call_", 24) for _ in reply.calls] for _ in range(n)]
-        model = body["model"]
         with_usage = self.behaviour.usage
-        self._bill(request, prompt, reply.generated * n)
-        usage = self._usage(prompt, reply.generated * n, reply.reasoning_tokens * n) if with_usage else None
+        self._bill(request, prompt, reply.generated * n, cached)
+        generated, reasoning = reply.generated * n, reply.reasoning_tokens * n
+        usage = self._usage(prompt, generated, reasoning, cached) if with_usage else None
         if not body.get("stream"):
             answers = [_message(reply, ids) for ids in call_ids]
             return self._json(wire.chat_completion(model, answers, reply.finish_reason, usage))
@@ -597,13 +619,13 @@ class MockUpstream:
             )
         return None
 
-    def _response_usage(self, prompt: int, output: int, reasoning: int) -> dict[str, Any]:
+    def _response_usage(self, prompt: int, output: int, reasoning: int, cached: int) -> dict[str, Any]:
         b = self.behaviour
         if b.usage_prompt_tokens is not None:
             prompt = b.usage_prompt_tokens
         if b.usage_completion_tokens is not None:
             output = b.usage_completion_tokens
-        reported = responses.usage(prompt, output, reasoning)
+        reported = responses.usage(prompt, output, reasoning, min(cached, prompt))
         return wire.stringify_ints(reported) if b.usage_as_strings else reported
 
     async def create_response(self, request: web.Request) -> web.StreamResponse:
@@ -631,9 +653,16 @@ class MockUpstream:
             encrypted="reasoning.encrypted_content" in include,
             obfuscate=obfuscate,
         )
-        prompt = tokens.count_items(context, body.get("instructions"))
-        self._bill(request, prompt, reply.generated)
-        usage = self._response_usage(prompt, reply.generated, reply.reasoning_tokens) if b.usage else None
+        instructions = body.get("instructions")
+        prompt = tokens.count_items(context, instructions)
+        parts = [(item, tokens.item_tokens(item)) for item in context]
+        if instructions is not None:
+            parts.insert(0, ({"instructions": instructions}, tokens.instructions_tokens(instructions)))
+        cached = self._cached(body["model"], parts)
+        self._bill(request, prompt, reply.generated, cached)
+        usage = (
+            self._response_usage(prompt, reply.generated, reply.reasoning_tokens, cached) if b.usage else None
+        )
         resp_id, created = responses.hex_id("resp_"), int(time.time())
         status = "incomplete" if reply.cut else "completed"
         final = responses.response_object(

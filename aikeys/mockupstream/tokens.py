@@ -39,13 +39,16 @@ def _content_text(content: Any) -> Iterable[str]:
                 yield part["text"]
 
 
-def count_messages(messages: list[dict[str, Any]]) -> int:
-    total = REPLY_PRIMING
-    for message in messages:
-        total += PER_MESSAGE + sum(count_text(t) for t in _content_text(message.get("content")))
-        if isinstance(message.get("name"), str):
-            total += PER_NAME + count_text(message["name"])
+def message_tokens(message: dict[str, Any]) -> int:
+    """Prompt tokens of one chat message: its framing, content and name."""
+    total = PER_MESSAGE + sum(count_text(t) for t in _content_text(message.get("content")))
+    if isinstance(message.get("name"), str):
+        total += PER_NAME + count_text(message["name"])
     return total
+
+
+def count_messages(messages: list[dict[str, Any]]) -> int:
+    return REPLY_PRIMING + sum(message_tokens(message) for message in messages)
 
 
 def count_prompt(prompt: Any) -> int:
@@ -101,7 +104,7 @@ def content_text(content: Any) -> str:
     return " ".join(_content_text(content))
 
 
-def _item_tokens(item: Any) -> int:
+def item_tokens(item: Any) -> int:
     """Prompt tokens of one Responses input (or earlier output) item."""
     if isinstance(item, str):
         return PER_MESSAGE + count_text(item)
@@ -122,12 +125,16 @@ def _item_tokens(item: Any) -> int:
     return 0  # reasoning items (the model's own, dropped), hosted tool calls, ...
 
 
+def instructions_tokens(instructions: Any) -> int:
+    """Prompt tokens of a Responses request's instructions: one more (system) message, or items."""
+    if isinstance(instructions, str):
+        return PER_MESSAGE + count_text(instructions)
+    if isinstance(instructions, list):
+        return sum(item_tokens(item) for item in instructions)
+    return 0
+
+
 def count_items(items: list[Any], instructions: Any = None) -> int:
     """Input tokens of a Responses request: its items framed like chat messages (3 each, 3 to
     prime the reply) and the instructions as one more (system) message."""
-    total = REPLY_PRIMING + sum(_item_tokens(item) for item in items)
-    if isinstance(instructions, str):
-        total += PER_MESSAGE + count_text(instructions)
-    elif isinstance(instructions, list):
-        total += sum(_item_tokens(item) for item in instructions)
-    return total
+    return REPLY_PRIMING + sum(item_tokens(item) for item in items) + instructions_tokens(instructions)

@@ -94,13 +94,13 @@ def error(message: str, type_: str, param: str | None = None, code: str | None =
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
-    """Chat usage with OpenAI's detail objects."""
+def usage(prompt: int, completion: int, reasoning: int = 0, cached: int = 0) -> dict[str, Any]:
+    """Chat usage with OpenAI's detail objects (`cached` of the prompt tokens were cached)."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
             "audio_tokens": 0,

@@ -7,6 +7,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
@@ -1370,3 +1371,120 @@ def test_malformed_requests_are_400s(client: openai.OpenAI, mock_upstream: MockU
             tool_choice={"type": "function", "name": "get_time"},
             previous_response_id="resp_gone",
         )
+
+
+# --- prompt caching ------------------------------------------------------------------------------------
+
+
+def _billed(mock: MockUpstreamProcess) -> list[dict[str, int]]:
+    return [r["billed"] for r in mock.requests() if "billed" in r]
+
+
+def test_chat_prompt_caching(client: openai.OpenAI, mock_upstream: MockUpstreamProcess) -> None:
+    """A prompt that starts like one answered before is partly cached, from 1024 tokens on, in
+    steps of 128, as OpenAI reports it: inside prompt_tokens, in JSON and in the usage chunk."""
+    system = f"{uuid.uuid4().hex} " + "word " * 1200  # 3 + 1201 tokens, unseen before
+    turn: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Hello, world!"},
+    ]
+    first = client.chat.completions.create(model="m", messages=turn)
+    assert first.usage is not None and first.usage.prompt_tokens == 3 + 1204 + 7
+    assert first.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    answer: ChatCompletionMessageParam = {"role": "assistant", "content": first.choices[0].message.content}
+    again: list[ChatCompletionMessageParam] = [*turn, answer, {"role": "user", "content": "more " * 60}]
+    second = client.chat.completions.create(model="m", messages=again)
+    assert second.usage is not None and second.usage.prompt_tokens == 3 + 1204 + 7 + 19 + 63
+    assert second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens == 1152  # 1204 + 7 → 9 × 128
+    assert second.usage.total_tokens == second.usage.prompt_tokens + 16
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=again, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 1280  # all of `again` but 3: 1293 → 10 × 128
+    assert _billed(mock_upstream)[-3:] == [
+        {"input": 1214, "output": 16, "cached": 0},
+        {"input": 1296, "output": 16, "cached": 1152},
+        {"input": 1296, "output": 16, "cached": 1280},
+    ]
+    # another model shares no cache; the model's other prompts are not cached under 1024 tokens
+    other = client.chat.completions.create(model="other", messages=again)
+    assert other.usage is not None and other.usage.prompt_tokens_details is not None
+    assert other.usage.prompt_tokens_details.cached_tokens == 0
+    short = client.chat.completions.create(model="m", messages=[turn[0], MESSAGES[0]])
+    assert short.usage is not None and short.usage.prompt_tokens_details is not None
+    assert short.usage.prompt_tokens_details.cached_tokens == 1152  # the system message: 1204 → 1152
+
+
+def test_prompt_caching_switches(client: openai.OpenAI, mock_upstream: MockUpstreamProcess) -> None:
+    mock_upstream.configure(cache_min_tokens=0, cache_increment=1)
+    tag = uuid.uuid4().hex
+    turn: list[ChatCompletionMessageParam] = [{"role": "user", "content": f"Hello {tag}"}]
+    body = {"model": "m", "messages": [*turn, MESSAGES[1]]}
+    post_raw(mock_upstream, "/chat/completions", {"model": "m", "messages": turn})
+    usage = json.loads(post_raw(mock_upstream, "/chat/completions", body)[1])["usage"]
+    assert usage == {
+        "prompt_tokens": 3 + 5 + 7,
+        "completion_tokens": 16,
+        "total_tokens": 15 + 16,
+        "prompt_tokens_details": {"cached_tokens": 5, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    # the usage switches apply to the cached count too; it never exceeds the reported prompt
+    mock_upstream.configure(usage_as_strings=True, usage_prompt_tokens=4)
+    usage = json.loads(post_raw(mock_upstream, "/chat/completions", body)[1])["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": "4", "audio_tokens": "0"}
+    mock_upstream.configure(usage_as_strings=False, usage_prompt_tokens=None, prompt_cache=False)
+    usage = json.loads(post_raw(mock_upstream, "/chat/completions", body)[1])["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 0}
+    assert _billed(mock_upstream)[-1] == {"input": 15, "output": 16, "cached": 0}
+    for bad in ({"cache_increment": 0}, {"cache_min_tokens": -1}, {"cache_increment": "128"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            mock_upstream.configure(**bad)
+        assert refused.value.code == 400
+    config = mock_upstream.configure()
+    assert (config["cache_increment"], config["cache_min_tokens"]) == (1, 0)
+
+
+def test_responses_prompt_caching(client: openai.OpenAI, mock_upstream: MockUpstreamProcess) -> None:
+    """The instructions and the context (a previous response's conversation too) are the prefix."""
+    mock_upstream.configure(cache_min_tokens=0, cache_increment=1)
+    tag = uuid.uuid4().hex  # the mock remembers other tests' prompts too
+    instructions, text = f"Be brief, {tag}.", f"Hello, {tag}!"  # 3 + 5 and 3 + 4 tokens
+    first = client.responses.create(model="m", input=text, instructions=instructions)
+    assert first.usage is not None and first.usage.input_tokens == 3 + 8 + 7
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    second = client.responses.create(
+        model="m", input="Again", instructions=instructions, previous_response_id=first.id
+    )
+    # the context: the first input, its answer (3 + 16), the new input
+    assert second.usage is not None and second.usage.input_tokens == 3 + 8 + 7 + 19 + 4
+    assert second.usage.input_tokens_details.cached_tokens == 8 + 7
+    events = list(
+        client.responses.create(
+            model="m", input="More", instructions=instructions, previous_response_id=second.id, stream=True
+        )
+    )
+    assert events[-1].type == "response.completed"
+    final = events[-1].response
+    assert final.usage is not None and final.usage.input_tokens == 3 + 8 + 7 + 19 + 4 + 19 + 4
+    assert final.usage.input_tokens_details.cached_tokens == 8 + 7 + 19 + 4
+    # without the instructions the prefix differs from the first item on
+    alone = client.responses.create(model="m", input=text)
+    assert alone.usage is not None and alone.usage.input_tokens_details.cached_tokens == 0
+    assert _billed(mock_upstream)[-4:] == [
+        {"input": 18, "output": 16, "cached": 0},
+        {"input": 41, "output": 16, "cached": 15},
+        {"input": 64, "output": 16, "cached": 38},
+        {"input": 10, "output": 16, "cached": 0},
+    ]

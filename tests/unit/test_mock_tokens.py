@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from aikeys.mockupstream import replies, schema, tokens
+from aikeys.mockupstream import cache, replies, schema, tokens
 
 
 def _json_children(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -199,3 +199,35 @@ def test_reading_any_request_never_raises(body: dict[str, Any], context: Any) ->
             reply = replies.plan(ask, kind, 5, ignore_cap=False)
             assert reply.generated >= 0
     tokens.count_items(context if isinstance(context, list) else [context], body.get("instructions"))
+
+
+def _messages(*texts: str) -> list[tuple[Any, int]]:
+    messages = [{"role": "user", "content": t} for t in texts]
+    return [(m, tokens.message_tokens(m)) for m in messages]
+
+
+def test_prompt_cache_counts_the_longest_prefix_seen() -> None:
+    seen = cache.PromptCache()
+    assert seen.cached("m", _messages("a b", "c"), increment=1, minimum=0) == 0  # new
+    assert seen.cached("m", _messages("a b", "c"), increment=1, minimum=0) == 5 + 4  # all but the priming
+    assert seen.cached("m", _messages("a b", "c", "d e f"), increment=1, minimum=0) == 5 + 4
+    assert seen.cached("m", _messages("a b", "x"), increment=1, minimum=0) == 5
+    assert seen.cached("other", _messages("a b", "c"), increment=1, minimum=0) == 0  # per model
+    assert seen.cached("m", _messages("x", "a b"), increment=1, minimum=0) == 0  # a prefix, not any part
+
+
+def test_prompt_cache_rounds_down_to_increments_from_the_minimum() -> None:
+    seen = cache.PromptCache()
+    long = ["word " * 600, "more " * 600]  # 603 and 603 tokens
+    assert seen.cached("m", _messages(*long), increment=128, minimum=1024) == 0
+    assert seen.cached("m", _messages(*long, "next"), increment=128, minimum=1024) == 1152  # 1206 → 9 × 128
+    assert seen.cached("m", _messages(long[0], "other"), increment=128, minimum=1024) == 0  # 603 < 1024
+    assert seen.cached("m", _messages(long[0], "other"), increment=128, minimum=0) == 512
+
+
+def test_prompt_cache_forgets_the_least_recently_used() -> None:
+    seen = cache.PromptCache(size=2)
+    seen.cached("m", _messages("a", "b", "c"), increment=1, minimum=0)  # "a" is forgotten at once
+    seen.cached("m", _messages("x"), increment=1, minimum=0)  # "a b" too: "a b c" and "x" are kept
+    assert seen.cached("m", _messages("x"), increment=1, minimum=0) == 4
+    assert seen.cached("m", _messages("a", "b"), increment=1, minimum=0) == 0
