@@ -124,7 +124,12 @@ def test_opencode_run_with_a_tool_call(
     assert bash["state"]["output"].strip() == f"mock command ran in {work}"
     answer = [p["text"] for p in parts if p["type"] == "text"][-1]
     assert answer.strip() == f"The tool returned: mock command ran in {work}"
-    steps = [(p["tokens"]["input"], p["tokens"]["output"]) for p in parts if p["type"] == "step-finish"]
+    # OpenCode shows uncached input and cache reads apart; together they are the prompt
+    steps = [
+        (p["tokens"]["input"] + p["tokens"]["cache"]["read"], p["tokens"]["output"])
+        for p in parts
+        if p["type"] == "step-finish"
+    ]
 
     metered = assert_charged_as_counted(mock_upstream, redis_server, before)
     assert {r["path"] for r in metered.requests} == {"/v1/chat/completions"}
