@@ -7,6 +7,7 @@ tokens inside the input count."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer
 from aikeys.devstack.services import GatewayProcess
 from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
-from aikeys.ledger.store import PeriodState
+from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.mockupstream import tokens
+from aikeys.periods import Period
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for
 from tests.integration.ledgers import period_state
 
@@ -133,6 +135,24 @@ def charged(redis_server: RedisServer, before: PeriodState) -> PeriodState:
     return wait_for(done, 10, "the charge")
 
 
+def recorded(redis_server: RedisServer, model: str) -> tuple[int, int]:
+    """The input tokens, and the cached ones among them, the ledger's usage records hold for
+    `model` today."""
+
+    async def read() -> tuple[int, int]:
+        c = connect(redis_server.url)
+        try:
+            ledger = Ledger(c)
+            a = Allocation(NS, "main", 0, Period.MONTHLY)
+            rows = await ledger.usage(a, [ledger.now().strftime("%Y%m%d")])
+        finally:
+            await c.aclose()
+        mine = [r for r in rows if r.model == model]
+        return sum(r.input_tokens for r in mine), sum(r.cached_tokens for r in mine)
+
+    return asyncio.run(read())
+
+
 def ask(
     ai: openai.OpenAI, api: str, model: str, stream: bool, instructions: str, turns: list[dict[str, str]]
 ) -> Seen:
@@ -201,8 +221,10 @@ def test_a_cached_prefix_is_charged_at_the_cached_price(
     after_first = charged(redis_server, before)
     assert first.cached == 0
     assert after_first.spent - before.spent == price.charge(first.input, 0, first.output)
+    rows_before = recorded(redis_server, model)
     second = ask(ai, api, model, stream, instructions, FIRST + MORE)
     after = charged(redis_server, after_first)
+    rows_after = recorded(redis_server, model)
     assert second.cached == prefix and second.input > prefix  # the first prompt, not the new turns
     # the provider's bill: what the mock counted as cached is what the client was shown
     assert [r["billed"]["cached"] for r in mock_upstream.requests() if "billed" in r] == [0, prefix]
@@ -210,6 +232,8 @@ def test_a_cached_prefix_is_charged_at_the_cached_price(
         second.input - second.cached, second.cached, second.output
     )
     assert after.tokens - after_first.tokens == second.input + second.output  # every input token
+    # the usage records show the cached tokens as part of the input
+    assert (rows_after[0] - rows_before[0], rows_after[1] - rows_before[1]) == (second.input, second.cached)
     assert after.spent - after_first.spent < price.charge(second.input, 0, second.output)
 
 
@@ -249,11 +273,14 @@ def test_a_fallback_is_charged_at_the_backends_prices_per_kind(
     after_first = charged(redis_server, before)
     assert after_first.requests - before.requests == 1  # one charge, at the backend's prices
     assert after_first.spent - before.spent == price.charge(first.input, 0, first.output)
+    rows_before = recorded(redis_server, f"{NS}:q/m")
     seen = ask(ai, "chat", f"{NS}:p/fb", stream, instructions, FIRST + MORE)
     after = charged(redis_server, after_first)
+    rows_after = recorded(redis_server, f"{NS}:q/m")  # recorded under the backend that answered
     assert seen.cached == prefix
     assert [r["billed"]["cached"] for r in second.requests() if "billed" in r] == [0, prefix]
     assert not any("billed" in r for r in mock_upstream.requests())  # failed there, unbilled
+    assert (rows_after[0] - rows_before[0], rows_after[1] - rows_before[1]) == (seen.input, seen.cached)
     uncached = seen.input - seen.cached
     assert after.spent - after_first.spent == price.charge(uncached, seen.cached, seen.output)
     # one rounding: rounding each kind's product on its own would charge more
