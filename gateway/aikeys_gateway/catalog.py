@@ -31,6 +31,7 @@ from aikeys.resources import (
     ProviderType,
     RateLimits,
     ResponsesAPI,
+    parse_model_id,
 )
 from aikeys_gateway.informers import Informer, Key
 
@@ -292,6 +293,13 @@ class Catalog:
 
     def provider(self, namespace: str, name: str) -> ProviderEntry | None:
         return self.providers.objects.get((namespace, name))
+
+    def price(self, model_id: str) -> Price | None:
+        """A model's current prices, by its ID (`owner:provider/model`); None if not served."""
+        parsed = parse_model_id(model_id)
+        provider = self.provider(parsed[0], parsed[1]) if parsed else None
+        model = provider.models.get(parsed[2]) if provider and parsed else None
+        return model.price if model else None
 
     def credential(self, provider: ProviderEntry) -> str | None:
         data = self.secrets.objects.get(self.credentials_secret)

@@ -116,7 +116,7 @@ def router(state: State) -> APIRouter:
                 if alloc is None
                 else await _ledger_call(collect(state.meter.ledger, [alloc], end, days, known))
             )
-            return report(own(records, key), group_by, end, days)
+            return report(own(records, key), group_by, end, days, state.catalog.price)
         if not token:
             raise errors.unauthorized("Send an AI key, or a Kubernetes token with `namespace`.")
         person = await state.kubeauth.person(token)
@@ -131,6 +131,6 @@ def router(state: State) -> APIRouter:
         records = await _ledger_call(
             collect(state.meter.ledger, allocations, end, days, state.catalog.keys.objects)
         )
-        return report(records, group_by, end, days)
+        return report(records, group_by, end, days, state.catalog.price)
 
     return router

@@ -13,14 +13,14 @@ carry the key's name instead: they are shown under that name, as the key of that
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from aikeys.ledger.store import Allocation, Ledger, UsageRow
-from aikeys.money import format_usd
+from aikeys.money import TOKENS_PER_PRICE_UNIT, Price, format_usd
 from aikeys_gateway.catalog import KeyEntry
 
 MAX_DAYS = 100  # usage records are kept 100 days
@@ -70,6 +70,11 @@ class UsageReport(BaseModel):
     totals: Amounts
     groups: list[Group]
     days: list[Day]
+    cache_saved_usd: str = Field(
+        "0.00",
+        description="What cache reads saved against the input price, at the models' current prices "
+        "(USD, decimal string; models no longer served count nothing)",
+    )
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,24 @@ def _name(record: Record, by: GroupBy) -> str:
     return record.namespace
 
 
-def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> UsageReport:
+def cache_savings(records: list[Record], price_of: Callable[[str], Price | None]) -> int:
+    """Nano-USD that cache reads saved against each model's input price (rounded down)."""
+    scaled = 0
+    for r in records:
+        price = price_of(r.row.model) if r.row.cached_tokens else None
+        if price is not None and price.cached_input_per_million is not None:
+            scaled += r.row.cached_tokens * max(price.input_per_million - price.cached_input_per_million, 0)
+    return scaled // TOKENS_PER_PRICE_UNIT
+
+
+def report(
+    records: list[Record],
+    by: GroupBy,
+    until: dt.date,
+    days: int,
+    price_of: Callable[[str], Price | None] | None = None,
+) -> UsageReport:
+    """`price_of`: a model ID's current prices, for what the cache saved."""
     total = _amounts(records)
     grouped: dict[str, list[Record]] = {}
     for r in records:
@@ -198,5 +220,6 @@ def report(records: list[Record], by: GroupBy, until: dt.date, days: int) -> Usa
             **_counts(total),
         ),
         groups=groups,
+        cache_saved_usd=format_usd(cache_savings(records, price_of) if price_of else 0),
         days=day_rows,
     )

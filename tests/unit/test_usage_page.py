@@ -9,6 +9,7 @@ from aikeys_gateway.ui.pages import Viewer, usage_page
 from aikeys_gateway.usage import GroupBy, Record, report
 
 from aikeys.ledger.store import UsageRow
+from aikeys.money import Price
 
 UNTIL = dt.date(2026, 3, 14)
 
@@ -66,9 +67,10 @@ def test_the_page_shows_cached_and_cache_write_tokens() -> None:
         Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 1_000, 50, 700, None, 600, 300)),
         Record("a", "team", UsageRow("20260313", "alice", "m2", 1, 200, 10, 100, None, 150, 0)),
     ]
+    prices = {"m1": Price.parse("2.00", "8.00", cached_input="0.50")}
     page = usage_page(
         Viewer("alice", False, "csrf"),
-        report(records, GroupBy.MODEL, UNTIL, 2),
+        report(records, GroupBy.MODEL, UNTIL, 2, prices.get),
         "a",
         ["a"],
         False,
@@ -83,6 +85,8 @@ def test_the_page_shows_cached_and_cache_write_tokens() -> None:
         "300",
     )
     assert seen.by_id["total-output"] == "60"
+    # 600 reads × 1.50 USD per million (m2 has no cache price)
+    assert seen.by_id["cache-saved"] == "0.00090 USD"
     head, *groups = seen.rows["breakdown"]
     assert head[3:8] == ["Input tokens", "Cached", "Cache writes", "Output tokens", "Requests"]
     assert {g[0]: g[3:8] for g in groups} == {

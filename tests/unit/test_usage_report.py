@@ -122,3 +122,21 @@ def test_keys_are_told_apart_by_uid_not_by_name() -> None:
     by_owner = report(records, GroupBy.OWNER, UNTIL, 3).groups
     assert [(g.name, g.requests) for g in by_owner] == [("alice", 5), ("(none)", 3), ("bob", 3)]
     assert [r.row.key for r in own(records, new)] == ["uid-2", "k"]
+
+
+def test_what_the_cache_saved_at_each_model_s_current_prices() -> None:
+    """Cache reads × (input − cached input) per model, rounded down once; models without a cached
+    price, or no longer served, saved nothing."""
+    from aikeys.money import Price
+
+    rows = [
+        Record("a", "team", UsageRow("20260314", "alice", "m1", 2, 100_000, 10, 5, None, 45_000, 0)),
+        Record("a", "team", UsageRow("20260314", "bob", "m1", 1, 3, 1, 1, None, 1, 0)),
+        Record("a", "team", UsageRow("20260314", "bob", "m2", 1, 900, 1, 1, None, 900, 0)),
+        Record("a", "team", UsageRow("20260314", "bob", "gone", 1, 900, 1, 1, None, 900, 0)),
+    ]
+    prices = {"m1": Price.parse("1.25", "10.00", cached_input="0.125"), "m2": Price.parse("1.00", "2.00")}
+    r = report(rows, GroupBy.MODEL, UNTIL, 1, prices.get)
+    # (45,000 + 1) × 1.125 USD per million = 0.050626125 USD
+    assert r.cache_saved_usd == "0.050626125"
+    assert report(rows, GroupBy.MODEL, UNTIL, 1).cache_saved_usd == "0.00"

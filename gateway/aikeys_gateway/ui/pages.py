@@ -587,6 +587,7 @@ def usage_page(
 <div class="stat"><span class="label">Total spend</span><span class="value" id="total-spend">{usd(t.cost_usd)} <small>USD</small></span></div>
 <div class="stat"><span class="label">Input tokens</span><span class="value" id="total-input">{number(t.input_tokens)}</span></div>
 <div class="stat"><span class="label">Cached input: read / written</span><span class="value"><span id="total-cached">{number(t.cached_tokens)}</span> <small>/ <span id="total-cache-writes">{number(t.cache_write_tokens)}</span></small></span></div>
+<div class="stat"><span class="label">The cache saved</span><span class="value" id="cache-saved">{usd(report.cache_saved_usd)} <small>USD</small></span></div>
 <div class="stat"><span class="label">Output tokens</span><span class="value" id="total-output">{number(t.output_tokens)}</span></div>
 <div class="stat"><span class="label">Requests</span><span class="value" id="total-requests">{number(t.requests)}</span></div>
 </section>

@@ -351,7 +351,7 @@ class UI:
                 a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
             ]
             records = await collect(ledger, allocations, end, days, known)
-        result = report(records, by, end, days)
+        result = report(records, by, end, days, state.catalog.price)
         rows = []
         for alloc in sorted(allocations, key=lambda a: (a.namespace, a.name)):
             spent = (await ledger.period_state(alloc, _now())).spent
