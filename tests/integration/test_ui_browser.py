@@ -2,7 +2,7 @@
 browser): sign in with a ServiceAccount token, create a key (shown once, never again), use it with
 the OpenAI SDK, filter the list, revoke (401 within a second), read the usage page against the
 ledger; a token without RBAC sees nothing. Screenshots of both pages are saved (AIKEYS_SCREENSHOTS
-names a folder to copy them to; README's come from such a run)."""
+names a folder to copy them to; docs/using.md's come from such a run)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def browser(playwright_dir: Path, tmp_path: Path) -> Iterator[Browser]:
 
 
 def keep(shot: Path) -> None:
-    """Copy a screenshot to AIKEYS_SCREENSHOTS, when set (README's pictures come from such a run)."""
+    """Copy a screenshot to AIKEYS_SCREENSHOTS, when set (docs/using.md's pictures come from such a run)."""
     target = os.environ.get("AIKEYS_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
