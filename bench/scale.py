@@ -675,7 +675,7 @@ class Scale:
         self.run_async(self._catalog)
 
     async def _catalog(self, kube: KubeClient) -> None:
-        from aikeys_gateway.catalog import Catalog
+        from aikeys_gateway.cache.catalog import Catalog
 
         namespace, name = CREDENTIALS.split("/")
         catalog = Catalog(kube, (namespace, name))

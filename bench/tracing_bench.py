@@ -53,7 +53,7 @@ def sink_count(url: str) -> int:
 def hooks_off() -> tuple[float, float]:
     """ns per request of the hooks as proxy.py runs them when Gateway.tracer is None, and (for
     scale) of building the request's Exchange."""
-    from aikeys_gateway.proxy import Exchange, Gateway
+    from aikeys_gateway.pipeline.pipeline import Exchange, Gateway
 
     from aikeys.estimate import Endpoint
 
@@ -83,9 +83,9 @@ def hooks_off() -> tuple[float, float]:
 
 def in_process(requests: int, sink: str) -> dict[str, float]:
     """A real tracer, batching to the sink over OTLP/HTTP."""
-    from aikeys_gateway import tracing
-    from aikeys_gateway.catalog import ModelEntry, ProviderEntry
-    from aikeys_gateway.routing import Route
+    from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
+    from aikeys_gateway.observe import tracing
+    from aikeys_gateway.pipeline.routing import Route
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from starlette.requests import Request
 

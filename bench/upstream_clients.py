@@ -4,7 +4,7 @@
 
 A bare ASGI app (no framework, no auth, no ledger) forwards each POST body to the mock upstream
 with one shared client and returns its answer; wrk drives it at 32 connections. Only the client
-calls differ between the rows: httpx, aiohttp, and `aikeys_gateway.httpclient.Client` (the
+calls differ between the rows: httpx, aiohttp, and `aikeys_gateway.upstreams.client.Client` (the
 keep-alive HTTP/1.1 client the gateway uses for upstream calls). This isolates the cost of the
 HTTP client.
 """
@@ -43,7 +43,7 @@ def make_app(kind: str, upstream: str) -> Any:
 
                         state["client"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
                     else:
-                        from aikeys_gateway.httpclient import Client
+                        from aikeys_gateway.upstreams.client import Client
 
                         state["client"] = Client()
                     await send({"type": "lifespan.startup.complete"})
@@ -113,7 +113,7 @@ def main() -> None:
         "",
         "A bare ASGI proxy (no framework, no auth, no ledger) forwarding each request to the mock"
         " upstream through one shared client; only the client calls differ between the rows."
-        " `gateway` is `aikeys_gateway.httpclient.Client`, the keep-alive HTTP/1.1 client the gateway"
+        " `gateway` is `aikeys_gateway.upstreams.client.Client`, the keep-alive HTTP/1.1 client the gateway"
         " uses for its upstream calls.",
         "",
         "| client | req/s | p50 ms | p90 ms | p99 ms | errors |",

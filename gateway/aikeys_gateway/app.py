@@ -22,18 +22,20 @@ from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Ledger, connect, pipelined
-from aikeys_gateway import errors, openai_routes, reports, ui
-from aikeys_gateway.catalog import Catalog
+from aikeys_gateway import errors, ui
+from aikeys_gateway.cache.catalog import Catalog
 from aikeys_gateway.config import Settings
-from aikeys_gateway.httpclient import Client
-from aikeys_gateway.intake import request_id
 from aikeys_gateway.kubeauth import KubeAuth
-from aikeys_gateway.logs import configure_logging
-from aikeys_gateway.metrics import Metrics
-from aikeys_gateway.openai_routes import PREFIX
-from aikeys_gateway.proxy import Gateway
-from aikeys_gateway.stored import StoredResponses
-from aikeys_gateway.tracing import setup as setup_tracing
+from aikeys_gateway.observe.logs import configure_logging
+from aikeys_gateway.observe.metrics import Metrics
+from aikeys_gateway.observe.tracing import setup as setup_tracing
+from aikeys_gateway.pipeline.intake import request_id
+from aikeys_gateway.pipeline.pipeline import Gateway
+from aikeys_gateway.surfaces.openai import routes as openai_routes
+from aikeys_gateway.surfaces.openai.routes import PREFIX
+from aikeys_gateway.surfaces.openai.stored import StoredResponses
+from aikeys_gateway.upstreams.client import Client
+from aikeys_gateway.usage import api as reports
 
 log = logging.getLogger("aikeys.gateway")
 UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: not traffic

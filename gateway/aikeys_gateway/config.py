@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aikeys import credentials
 from aikeys.ledger.meter import FailurePolicy
 from aikeys.settings import env_float, env_int
-from aikeys_gateway.tracing import otlp_endpoint
+from aikeys_gateway.observe.tracing import otlp_endpoint
 
 
 def _flag(name: str, default: bool) -> bool:

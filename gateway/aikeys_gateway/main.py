@@ -15,7 +15,8 @@ from aikeys_gateway.serving import GatewayHttpProtocol
 
 def create_app() -> Any:
     """The gateway app, with the usage API's listener beside it when AIKEYS_USAGE_API_PORT is set."""
-    from aikeys_gateway import aggregated, app
+    from aikeys_gateway import app
+    from aikeys_gateway.usage import aggregated
 
     settings = aggregated.Settings.from_env()
     gateway = app.create_app()
@@ -57,7 +58,8 @@ def main(host: str, port: int, workers: int) -> None:
     (32+ random characters, the same on every replica), AIKEYS_UI_SECURE_COOKIES (auto, always or
     never), AIKEYS_UI_SESSION_HOURS (default 8).
     """
-    from aikeys_gateway import aggregated, ui
+    from aikeys_gateway import ui
+    from aikeys_gateway.usage import aggregated
 
     try:
         aggregated.Settings.from_env()  # a bad value stops here, with the variable's name

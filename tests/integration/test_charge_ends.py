@@ -11,13 +11,13 @@ import uuid
 from typing import Any, cast
 
 import pytest
-from aikeys_gateway.catalog import KeyEntry, KeySpec, KeyStatus, ModelEntry, ProviderEntry
-from aikeys_gateway.charge import Charge
+from aikeys_gateway.cache.catalog import KeyEntry, KeySpec, KeyStatus, ModelEntry, ProviderEntry
 from aikeys_gateway.config import Settings
-from aikeys_gateway.httpclient import Client
-from aikeys_gateway.metrics import Metrics
-from aikeys_gateway.proxy import Exchange, Gateway
-from aikeys_gateway.routing import Route
+from aikeys_gateway.observe.metrics import Metrics
+from aikeys_gateway.pipeline.pipeline import Exchange, Gateway
+from aikeys_gateway.pipeline.reservation import Charge
+from aikeys_gateway.pipeline.routing import Route
+from aikeys_gateway.upstreams.client import Client
 
 from aikeys.devstack.redis import RedisServer
 from aikeys.generated import Output

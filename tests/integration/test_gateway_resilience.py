@@ -11,8 +11,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from aikeys_gateway.catalog import key_entry
-from aikeys_gateway.informers import Informer
+from aikeys_gateway.cache.catalog import key_entry
+from aikeys_gateway.cache.informers import Informer
 from openai.types.chat import ChatCompletionMessageParam
 
 from aikeys.devstack.controlplane import ControlPlane

@@ -1,4 +1,4 @@
-"""The gateway's own HTTP/1.1 upstream client (aikeys_gateway.httpclient) over real loopback sockets.
+"""The gateway's own HTTP/1.1 upstream client (aikeys_gateway.upstreams.client) over real loopback sockets.
 
 Most servers here are small asyncio servers in this file that send exact bytes and record exact
 bytes (`RawServer`); a few tests use the project's mock upstream and a real nginx. Every test is
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aikeys_gateway.httpclient import (
+from aikeys_gateway.upstreams.client import (
     HIGH_WATER,
     Client,
     Response,

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aikeys_gateway.catalog import key_entry
-from aikeys_gateway.informers import Informer
+from aikeys_gateway.cache.catalog import key_entry
+from aikeys_gateway.cache.informers import Informer
 
 from aikeys.devstack.controlplane import ControlPlane
 from aikeys.devstack.redis import RedisServer

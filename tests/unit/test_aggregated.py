@@ -6,7 +6,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from aikeys_gateway.aggregated import (
+from aikeys_gateway.cache.catalog import key_entry
+from aikeys_gateway.usage.aggregated import (
     FrontProxy,
     Settings,
     User,
@@ -16,8 +17,7 @@ from aikeys_gateway.aggregated import (
     table,
     user_from_headers,
 )
-from aikeys_gateway.catalog import key_entry
-from aikeys_gateway.usage import Record
+from aikeys_gateway.usage.records import Record
 
 from aikeys.ledger.store import UsageRow
 from aikeys.settings import SettingsError

@@ -9,11 +9,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from aikeys_gateway import aggregated
-from aikeys_gateway.auth import authenticate, presented_key
-from aikeys_gateway.catalog import Catalog
+from aikeys_gateway.cache.catalog import Catalog
 from aikeys_gateway.errors import GatewayError
 from aikeys_gateway.kubeauth import USAGE, KubeAuth, Person
+from aikeys_gateway.pipeline.auth import authenticate, presented_key
+from aikeys_gateway.usage import aggregated
 
 from aikeys import keys
 from aikeys.kube.client import KubeClient

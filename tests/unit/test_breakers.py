@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from aikeys_gateway.breakers import Breakers
-from aikeys_gateway.catalog import ModelEntry, ProviderEntry
-from aikeys_gateway.routing import Route
+from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
+from aikeys_gateway.pipeline.breakers import Breakers
+from aikeys_gateway.pipeline.routing import Route
 
 from aikeys.money import Price
 from aikeys.resources import ProviderType

@@ -9,7 +9,7 @@ import json
 import tracemalloc
 from typing import Any
 
-from aikeys_gateway.catalog import KeyEntry, key_entry
+from aikeys_gateway.cache.catalog import KeyEntry, key_entry
 
 
 def _aikey(i: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from aikeys_gateway.eventstream import EventStream
+from aikeys_gateway.surfaces.eventstream import EventStream
 from starlette.background import BackgroundTask
 from starlette.types import Message
 

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from aikeys_gateway.httpclient import UpstreamTooLarge
-from aikeys_gateway.streaming import MAX_EVENT_BYTES, ChatReader, SSEFilter, json_output
+from aikeys_gateway.surfaces.openai.readers import MAX_EVENT_BYTES, ChatReader, SSEFilter, json_output
+from aikeys_gateway.upstreams.client import UpstreamTooLarge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aikeys_gateway import tracing
-from aikeys_gateway.catalog import ModelEntry, ProviderEntry
-from aikeys_gateway.proxy import Exchange, Gateway
-from aikeys_gateway.routing import Route
-from aikeys_gateway.streaming import ChatReader, ResponsesReader, SSEFilter
+from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
+from aikeys_gateway.observe import tracing
+from aikeys_gateway.pipeline.pipeline import Exchange, Gateway
+from aikeys_gateway.pipeline.routing import Route
+from aikeys_gateway.surfaces.openai.readers import ChatReader, ResponsesReader, SSEFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
@@ -381,7 +381,9 @@ def test_the_tap_keeps_the_responses_readers_own_state(
 def test_off_the_gateway_has_no_tracer_and_never_loads_the_sdk() -> None:
     code = (
         "import sys\n"
-        "from aikeys_gateway import app, proxy, tracing\n"
+        "from aikeys_gateway import app\n"
+        "from aikeys_gateway.observe import tracing\n"
+        "from aikeys_gateway.pipeline import pipeline as proxy\n"
         "from aikeys_gateway.config import Settings\n"
         "assert Settings(redis_url='redis://x').otlp_endpoint == ''\n"
         "assert tracing.setup('') is None and proxy.Gateway.tracer is None\n"

@@ -8,9 +8,9 @@ from typing import Any, get_args
 
 import orjson
 import pytest
-from aikeys_gateway import translate
 from aikeys_gateway.errors import GatewayError
-from aikeys_gateway.streaming import SSEFilter
+from aikeys_gateway.surfaces.openai import translate
+from aikeys_gateway.surfaces.openai.readers import SSEFilter
 from openai.types.responses import Response, ResponseStreamEvent
 
 EVENT_TYPES = {

@@ -6,7 +6,7 @@ import datetime as dt
 from html.parser import HTMLParser
 
 from aikeys_gateway.ui.pages import Viewer, usage_page
-from aikeys_gateway.usage import GroupBy, Record, report
+from aikeys_gateway.usage.records import GroupBy, Record, report
 
 from aikeys.ledger.store import UsageRow
 from aikeys.money import Price

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from aikeys_gateway.catalog import key_entry
-from aikeys_gateway.usage import GroupBy, Record, day_ids, own, report, resolve
+from aikeys_gateway.cache.catalog import key_entry
+from aikeys_gateway.usage.records import GroupBy, Record, day_ids, own, report, resolve
 
 from aikeys.ledger.store import KeyLabel, UsageRow
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from aikeys_gateway.usage import Amounts, UsageReport
+from aikeys_gateway.usage.records import Amounts, UsageReport
 
 PERIODS = (7, 30, 90)
 CURRENT_PAGE = ' aria-current="page"'

@@ -25,9 +25,9 @@ from aikeys.ledger.store import LedgerUnavailable
 from aikeys.money import format_usd
 from aikeys.resources import NAME_PATTERN
 from aikeys_gateway import errors
-from aikeys_gateway.auth import authenticate
-from aikeys_gateway.catalog import KeyEntry
+from aikeys_gateway.cache.catalog import KeyEntry
 from aikeys_gateway.kubeauth import AIKEYS, USAGE, Person
+from aikeys_gateway.pipeline.auth import authenticate
 from aikeys_gateway.ui import pages, person
 from aikeys_gateway.ui.session import (
     COOKIE,
@@ -43,7 +43,7 @@ from aikeys_gateway.ui.session import (
     same,
     set_cookie,
 )
-from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, own, report
+from aikeys_gateway.usage.records import MAX_DAYS, GroupBy, UsageReport, collect, own, report
 
 if TYPE_CHECKING:
     from aikeys_gateway.app import State

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aikeys_gateway import errors
-from aikeys_gateway.catalog import Catalog, KeyEntry, ProviderEntry
-from aikeys_gateway.httpclient import Client, UpstreamError
-from aikeys_gateway.routing import auth_headers, provider_url
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry, ProviderEntry
+from aikeys_gateway.pipeline.routing import auth_headers, provider_url
+from aikeys_gateway.upstreams.client import Client, UpstreamError
 
 TTL_SECONDS = 30 * 86_400
 

@@ -20,7 +20,7 @@ import orjson
 from aikeys import limits
 from aikeys.generated import Output, Usage, reported_usage
 from aikeys_gateway import errors
-from aikeys_gateway.streaming import DONE, ChatReader
+from aikeys_gateway.surfaces.openai.readers import DONE, ChatReader
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "user", "seed", "top_logprobs", "service_tier")
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}

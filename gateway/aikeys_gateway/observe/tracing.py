@@ -49,8 +49,8 @@ if TYPE_CHECKING:  # the SDK itself is imported only when tracing is on
     from starlette.requests import Request
 
     from aikeys.generated import Output, Usage
-    from aikeys_gateway.routing import Route
-    from aikeys_gateway.streaming import Reader, SSEFilter
+    from aikeys_gateway.pipeline.routing import Route
+    from aikeys_gateway.surfaces.openai.readers import Reader, SSEFilter
 
 log = logging.getLogger("aikeys.gateway.tracing")
 

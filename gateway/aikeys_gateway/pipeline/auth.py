@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from aikeys import keys
 from aikeys.lifecycle import accepts
-from aikeys_gateway.catalog import Catalog, KeyEntry
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry
 from aikeys_gateway.errors import unauthorized
 
 MISSING = (

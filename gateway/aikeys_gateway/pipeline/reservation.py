@@ -28,12 +28,12 @@ from aikeys.generated import Output, Usage
 from aikeys.ledger.meter import PendingSettle
 from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate, LedgerUnavailable
 from aikeys.money import NANO_PER_USD, format_usd
-from aikeys_gateway.catalog import KeyEntry
-from aikeys_gateway.routing import Route
-from aikeys_gateway.stored import Owner
+from aikeys_gateway.cache.catalog import KeyEntry
+from aikeys_gateway.pipeline.routing import Route
+from aikeys_gateway.surfaces.openai.stored import Owner
 
 if TYPE_CHECKING:
-    from aikeys_gateway.proxy import Gateway
+    from aikeys_gateway.pipeline.pipeline import Gateway
 
 log = logging.getLogger("aikeys.gateway.charge")
 

@@ -33,7 +33,7 @@ from aikeys.resources import (
     ResponsesAPI,
     parse_model_id,
 )
-from aikeys_gateway.informers import Informer, Key
+from aikeys_gateway.cache.informers import Informer, Key
 
 API = f"{GROUP}/{VERSION}"
 OPENAI_HOST = "api.openai.com"  # a provider there is OpenAI itself (its vocabularies, its parameters)

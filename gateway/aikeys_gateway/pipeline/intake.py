@@ -15,7 +15,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from aikeys import limits
 from aikeys.estimate import Endpoint
-from aikeys_gateway import errors, schemas
+from aikeys_gateway import errors
+from aikeys_gateway.surfaces.openai import schemas
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REQUIRED = {

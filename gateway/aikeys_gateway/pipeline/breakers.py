@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aikeys_gateway.routing import Route
+from aikeys_gateway.pipeline.routing import Route
 
 
 @dataclass

@@ -16,8 +16,8 @@ from aikeys.money import format_usd
 from aikeys.periods import window
 from aikeys.resources import NAMESPACE_OR_STAR
 from aikeys_gateway import errors
-from aikeys_gateway.auth import authenticate, presented_key
-from aikeys_gateway.usage import MAX_DAYS, GroupBy, UsageReport, collect, own, report
+from aikeys_gateway.pipeline.auth import authenticate, presented_key
+from aikeys_gateway.usage.records import MAX_DAYS, GroupBy, UsageReport, collect, own, report
 
 if TYPE_CHECKING:
     from aikeys_gateway.app import State

@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from aikeys.limits import truncate
 from aikeys_gateway import errors
-from aikeys_gateway.auth import authenticate
-from aikeys_gateway.intake import request_id
+from aikeys_gateway.pipeline.auth import authenticate
+from aikeys_gateway.pipeline.intake import request_id
 
 if TYPE_CHECKING:
     from aikeys_gateway.app import State

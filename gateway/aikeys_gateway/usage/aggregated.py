@@ -39,9 +39,9 @@ from aikeys.kube.client import ApiError, KubeClient
 from aikeys.ledger.store import Ledger, LedgerUnavailable
 from aikeys.money import format_usd
 from aikeys.settings import SettingsError, env_int, env_str
-from aikeys_gateway.catalog import Catalog, KeyEntry
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry
 from aikeys_gateway.kubeauth import TTLCache
-from aikeys_gateway.usage import MAX_DAYS, Record, collect, day_ids
+from aikeys_gateway.usage.records import MAX_DAYS, Record, collect, day_ids
 
 log = logging.getLogger("aikeys.gateway.aggregated")
 

@@ -41,16 +41,15 @@ from aikeys.ledger.store import (
     ReserveStatus,
 )
 from aikeys.money import NANO_PER_USD, format_usd
-from aikeys_gateway import errors, ratelimits, translate
-from aikeys_gateway.auth import authenticate
-from aikeys_gateway.breakers import Breakers
-from aikeys_gateway.catalog import Catalog, KeyEntry
-from aikeys_gateway.charge import Charge
+from aikeys_gateway import errors
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry
 from aikeys_gateway.config import Settings
-from aikeys_gateway.eventstream import EventStream
-from aikeys_gateway.httpclient import Client, Unanswered, UpstreamError, UpstreamTooLarge
-from aikeys_gateway.httpclient import Response as Upstream
-from aikeys_gateway.intake import (
+from aikeys_gateway.observe.metrics import Metrics
+from aikeys_gateway.observe.tracing import RequestSpan, Tracing
+from aikeys_gateway.pipeline import ratelimits
+from aikeys_gateway.pipeline.auth import authenticate
+from aikeys_gateway.pipeline.breakers import Breakers
+from aikeys_gateway.pipeline.intake import (
     headers_of,
     new_id,
     parse_json_object,
@@ -59,11 +58,14 @@ from aikeys_gateway.intake import (
     serialize,
     validate,
 )
-from aikeys_gateway.metrics import Metrics
-from aikeys_gateway.routing import Route, resolve
-from aikeys_gateway.stored import Owner, StoredResponses
-from aikeys_gateway.streaming import ChatReader, Reader, ResponsesReader, SSEFilter, json_output
-from aikeys_gateway.tracing import RequestSpan, Tracing
+from aikeys_gateway.pipeline.reservation import Charge
+from aikeys_gateway.pipeline.routing import Route, resolve
+from aikeys_gateway.surfaces.eventstream import EventStream
+from aikeys_gateway.surfaces.openai import translate
+from aikeys_gateway.surfaces.openai.readers import ChatReader, Reader, ResponsesReader, SSEFilter, json_output
+from aikeys_gateway.surfaces.openai.stored import Owner, StoredResponses
+from aikeys_gateway.upstreams.client import Client, Unanswered, UpstreamError, UpstreamTooLarge
+from aikeys_gateway.upstreams.client import Response as Upstream
 
 log = logging.getLogger("aikeys.gateway.access")
 

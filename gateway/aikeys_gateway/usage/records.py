@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from aikeys.ledger.store import Allocation, Ledger, UsageRow
 from aikeys.money import TOKENS_PER_PRICE_UNIT, Price, format_usd
-from aikeys_gateway.catalog import KeyEntry
+from aikeys_gateway.cache.catalog import KeyEntry
 
 MAX_DAYS = 100  # usage records are kept 100 days
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aikeys.limits import truncate
 from aikeys.resources import ProviderType, parse_model_id
-from aikeys_gateway.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
 from aikeys_gateway.errors import forbidden, invalid_request, not_found
 
 

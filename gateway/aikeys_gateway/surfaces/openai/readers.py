@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from aikeys.generated import Output, Usage, reported_usage
-from aikeys_gateway.httpclient import UpstreamTooLarge
+from aikeys_gateway.upstreams.client import UpstreamTooLarge
 
 DONE = b"[DONE]"
 _ENDS = ("response.completed", "response.incomplete", "response.failed")
