@@ -2,11 +2,11 @@
 
     python -m bench.tracing_bench [--seconds 8] [--rounds 3] [--requests 20000] [--no-gateway] [--out FILE]
 
-1. In process: the tracing work of one request exactly as proxy.py calls it (start with a
+1. In process: the tracing work of one request exactly as pipeline.py calls it (start with a
    caller's traceparent, request settings, upstream headers, the answer, end with the access-log
    context), with the SDK's batch processor exporting over OTLP/HTTP to a receiver in another
    process. CPU per request = this process's CPU time (request path + exporter thread) / requests;
-   the request path alone is the main thread's. Off: the `is not None` tests proxy.py runs.
+   the request path alone is the main thread's. Off: the `is not None` tests pipeline.py runs.
 2. The real gateway under wrk (32 connections, non-streaming chat), tracing off and on, in
    alternating runs: req/s and the gateway process's CPU time per request (utime + stime from
    /proc, all threads).
@@ -51,13 +51,14 @@ def sink_count(url: str) -> int:
 
 
 def hooks_off() -> tuple[float, float]:
-    """ns per request of the hooks as proxy.py runs them when Gateway.tracer is None, and (for
+    """ns per request of the hooks as pipeline.py runs them when Pipeline.tracer is None, and (for
     scale) of building the request's Exchange."""
-    from aikeys_gateway.pipeline.pipeline import Exchange, Gateway
+    from aikeys_gateway.pipeline.exchange import Exchange
+    from aikeys_gateway.pipeline.pipeline import Pipeline
 
     from aikeys.estimate import Endpoint
 
-    gw = Gateway.__new__(Gateway)
+    gw = Pipeline.__new__(Pipeline)
     ex = Exchange("rid", Endpoint.CHAT, 0.0)
 
     def hooks() -> None:
@@ -237,7 +238,7 @@ def main() -> None:
         "",
         "| tracing | per request |",
         "| --- | --- |",
-        f"| off: the `is not None` tests in proxy.py | {off_ns:.0f} ns |",
+        f"| off: the `is not None` tests in pipeline.py | {off_ns:.0f} ns |",
         f"| (for scale: building the request's Exchange) | {exchange_ns:.0f} ns |",
         f"| on: on the request path (event-loop thread CPU) | {micro['on_path_us']:.1f} µs |",
         f"| on: all CPU, exporter thread included | {micro['on_cpu_us']:.1f} µs |",

@@ -30,10 +30,11 @@ from aikeys_gateway.observe.logs import configure_logging
 from aikeys_gateway.observe.metrics import Metrics
 from aikeys_gateway.observe.tracing import setup as setup_tracing
 from aikeys_gateway.pipeline.intake import request_id
-from aikeys_gateway.pipeline.pipeline import Gateway
+from aikeys_gateway.pipeline.pipeline import Pipeline
 from aikeys_gateway.surfaces.openai import routes as openai_routes
 from aikeys_gateway.surfaces.openai.routes import PREFIX
 from aikeys_gateway.surfaces.openai.stored import StoredResponses
+from aikeys_gateway.surfaces.openai.surface import OpenAISurface
 from aikeys_gateway.upstreams.client import Client
 from aikeys_gateway.usage import api as reports
 
@@ -62,8 +63,9 @@ class State:
         self.metrics = Metrics(per_key=s.metrics_per_key)
         self.http = Client(connect_timeout=s.upstream_connect_timeout)
         self.stored = StoredResponses(self.redis, s.responses_ttl, s.max_answer_bytes)
-        self.gateway = Gateway(s, self.catalog, self.meter, self.metrics, self.http, self.stored)
-        self.gateway.tracer = setup_tracing(s.otlp_endpoint)  # None: tracing off
+        tracer = setup_tracing(s.otlp_endpoint)  # None: tracing off
+        self.gateway = Pipeline(s, self.catalog, self.meter, self.metrics, self.http, tracer=tracer)
+        self.openai = OpenAISurface(self.catalog, self.stored)
         self.kubeauth = KubeAuth(self.kube)
         self.catalog.start()
         with contextlib.suppress(Exception):  # open the pool now, not on the first requests
@@ -115,7 +117,7 @@ class FastPath:
                 await self._observed(scope, receive, send)
             return
         request = Request(scope, receive)
-        response = await self.state.gateway.handle(request, endpoint)  # never raises
+        response = await self.state.gateway.handle(request, self.state.openai, endpoint)  # never raises
         await response(scope, receive, send)
 
     async def _observed(self, scope: Any, receive: Any, send: Any) -> None:
@@ -182,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastPath:
 
     def proxy(endpoint: Endpoint) -> Any:
         async def handler(request: Request) -> Response:
-            return await state.gateway.handle(request, endpoint)
+            return await state.gateway.handle(request, state.openai, endpoint)
 
         handler.__name__ = endpoint.name.lower()
         handler.__doc__ = f"OpenAI-compatible `POST /{endpoint.value}`, metered against the key's Allocation."

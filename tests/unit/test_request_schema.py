@@ -14,7 +14,7 @@ import pytest
 from aikeys_gateway.errors import GatewayError
 from aikeys_gateway.pipeline.intake import serialize, validate
 from aikeys_gateway.surfaces.openai import schemas, translate
-from aikeys_gateway.surfaces.openai.readers import SSEFilter
+from aikeys_gateway.upstreams.sse import SSEFilter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openai.types import completion_create_params as completion_params

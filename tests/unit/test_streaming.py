@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from aikeys_gateway.surfaces.openai.readers import MAX_EVENT_BYTES, ChatReader, SSEFilter, json_output
 from aikeys_gateway.upstreams.client import UpstreamTooLarge
+from aikeys_gateway.upstreams.openai import ChatReader, json_output
+from aikeys_gateway.upstreams.sse import MAX_EVENT_BYTES, SSEFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 import pytest
 from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
 from aikeys_gateway.observe import tracing
-from aikeys_gateway.pipeline.pipeline import Exchange, Gateway
+from aikeys_gateway.pipeline.exchange import Exchange
+from aikeys_gateway.pipeline.pipeline import Pipeline
 from aikeys_gateway.pipeline.routing import Route
-from aikeys_gateway.surfaces.openai.readers import ChatReader, ResponsesReader, SSEFilter
+from aikeys_gateway.upstreams.openai import ChatReader, ResponsesReader
+from aikeys_gateway.upstreams.sse import SSEFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
@@ -386,7 +388,7 @@ def test_off_the_gateway_has_no_tracer_and_never_loads_the_sdk() -> None:
         "from aikeys_gateway.pipeline import pipeline as proxy\n"
         "from aikeys_gateway.config import Settings\n"
         "assert Settings(redis_url='redis://x').otlp_endpoint == ''\n"
-        "assert tracing.setup('') is None and proxy.Gateway.tracer is None\n"
+        "assert tracing.setup('') is None and proxy.Pipeline.tracer is None\n"
         "prefixes = ('opentelemetry.sdk.trace', 'opentelemetry.exporter')\n"
         "loaded = [m for m in sys.modules if m.startswith(prefixes)]\n"
         "assert not loaded, loaded\n"
@@ -400,7 +402,7 @@ def test_off_the_gateway_has_no_tracer_and_never_loads_the_sdk() -> None:
 def test_off_a_request_pays_only_the_none_tests() -> None:
     """With tracing off, the hooks are `is not None` tests on the request path: time them as the
     gateway runs them (five for a request with one upstream attempt) against the same loop without them."""
-    gw = Gateway.__new__(Gateway)  # no clients needed: only the tracer attribute is read
+    gw = Pipeline.__new__(Pipeline)  # no clients needed: only the tracer attribute is read
     assert gw.tracer is None
     n = 200_000
 

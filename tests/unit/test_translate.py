@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aikeys_gateway.errors import GatewayError
 from aikeys_gateway.surfaces.openai import translate
-from aikeys_gateway.surfaces.openai.readers import SSEFilter
+from aikeys_gateway.upstreams.sse import SSEFilter
 from openai.types.responses import Response, ResponseStreamEvent
 
 EVENT_TYPES = {

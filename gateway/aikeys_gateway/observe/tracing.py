@@ -42,15 +42,14 @@ from opentelemetry.trace.span import TraceState
 from aikeys import __version__
 from aikeys.estimate import Endpoint, OutputCap
 from aikeys.resources import ProviderType
+from aikeys_gateway.upstreams.sse import Delegating, Reader, SSEFilter
 
 if TYPE_CHECKING:  # the SDK itself is imported only when tracing is on
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from starlette.requests import Request
 
-    from aikeys.generated import Output, Usage
     from aikeys_gateway.pipeline.routing import Route
-    from aikeys_gateway.surfaces.openai.readers import Reader, SSEFilter
 
 log = logging.getLogger("aikeys.gateway.tracing")
 
@@ -200,7 +199,7 @@ class RequestSpan:
     def watch(self, sse: SSEFilter) -> None:
         """A stream: read its events on the way past, for the first chunk's time and the answer's
         model, id and finish reasons."""
-        sse.reader = _Tap(sse.reader, self)
+        sse.inner = _Tap(sse.inner, self)
 
     def chunk(self, data: Any) -> None:
         if not self.first_chunk:
@@ -284,31 +283,16 @@ def _error_type(ctx: dict[str, Any]) -> str | None:
     return "upstream_broke" if ctx.get("upstream_broke") else None
 
 
-class _Tap:
+class _Tap(Delegating):
     """A stream reader that shows each event to the span, then hands it on unchanged."""
 
     def __init__(self, inner: Reader, span: RequestSpan):
-        self.inner = inner
+        super().__init__(inner)
         self.span = span
-
-    @property
-    def usage(self) -> Usage | None:
-        return self.inner.usage
-
-    @property
-    def output(self) -> Output:
-        return self.inner.output
-
-    @property
-    def done(self) -> bool:
-        return self.inner.done
 
     def read(self, raw: bytes, data: Any) -> bytes:
         self.span.chunk(data)
         return self.inner.read(raw, data)
-
-    def close(self) -> bytes:
-        return self.inner.close()
 
     def __getattr__(self, name: str) -> Any:  # the reader's own state (e.g. response_id)
         return getattr(self.inner, name)

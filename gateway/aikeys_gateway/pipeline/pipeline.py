@@ -1,17 +1,18 @@
-"""One request through the gateway: authenticate → route → cap → reserve → upstream → settle.
+"""One request through the gateway, whatever its API surface: the steps every surface shares.
 
 read the body (413, 408) ─► authenticate ─► resolve the model (404 for models the key may not
-use) ─► validate (400) ─► cap the output and write the cap into the upstream request ─► estimate
-─► reserve (402 if it cannot be covered, 503 if the ledger does not answer in time) ─► upstream
+use) ─► validate (400, the surface's schemas) ─► plan each route: the surface's form, the cap,
+the upstream's body ─► bound ─► reserve (402 if it cannot be covered, 503 if the ledger does not
+answer in time) ─► upstream, attempt by attempt (each passes its own model's rate limits)
   ├► JSON: settle with its usage (or the counted output)
   └► SSE: forward each event, settle when it ends; a client that leaves does not stop the count:
           the upstream is read on (bounded) for its usage, else the reservation is charged
 an error answer, or a request that never left ─► release the reservation
 a request that left and got no answer (timeout, reset) ─► charge its bound; a fallback reserves anew
 
-Each attempt passes its own model's rate limits. The reservation lives in a `Charge` (charge.py),
-the only thing that ends it: whatever fails after reserving, the Charge is ended — released while
-nothing may have been generated, else charged.
+What differs per API surface comes from its `Surface` (surface.py), per upstream kind from the
+route's `UpstreamKind` (upstreams/kinds.py). The money is in `Reservation` (reservation.py): it is
+the only thing that ends a hold; here each path ends in one `close(outcome)` of it.
 """
 
 from __future__ import annotations
@@ -21,71 +22,41 @@ import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aikeys import notices
-from aikeys.estimate import Endpoint, OutputCap, UnboundedInput, apply_cap, estimate, output_cap
+from aikeys.estimate import Endpoint
 from aikeys.ledger.meter import UNMETERED, Meter
-from aikeys.ledger.store import (
-    MAX_AMOUNT,
-    NO_RATE,
-    Allocation,
-    Estimate,
-    LedgerUnavailable,
-    RateState,
-    ReserveStatus,
-)
+from aikeys.ledger.store import MAX_AMOUNT, Allocation, LedgerUnavailable, ReserveStatus
 from aikeys.money import NANO_PER_USD, format_usd
 from aikeys_gateway import errors
 from aikeys_gateway.cache.catalog import Catalog, KeyEntry
 from aikeys_gateway.config import Settings
 from aikeys_gateway.observe.metrics import Metrics
-from aikeys_gateway.observe.tracing import RequestSpan, Tracing
+from aikeys_gateway.observe.tracing import Tracing
 from aikeys_gateway.pipeline import ratelimits
 from aikeys_gateway.pipeline.auth import authenticate
+from aikeys_gateway.pipeline.background import Background
 from aikeys_gateway.pipeline.breakers import Breakers
-from aikeys_gateway.pipeline.intake import (
-    headers_of,
-    new_id,
-    parse_json_object,
-    read_body,
-    request_id,
-    serialize,
-    validate,
-)
-from aikeys_gateway.pipeline.reservation import Charge
+from aikeys_gateway.pipeline.exchange import Exchange
+from aikeys_gateway.pipeline.intake import headers_of, new_id, parse_json_object, read_body, request_id
+from aikeys_gateway.pipeline.plan import Plan, dearest
+from aikeys_gateway.pipeline.reservation import BOUND, RELEASE, Books, Reservation, State, answered
 from aikeys_gateway.pipeline.routing import Route, resolve
+from aikeys_gateway.pipeline.surface import Surface
 from aikeys_gateway.surfaces.eventstream import EventStream
-from aikeys_gateway.surfaces.openai import translate
-from aikeys_gateway.surfaces.openai.readers import ChatReader, Reader, ResponsesReader, SSEFilter, json_output
-from aikeys_gateway.surfaces.openai.stored import Owner, StoredResponses
 from aikeys_gateway.upstreams.client import Client, Unanswered, UpstreamError, UpstreamTooLarge
 from aikeys_gateway.upstreams.client import Response as Upstream
+from aikeys_gateway.upstreams.sse import SSEFilter
 
 log = logging.getLogger("aikeys.gateway.access")
 
 
-@dataclass
-class Exchange:
-    """One request as the gateway handles it: what the access log says, and what it holds."""
-
-    rid: str
-    endpoint: Endpoint
-    started: float
-    ctx: dict[str, Any] = field(default_factory=dict)
-    charge: Charge | None = None  # the reservation it holds (ended by the Charge, whatever happens)
-    span: RequestSpan | None = None  # its trace span, when tracing is on (tracing.py)
-    rate: RateState = NO_RATE  # the tightest rate limits met, for the x-ratelimit-* headers
-    settling: bool = False  # a whole answer's charge is being settled; it finishes the exchange
-
-
-class Gateway:
-    tracer: Tracing | None = None  # set at start-up when an OTLP endpoint is configured
+class Pipeline:
+    tracer: Tracing | None = None  # None: tracing off (the hooks on the request path are `is not None` tests)
 
     def __init__(
         self,
@@ -94,131 +65,114 @@ class Gateway:
         meter: Meter,
         metrics: Metrics,
         http: Client,
-        stored: StoredResponses,
         clock: Callable[[], float] = time.time,
         breakers: Breakers | None = None,
+        tracer: Tracing | None = None,  # None: tracing off
     ):
-        self.stored = stored
-        self.breakers = breakers or Breakers(settings.breaker_failures, settings.breaker_open_seconds)
         self.settings = settings
         self.catalog = catalog
         self.meter = meter
         self.metrics = metrics
         self.http = http
         self.clock = clock
-        self._background: set[asyncio.Task[Any]] = set()
+        self.breakers = breakers or Breakers(settings.breaker_failures, settings.breaker_open_seconds)
+        self.tracer = tracer
+        self.background = Background(metrics)
+        self.books = Books(meter, metrics, self.background.spawn)
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run outside the request's cancellation scope (a client leaving must not stop a charge).
-        A background task that fails is logged, never silent."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.metrics.background_failures.inc()
-            log.error("background task failed", exc_info=task.exception())
-
-    async def _settles(self, charge: Charge, ex: Exchange, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work`, which ends `charge`; if it fails, end the charge anyway (released while
-        nothing can have been generated, else charged) and finish the exchange."""
-        try:
-            await work
-        except Exception:
-            self.metrics.background_failures.inc()
-            log.exception("settling failed; the charge is ended anyway", extra={"access": {"rid": ex.rid}})
-        finally:
-            try:
-                await charge.release()  # a no-op when `work` ended it
-            finally:
-                self._finish(ex)
-
     async def drain(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-
-    async def notify(self, namespace: str, provider: str, overrun: notices.Overrun) -> None:
-        try:
-            await notices.report(self.meter.ledger.client, namespace, provider, overrun)
-        except Exception:  # a notice is best effort; the metric and the log line already tell
-            log.debug("overrun notice not recorded", exc_info=True)
+        """Wait for the settles still running (shutdown)."""
+        await self.background.drain()
 
     # --- the request ------------------------------------------------------------------------------
 
-    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+    async def handle(self, request: Request, surface: Surface, endpoint: Endpoint) -> Response:
+        """Never raises but on cancellation: every failure is an answer in the surface's shape."""
         headers = headers_of(request)
-        ex = Exchange(request_id(request, headers), endpoint, time.perf_counter())
-        ex.ctx.update(rid=ex.rid, endpoint=endpoint.value)
+        ex = Exchange(request_id(request, headers), endpoint.value, time.perf_counter())
         if self.tracer is not None:
             ex.span = self.tracer.start(request, endpoint)
         try:
-            response = await self._handle(request, headers, ex)
+            response = await self._handle(request, headers, surface, endpoint, ex)
         except errors.GatewayError as err:
             self._abandon(ex)
-            response = err.response(ex.rid)
-            ex.ctx["error"] = err.code or err.type
+            response = surface.error(err, ex.rid)
+            ex.error = err.code or err.type
         except Exception:
             log.exception("unexpected error", extra={"access": {"rid": ex.rid}})
-            charge = ex.charge
-            charged = ex.settling or (charge is not None and charge.billable)
-            self._abandon(ex)
+            charged = self._abandon(ex)
             charged_text = "it was charged" if charged else "it was not charged"
-            response = errors.server_error(
+            failure = errors.server_error(
                 f"The gateway failed unexpectedly with this request; {charged_text}."
-            ).response(ex.rid)
-            ex.ctx["error"] = "server_error"
+            )
+            response = surface.error(failure, ex.rid)
+            ex.error = "server_error"
         except BaseException:  # cancelled: the client left, or shutdown
             self._abandon(ex)
             raise
-        ex.ctx["status"] = response.status_code
-        if not ex.settling and not isinstance(response, StreamingResponse):
-            self._finish(ex)  # else once the charge is settled
+        ex.status = response.status_code
+        self._ended(ex)  # the answer's part; a settle that outlives it ends the other
         return response
 
-    def _abandon(self, ex: Exchange) -> None:
-        """The request ends without an answer that settles its charge: end the charge (released
-        while nothing may have been generated, else charged its bound)."""
-        charge = ex.charge
-        if charge is not None and not charge.ended and not ex.settling:
-            self.spawn(charge.release())
+    def _abandon(self, ex: Exchange) -> bool:
+        """The request ends without an answer that took its reservation: close it (released while
+        nothing may have been generated, else charged its bound). True when it is charged."""
+        r = ex.reservation
+        if r is None:
+            return False
+        if r.state is State.HELD:
+            self.background.spawn(r.close(RELEASE))
+            return r.billable
+        return r.state in (State.SETTLING, State.SETTLED)
 
-    def _finish(self, ex: Exchange) -> None:
+    def _settle_later(self, r: Reservation, ex: Exchange, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work`, which closes `r`, outside the request (a client leaving must not stop a
+        charge); whatever happens, `r` is closed, then the exchange's part ends."""
+
+        async def settle() -> None:
+            try:
+                await r.closing(work)
+            finally:
+                self._ended(ex)
+
+        self.background.spawn(settle())
+
+    def _ended(self, ex: Exchange) -> None:
+        """One part of the exchange ended; after the last: metrics, the access log, the span."""
+        ex.pending -= 1
+        if ex.pending:
+            return
         elapsed = time.perf_counter() - ex.started
-        ctx = ex.ctx
         m = self.metrics
-        m.requests.labels(
-            ctx.get("namespace", ""), ctx.get("model", ""), ctx["endpoint"], str(ctx["status"])
-        ).inc()
-        m.request_seconds.labels(ctx["endpoint"], "true" if ctx.get("stream") else "false").observe(elapsed)
-        if "cost" in ctx and (self.settings.access_log or ex.span is not None):
-            ctx["cost_usd"] = format_usd(ctx.pop("cost"))
+        m.requests.labels(ex.namespace, ex.model, ex.endpoint, str(ex.status)).inc()
+        m.request_seconds.labels(ex.endpoint, "true" if ex.stream else "false").observe(elapsed)
+        if not (self.settings.access_log or ex.span is not None):
+            return
+        record = ex.record()
         if self.settings.access_log:
-            ctx["ms"] = round(elapsed * 1000, 2)
-            log.info("request", extra={"access": ctx})
+            record["ms"] = round(elapsed * 1000, 2)
+            log.info("request", extra={"access": record})
         if ex.span is not None:  # ends when the request is done, a stream's charge settled
-            ex.span.end(ctx)
+            ex.span.end(record)
 
     def observe(self, method: str, route: str, status: int, started: float, rid: str) -> None:
         """A request outside the metered routes (models, usage, stored responses, unknown URLs)."""
-        ex = Exchange(
-            rid, Endpoint.CHAT, started, {"rid": rid, "method": method, "endpoint": route, "status": status}
-        )
-        self._finish(ex)
+        self._ended(Exchange(rid, route, started, method=method, status=status))
 
-    async def _handle(self, request: Request, headers: dict[str, str], ex: Exchange) -> Response:
-        s, endpoint, ctx = self.settings, ex.endpoint, ex.ctx
+    async def _handle(
+        self, request: Request, headers: dict[str, str], surface: Surface, endpoint: Endpoint, ex: Exchange
+    ) -> Response:
+        s = self.settings
         raw = await read_body(request, s.max_body_bytes, s.body_timeout, headers.get("content-length"))
         key = authenticate(headers, self.catalog, self.now())
-        ctx.update(namespace=key.namespace, key=key.name)
-        body = request_body = parse_json_object(raw)
+        ex.namespace, ex.key = key.namespace, key.name
+        body = parse_json_object(raw)
         route = resolve(body.get("model"), key, self.catalog, s.upstream_hosts)
-        ctx["model"] = route.model_id
-        validate(endpoint, body)
+        ex.model = route.model_id
+        surface.validate(endpoint, body)
         alloc = self.catalog.allocation(key.namespace, key.allocation)
         if alloc is None:
             raise errors.forbidden(
@@ -226,42 +180,27 @@ class Gateway:
                 code="allocation_not_found",
             )
         stream = bool(body.get("stream")) and endpoint is not Endpoint.EMBEDDINGS
-        ctx["stream"] = stream
-        attempts = self.breakers.order(route)
-        if (
-            endpoint is Endpoint.RESPONSES
-            and body.get("previous_response_id")
-            and route.model.responses_native
-        ):
-            attempts = await self._holders(str(body["previous_response_id"]), key, attempts)
-        plans = [plan(endpoint, body, r, stream) for r in attempts]
+        ex.stream = stream
+        routes = await surface.routes(endpoint, body, key, route, self.breakers.order(route))
+        plans = [surface.plan(endpoint, body, r, stream) for r in routes]
         first = plans[0]
-        if first.translated:
-            ctx["translated"] = True
+        ex.translated = first.translated
         if ex.span is not None:
             ex.span.request(first.body, first.cap, alloc.name)
-        charge = await self._reserve(ex, alloc, key, plans)
-        sent = await self._upstream(ex, plans, charge)
+        reservation = await self._reserve(ex, alloc, key, plans)
+        sent = await self._upstream(ex, surface, plans, reservation)
         if isinstance(sent, Response):
             return sent
         used, resp = sent
-        charge = ex.charge or charge  # a fallback after an unanswered attempt holds its own
         if used.route is not route:
-            ctx["backend"] = used.route.model_id
-        if (
-            ex.endpoint is Endpoint.RESPONSES
-            and not used.translated
-            and request_body.get("store") is not False
-        ):
-            p = used.route.provider
-            charge.stored = Owner(key.namespace, p.namespace, p.name, key.uid, route.model_id)
+            ex.backend = used.route.model_id
+        answer = _Answer(surface, used, body, key, route.model_id)
         if not stream:
-            return await self._json(resp, charge, ex, request_body if used.translated else None)
-        reader = _reader(ex.endpoint, used.translated, request_body, used.route)
-        return self._stream(resp, charge, SSEFilter(reader, s.max_event_bytes), ex)
+            return await self._json(resp, answer, ex)
+        return self._stream(resp, answer, ex)
 
     async def _upstream(
-        self, ex: Exchange, plans: list[Plan], charge: Charge
+        self, ex: Exchange, surface: Surface, plans: list[Plan], r: Reservation
     ) -> tuple[Plan, Upstream] | Response:
         """Send the reserved request to the first upstream that takes it; each attempt passes its
         own model's rate limits first. On a refused connection, a model rate limit, a 429 or 5xx —
@@ -271,66 +210,51 @@ class Gateway:
         for i, attempt in enumerate(plans):
             last = i == len(plans) - 1
             try:
-                await self._admit(ex, charge, attempt)
-                charge.attempt(attempt.route, attempt.estimate)
+                window = await self._admit(ex, attempt)
+                r.attempt(attempt.route, attempt.estimate, window)
                 resp = await self._send(attempt.route, attempt.endpoint, attempt.payload)
             except _Unanswered as unanswered:  # it left: charged, whatever follows
                 self.breakers.failed(attempt.route)
-                await charge.reservation()
+                await r.close(BOUND)
                 if last:
                     raise unanswered.error from unanswered
                 self._fell_back(ex, attempt.route, plans[i + 1].route, "unanswered")
-                charge = await self._reserve(ex, charge.alloc, charge.key, plans[i + 1 :])
+                r = await self._reserve(ex, r.alloc, r.key, plans[i + 1 :])
                 continue
             except errors.GatewayError as err:  # it never left (or a model's rate limit refused it)
-                charge.billable = False
+                r.not_billed()
                 if err.status != 429:
                     self.breakers.failed(attempt.route)
                 if not last:
-                    charge.give_back_window()
                     self._fell_back(ex, attempt.route, plans[i + 1].route, _why(err))
                     continue
-                await charge.release()
+                await r.close(RELEASE)
                 raise
             if resp.status == 429 or resp.status >= 500:
                 self.breakers.failed(attempt.route)
                 if not last:
                     resp.release()
-                    charge.billable = False  # an error answer: not billed
-                    charge.give_back_window()
+                    r.not_billed()  # an error answer: not billed
                     self._fell_back(ex, attempt.route, plans[i + 1].route, str(resp.status))
                     continue
             if resp.status >= 400:
-                charge.billable = False
-                await charge.release()
-                return await self._upstream_error(resp, attempt.route, ex.rid)
+                r.not_billed()
+                await r.close(RELEASE)
+                return await self._upstream_error(surface, resp, attempt.route, ex.rid)
             self.breakers.succeeded(attempt.route)
             return attempt, resp
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _fell_back(self, ex: Exchange, failed: Route, to: Route, why: str) -> None:
-        ex.ctx.setdefault("fallbacks", []).append(f"{failed.model_id}:{why}")
+        ex.fallbacks.append(f"{failed.model_id}:{why}")
         self.metrics.fallbacks.labels(failed.model_id, to.model_id, why).inc()
 
-    async def _holders(self, response_id: str, key: KeyEntry, attempts: list[Route]) -> list[Route]:
-        """previous_response_id must be a response of this key; only the upstream that holds it
-        can continue it."""
-        provider = await self.stored.provider_for(response_id, key, self.catalog)
-        holders = [r for r in attempts if r.provider is provider and r.model.responses_native]
-        if not holders:
-            raise errors.invalid_request(
-                f"Previous response with id '{response_id[:80]}' was created through another provider; "
-                "continue it with a model of that provider.",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        return holders
-
-    async def _admit(self, ex: Exchange, charge: Charge, attempt: Plan) -> None:
-        """An attempt's model rate limits (a model's window spans allocations: its own call)."""
+    async def _admit(self, ex: Exchange, attempt: Plan) -> tuple[str, int, int] | None:
+        """An attempt's model rate limits (a model's window spans allocations: its own call); the
+        window it takes a place in, to correct once the attempt is settled or given back."""
         model = attempt.route.model
         if model.limits is None:
-            return
+            return None
         bound = attempt.estimate.input_tokens + attempt.estimate.output_tokens
         try:
             admitted = await self.meter.ledger.admit_rate(model.rate_scope, model.limits, bound)
@@ -344,10 +268,12 @@ class Gateway:
             self.metrics.rate_limited.labels("model").inc()
             scope = f"model {attempt.route.model_id}"
             raise ratelimits.limited(admitted.state, admitted.status, scope, bound)
-        charge.window = (model.rate_scope, admitted.window_start, bound)
+        return (model.rate_scope, admitted.window_start, bound)
 
-    async def _reserve(self, ex: Exchange, alloc: Allocation, key: KeyEntry, plans: list[Plan]) -> Charge:
-        """Reserve what covers whichever of `plans` answers; the Charge it returns holds it."""
+    async def _reserve(
+        self, ex: Exchange, alloc: Allocation, key: KeyEntry, plans: list[Plan]
+    ) -> Reservation:
+        """Hold what covers whichever of `plans` answers: the exchange's reservation from now on."""
         est = dearest(plans)
         bound = est.input_tokens + est.output_tokens
         if est.cost > MAX_AMOUNT or bound > MAX_AMOUNT:
@@ -356,17 +282,10 @@ class Gateway:
                 "This request's upper bound is beyond what any allocation can cover; lower max_tokens or n."
             )
         first = plans[0]
-        charge = Charge(self, alloc, new_id(), key, first.route, est, ex.ctx, first.estimate)
+        r = Reservation(self.books, alloc, key, first.route, est, first.estimate, ex.tally, new_id(), ex.rid)
         try:
             outcome = await self.meter.reserve(
-                alloc,
-                charge.ledger_rid,
-                key.uid,
-                first.route.model_id,
-                est,
-                key.limits,
-                key.label,
-                charge.in_flight(),
+                alloc, r.ledger_rid, key.uid, first.route.model_id, est, key.limits, key.label, r.in_flight()
             )
         except LedgerUnavailable as err:
             self.metrics.ledger_errors.inc()
@@ -375,8 +294,8 @@ class Gateway:
             ) from err
         if outcome is UNMETERED:
             self.metrics.unmetered.inc()
-            ex.charge = charge
-            return charge
+            ex.reservation = r
+            return r
         ex.rate = ex.rate.tighter(outcome.rate)
         if outcome.status in (ReserveStatus.RATE_LIMITED_REQUESTS, ReserveStatus.RATE_LIMITED_TOKENS):
             self.metrics.rate_limited.labels("allocation_or_key").inc()
@@ -384,8 +303,8 @@ class Gateway:
             raise ratelimits.limited(ex.rate, outcome.status, scope, bound)
         self.metrics.budget.labels(alloc.namespace, alloc.name).set(alloc.budget / NANO_PER_USD)
         if outcome.accepted:
-            ex.charge = charge
-            return charge
+            ex.reservation = r
+            return r
         if outcome.status is ReserveStatus.EXPIRED:  # reached Redis after we would have given up
             self.metrics.ledger_errors.inc()
             raise errors.unavailable(
@@ -439,7 +358,7 @@ class Gateway:
             self.metrics.upstream_errors.labels(provider, "status").inc()
         return resp
 
-    async def _upstream_error(self, resp: Upstream, route: Route, rid: str) -> Response:
+    async def _upstream_error(self, surface: Surface, resp: Upstream, route: Route, rid: str) -> Response:
         try:
             raw = await resp.read(self.settings.max_answer_bytes)
         except (TimeoutError, UpstreamError):  # too large or broken off: told without its body
@@ -448,33 +367,28 @@ class Gateway:
         provider = f"{route.provider.namespace}:{route.provider.name}"
         if resp.status in (401, 403):  # about the provider's key: none of its body reaches a key holder
             self.metrics.upstream_errors.labels(provider, "auth").inc()
-            return errors.GatewayError(
+            err = errors.GatewayError(
                 502,
                 f"The upstream {provider} refused the gateway's credentials (HTTP {resp.status}); "
                 "the provider's owner needs to check its Secret.",
                 "upstream_error",
                 "upstream_auth_failed",
-            ).response(rid)
+            )
+            return surface.error(err, rid)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            return Response(
-                raw, status_code=resp.status, media_type="application/json", headers={"x-request-id": rid}
-            )
+        passed = surface.upstream_error(resp.status, parsed, raw, rid)
+        if passed is not None:
+            return passed
         status = 502 if resp.status >= 500 else resp.status
         message = f"The upstream {provider} answered HTTP {resp.status}."
-        return errors.GatewayError(status, message, "upstream_error", "upstream_error").response(rid)
+        return surface.error(errors.GatewayError(status, message, "upstream_error", "upstream_error"), rid)
 
-    async def _json(
-        self,
-        resp: Upstream,
-        charge: Charge,
-        ex: Exchange,
-        responses_request: dict[str, Any] | None,
-    ) -> Response:
-        """A whole answer: charge it, and hand it on (as a Responses object when translated)."""
+    async def _json(self, resp: Upstream, answer: _Answer, ex: Exchange) -> Response:
+        """A whole answer: charge it, and hand it on in the surface's form."""
+        r, plan = answer.reservation(ex), answer.plan
         try:
             raw = await resp.read(self.settings.max_answer_bytes)
         except (TimeoutError, UpstreamError) as err:  # it may have generated everything: the bound
@@ -487,56 +401,47 @@ class Gateway:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
-        usage, output = json_output(parsed, with_output=ex.endpoint is not Endpoint.EMBEDDINGS)
-        # Answered first, settled right after: the settle starts in the next turn of the event
-        # loop, once this answer is written (the reservation holds the budget until it lands), and
-        # whatever happens to the answer, it is settled. It finishes the exchange (log, metrics), so
-        # it starts only once nothing here awaits anymore: `handle` records the status first.
-        ex.settling = True
+        usage, output = plan.route.kind.usage(plan.endpoint, parsed)
+        # Answered first, settled right after: the settle runs in the background once this answer
+        # is on its way (the reservation holds the budget until it lands), and whatever happens to
+        # the answer, it is settled.
+        r.settling()
+        ex.pending += 1
         try:
             if ex.span is not None:
                 ex.span.response(parsed)
             media_type = resp.headers.get("content-type", "application/json")
-            if responses_request is not None:
-                translated = translate.response_from_chat(parsed, responses_request, charge.route.model_id)
-                raw, media_type = orjson.dumps(translated), "application/json"
-            elif charge.stored is not None and isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
-                await self.remember(parsed["id"], charge.stored)
+            raw, media_type = answer.surface.answer(plan, answer.request, parsed, raw, media_type)
+            answer_id = parsed.get("id") if isinstance(parsed, dict) else None
+            await answer.answered(answer_id if isinstance(answer_id, str) else None)
         finally:
-            self.spawn(self._settles(charge, ex, charge.usage(usage, output)))
+            self._settle_later(r, ex, r.close(answered(usage, output)))
         headers = {"x-request-id": ex.rid, **ratelimits.headers(ex.rate)}
         return Response(raw, status_code=resp.status, media_type=media_type, headers=headers)
 
-    async def remember(self, response_id: str, owner: Owner) -> None:
-        try:
-            await self.stored.remember(response_id, owner)
-        except Exception:  # the answer stands; only a later GET of it will not find it
-            log.warning("stored response not remembered", extra={"access": {"response_id": response_id}})
-
-    def _stream(self, resp: Upstream, charge: Charge, sse: SSEFilter, ex: Exchange) -> StreamingResponse:
+    def _stream(self, resp: Upstream, answer: _Answer, ex: Exchange) -> StreamingResponse:
+        r = answer.reservation(ex)
+        sse = SSEFilter(answer.surface.reader(answer.plan, answer.request), self.settings.max_event_bytes)
         if ex.span is not None:
             ex.span.watch(sse)
-
-        settled = False
+        ex.pending += 1  # the stream's settle ends the exchange's second part
 
         def settle(ended: bool) -> None:
-            """Once per stream: charge what it used, or — the client left while the upstream
-            was still streaming — read on for the usage first."""
-            nonlocal settled
-            if settled:
+            """Once per stream (the reservation is taken once): charge what it used, or — the
+            client left while the upstream was still streaming — read on for the usage first."""
+            if not r.settling():
                 return
-            settled = True
-            if ex.ctx.get("upstream_broke") and sse.usage is None:
+            if ex.upstream_broke and sse.usage is None:
                 # broken off without its usage: it may have generated more than it sent (tokens in
                 # flight, hidden reasoning), and the provider bills that: the bound
                 resp.release()
-                self.spawn(self._settles(charge, ex, charge.reservation()))
+                self._settle_later(r, ex, r.close(BOUND))
             elif ended or sse.done:
                 resp.release()  # kept alive when the upstream finished its body
-                self.spawn(self._settles(charge, ex, self._after_stream(charge, sse)))
+                self._settle_later(r, ex, self._after_stream(r, sse, answer))
             else:
-                ex.ctx["client_left"] = True
-                self.spawn(self._settles(charge, ex, self._read_on(resp, charge, sse)))
+                ex.client_left = True
+                self._settle_later(r, ex, self._read_on(resp, r, sse))
 
         async def events() -> AsyncIterator[bytes]:
             ended = False
@@ -550,10 +455,10 @@ class Gateway:
                 if out:
                     yield out
             except (TimeoutError, UpstreamError) as err:
-                ex.ctx["upstream_broke"] = True  # headers are sent: the stream just ends
+                ex.upstream_broke = True  # headers are sent: the stream just ends
                 ended = True
-                if isinstance(err, UpstreamTooLarge):  # with the reason, as OpenAI ends a stream
-                    yield errors.upstream_too_large(err.what, err.limit).event()
+                if isinstance(err, UpstreamTooLarge):  # with the reason, as the surface ends a stream
+                    yield answer.surface.error_event(errors.upstream_too_large(err.what, err.limit))
             finally:
                 settle(ended)
 
@@ -565,13 +470,12 @@ class Gateway:
             on_close=lambda: settle(False),  # the client left before the stream even began
         )
 
-    async def _after_stream(self, charge: Charge, sse: SSEFilter) -> None:
-        await charge.usage(sse.usage, sse.output)
-        response_id = getattr(sse.reader, "response_id", None)
-        if charge.stored is not None and response_id:
-            await self.remember(response_id, charge.stored)
+    async def _after_stream(self, r: Reservation, sse: SSEFilter, answer: _Answer) -> None:
+        await r.close(answered(sse.usage, sse.output))
+        answer_id = getattr(sse.reader, "response_id", None)
+        await answer.answered(answer_id if isinstance(answer_id, str) else None)
 
-    async def _read_on(self, resp: Upstream, charge: Charge, sse: SSEFilter) -> None:
+    async def _read_on(self, resp: Upstream, r: Reservation, sse: SSEFilter) -> None:
         """Keep reading a stream whose client left, for the usage it ends with (bounded in time);
         without an end in time, charge the reservation."""
         ended = False
@@ -592,10 +496,24 @@ class Gateway:
             resp.release()  # kept alive only when the body was read to its end
         if sse.usage is not None or ended:
             self.metrics.streams_abandoned.labels("usage" if sse.usage is not None else "counted").inc()
-            await charge.usage(sse.usage, sse.output)
+            await r.close(answered(sse.usage, sse.output))
         else:
             self.metrics.streams_abandoned.labels("reservation").inc()
-            await charge.reservation()
+            await r.close(BOUND)
+
+
+class _Answer:
+    """An upstream that answered: the surface, the attempt that answered, the client's request."""
+
+    def __init__(self, surface: Surface, plan: Plan, request: dict[str, Any], key: KeyEntry, model_id: str):
+        self.surface, self.plan, self.request, self.key, self.model_id = surface, plan, request, key, model_id
+
+    def reservation(self, ex: Exchange) -> Reservation:
+        assert ex.reservation is not None  # an answer follows a reservation
+        return ex.reservation
+
+    async def answered(self, answer_id: str | None) -> None:
+        await self.surface.answered(self.plan, self.request, self.key, self.model_id, answer_id)
 
 
 class _Unanswered(Exception):
@@ -609,61 +527,3 @@ class _Unanswered(Exception):
 def _why(err: errors.GatewayError) -> str:
     """The fallback reason of an attempt that never left."""
     return "rate_limited" if err.status == 429 else "transport"
-
-
-def _reader(endpoint: Endpoint, translated: bool, request: dict[str, Any], route: Route) -> Reader:
-    """How a stream is read (and, for a translated one, rewritten) for this request."""
-    if translated:
-        return translate.ChatToResponses(request, route.model_id)
-    if endpoint is Endpoint.RESPONSES:
-        return ResponsesReader()
-    return ChatReader(bool((request.get("stream_options") or {}).get("include_usage")))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The request as one upstream gets it: its endpoint (chat for a translated Responses request),
-    body, cap and bytes."""
-
-    route: Route
-    endpoint: Endpoint
-    body: dict[str, Any]
-    cap: OutputCap
-    payload: bytes
-    translated: bool
-    estimate: Estimate  # what this attempt may cost at its model's price
-
-
-def plan(endpoint: Endpoint, body: dict[str, Any], route: Route, stream: bool) -> Plan:
-    translated = endpoint is Endpoint.RESPONSES and not route.model.responses_native
-    if translated:  # a chat-only backend: the request goes as a chat completion
-        body, endpoint = translate.chat_request(body), Endpoint.CHAT
-    cap = output_cap(endpoint, body, route.model.max_output_tokens)
-    upstream_body = dict(body)
-    upstream_body["model"] = route.model.upstream_name
-    apply_cap(endpoint, upstream_body, cap, route.provider.max_tokens_parameter)
-    if stream and endpoint is not Endpoint.RESPONSES and route.provider.stream_usage:
-        upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    payload = serialize(upstream_body)  # first: it refuses bodies nested too deep to walk
-    model = route.model
-    try:
-        bound = estimate(endpoint, body, model.price, model.encoding, cap, model.context_window)
-    except UnboundedInput as err:
-        raise errors.invalid_request(
-            f"This request refers to input the gateway cannot see ({err.param}), and the model "
-            f"{route.model_id} has no context window to bound it by: its provider's owner can set "
-            "spec.models[].contextWindow on the AIProvider.",
-            param=err.param,
-            code="context_window_required",
-        ) from err
-    return Plan(route, endpoint, body, cap, payload, translated, bound)
-
-
-def dearest(plans: list[Plan]) -> Estimate:
-    """One reservation that covers whichever upstream answers."""
-    estimates = [p.estimate for p in plans]
-    return Estimate(
-        max(e.cost for e in estimates),
-        max(e.input_tokens for e in estimates),
-        max(e.output_tokens for e in estimates),
-    )

@@ -5,27 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aikeys.limits import truncate
-from aikeys.resources import ProviderType, parse_model_id
+from aikeys.resources import parse_model_id
 from aikeys_gateway.cache.catalog import Catalog, KeyEntry, ModelEntry, ProviderEntry
 from aikeys_gateway.errors import forbidden, invalid_request, not_found
-
-
-def provider_url(provider: ProviderEntry, path: str, deployment: str = "") -> str:
-    """Upstream URL of `path` ("chat/completions", "embeddings", "responses/<id>", …)."""
-    if provider.type is ProviderType.AZURE_OPENAI and path.startswith("responses"):
-        return f"{provider.base_url}/openai/v1/{path}"  # Azure's v1 API: no deployment in the path
-    if provider.type is ProviderType.AZURE_OPENAI:
-        base = f"{provider.base_url}/openai/deployments/{deployment}"
-        return f"{base}/{path}?api-version={provider.azure_api_version}"
-    return f"{provider.base_url}/{path}"
-
-
-def auth_headers(provider: ProviderEntry, credential: str | None) -> dict[str, str]:
-    if credential is None:
-        return {}
-    if provider.type is ProviderType.AZURE_OPENAI:
-        return {"api-key": credential}
-    return {"Authorization": f"Bearer {credential}"}
+from aikeys_gateway.upstreams.kinds import UpstreamKind, kind_of
 
 
 @dataclass(frozen=True)
@@ -37,11 +20,15 @@ class Route:
     weight: int = 1
     backends: tuple[Route, ...] = ()  # other upstreams that serve the same model
 
+    @property
+    def kind(self) -> UpstreamKind:
+        return kind_of(self.provider)
+
     def url(self, endpoint: str) -> str:
-        return provider_url(self.provider, endpoint, self.model.upstream_name)
+        return self.kind.url(self.provider, endpoint, self.model.upstream_name)
 
     def auth_headers(self) -> dict[str, str]:
-        return auth_headers(self.provider, self.credential)
+        return self.kind.auth_headers(self.credential)
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

@@ -20,8 +20,8 @@ from starlette.responses import Response
 
 from aikeys_gateway import errors
 from aikeys_gateway.cache.catalog import Catalog, KeyEntry, ProviderEntry
-from aikeys_gateway.pipeline.routing import auth_headers, provider_url
 from aikeys_gateway.upstreams.client import Client, UpstreamError
+from aikeys_gateway.upstreams.kinds import kind_of
 
 TTL_SECONDS = 30 * 86_400
 
@@ -94,10 +94,11 @@ class StoredResponses:
     ) -> Response:
         """Send this request on to the provider that holds the response, and its answer back."""
         provider = await self.provider_for(response_id, key, catalog)
-        url = provider_url(provider, f"responses/{response_id}{suffix}")
+        kind = kind_of(provider)
+        url = kind.url(provider, f"responses/{response_id}{suffix}")
         if request.url.query:
             url += ("&" if "?" in url else "?") + request.url.query
-        headers = auth_headers(provider, catalog.credential(provider))
+        headers = kind.auth_headers(catalog.credential(provider))
         try:
             resp = await http.request(request.method, url, headers=headers, total=provider.timeout_seconds)
             try:

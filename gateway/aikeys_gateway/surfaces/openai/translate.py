@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 
 from aikeys import limits
-from aikeys.generated import Output, Usage, reported_usage
+from aikeys.generated import reported_usage
 from aikeys_gateway import errors
-from aikeys_gateway.surfaces.openai.readers import DONE, ChatReader
+from aikeys_gateway.upstreams.openai import ChatReader
+from aikeys_gateway.upstreams.sse import DONE, Delegating
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "user", "seed", "top_logprobs", "service_tier")
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -400,13 +401,14 @@ def response_from_chat(completion: Any, request: dict[str, Any], model: str) -> 
     )
 
 
-class ChatToResponses:
+class ChatToResponses(Delegating):
     """A stream reader that meters a chat stream (as `ChatReader`) and forwards it as the
     Responses API's events: created, in_progress, then per output item added → deltas → done,
     and completed (or incomplete) with the whole response and its usage."""
 
     def __init__(self, request: dict[str, Any], model: str):
         self.chat = ChatReader(client_wants_usage=True)
+        super().__init__(self.chat)  # usage, output and the end: the chat stream's
         self.envelope = Envelope(request, model)
         self.sequence = 0
         self.started = False
@@ -417,19 +419,6 @@ class ChatToResponses:
         self.cut = False
         self.raw_usage: Any = None  # the chat usage object, for the response's usage details
         self.names = namespaced(request)
-
-    # the Reader protocol, by delegation to the chat reader
-    @property
-    def usage(self) -> Usage | None:
-        return self.chat.usage
-
-    @property
-    def output(self) -> Output:
-        return self.chat.output
-
-    @property
-    def done(self) -> bool:
-        return self.chat.done
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}

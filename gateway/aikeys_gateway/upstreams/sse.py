@@ -3,16 +3,11 @@
 `SSEFilter.feed` takes raw upstream bytes and returns the bytes to send on. Events are parsed as
 the SSE specification says, not pattern-matched: lines end in LF, CRLF or CR; `data:` with or
 without one space; several `data:` lines join with LF; comments and other fields pass through.
-Each data payload is read as JSON by a *reader* that knows the API's events:
-
-* `ChatReader` (chat and text completions): usage from the usage chunk — hidden from a client
-  that did not ask for it (we may have asked the upstream on our own) —, generated parts from
-  the choices, `[DONE]` as the end.
-* `ResponsesReader` (the Responses API): generated parts from the `*.delta` events, usage and
-  the end from `response.completed` / `response.incomplete` / `response.failed`.
-
-A reader may also rewrite what is forwarded (`translate.ChatToResponses` turns a chat stream
-into Responses events), so the usage found and the parts counted are the same whatever the client sees.
+Each data payload is read as JSON by a *reader* that knows the upstream's events (one per upstream
+kind: `upstreams/openai.py`'s chat and Responses readers), and may rewrite what is forwarded (a
+translator, e.g. `surfaces/openai/translate.ChatToResponses`), so the usage found and the parts
+counted are the same whatever the client sees. A reader that wraps another (translators, the
+trace's tap) is a `Delegating` reader.
 """
 
 from __future__ import annotations
@@ -21,11 +16,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from aikeys.generated import Output, Usage, reported_usage
+from aikeys.generated import Output, Usage
 from aikeys_gateway.upstreams.client import UpstreamTooLarge
 
 DONE = b"[DONE]"
-_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
 
 class Reader(Protocol):
@@ -49,90 +43,56 @@ class Reader(Protocol):
         ...
 
 
-class ChatReader:
-    def __init__(self, client_wants_usage: bool):
-        self.client_wants_usage = client_wants_usage
-        self.usage: Usage | None = None
-        self.output = Output()
-        self.done = False
-        self.finished = False  # a choice carried a finish_reason
+class Delegates:
+    """Usage, output and the end of a stream are its inner reader's."""
+
+    inner: Reader
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.inner.usage
+
+    @property
+    def output(self) -> Output:
+        return self.inner.output
+
+    @property
+    def done(self) -> bool:
+        return self.inner.done
+
+
+class Delegating(Delegates):
+    """A reader around another (a translator, the trace's tap): `read` and `close` hand on
+    unchanged unless overridden."""
+
+    def __init__(self, inner: Reader):
+        self.inner = inner
 
     def read(self, raw: bytes, data: Any) -> bytes:
-        if data is DONE:
-            self.done = True
-            return raw
-        if not isinstance(data, dict):
-            return raw
-        self.output.add_choices(data)
-        choices = data.get("choices")
-        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
-            self.finished = True
-        usage = data.get("usage")
-        if usage is not None:
-            found = reported_usage(usage)
-            if found is not None:
-                self.usage = found
-            if not choices and not self.client_wants_usage:
-                return b""  # the extra usage chunk we asked for: the client never sees it
-        return raw
+        return self.inner.read(raw, data)
 
     def close(self) -> bytes:
-        return b""
-
-
-class ResponsesReader:
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.output = Output()
-        self.done = False
-        self.response_id: str | None = None
-
-    def read(self, raw: bytes, data: Any) -> bytes:
-        if not isinstance(data, dict):
-            return raw
-        self.output.add_event(data)
-        kind = data.get("type")
-        if kind == "response.created":
-            response = data.get("response")
-            if isinstance(response, dict) and isinstance(response.get("id"), str):
-                self.response_id = response["id"]
-        elif kind in _ENDS:
-            self.done = True
-            response = data.get("response")
-            if isinstance(response, dict):
-                self.usage = reported_usage(response.get("usage"))
-        return raw
-
-    def close(self) -> bytes:
-        return b""
+        return self.inner.close()
 
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # the largest single event taken from an upstream (by default)
 
 
-class SSEFilter:
+class SSEFilter(Delegates):
     """Parses as the bytes come, in time linear in them: the pieces of an event that is not
     complete yet are kept as they arrived and only the new bytes are searched for its end. An
     event larger than `max_event` bytes is `UpstreamTooLarge`, raised once that many are held."""
 
     def __init__(self, reader: Reader, max_event: int = MAX_EVENT_BYTES):
-        self.reader = reader
+        self.inner = reader
         self.max_event = max_event
         self.pending: list[bytes] = []  # the start of an event, its end not seen yet
         self.pending_size = 0
         self.held_cr = False  # the last chunk ended in CR: its LF may start the next
 
     @property
-    def usage(self) -> Usage | None:
-        return self.reader.usage
-
-    @property
-    def output(self) -> Output:
-        return self.reader.output
-
-    @property
-    def done(self) -> bool:
-        return self.reader.done
+    def reader(self) -> Reader:
+        return self.inner
 
     def feed(self, chunk: bytes) -> bytes:
         chunk = self._lines(chunk)
@@ -205,12 +165,3 @@ def _data(event: bytes) -> bytes | None:
         return None
     values = [line[6:] if line[5:6] == b" " else line[5:] for line in lines]
     return b"\n".join(values)
-
-
-def json_output(body: Any, with_output: bool = True) -> tuple[Usage | None, Output]:
-    """Usage and generated parts of a non-streamed response (embeddings report no output)."""
-    output = Output()
-    output.add_choices(body)
-    output.add_response(body)
-    usage = body.get("usage") if isinstance(body, dict) else None
-    return reported_usage(usage, with_output), output
