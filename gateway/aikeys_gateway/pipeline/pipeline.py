@@ -85,7 +85,7 @@ class Exchange:
 
 
 class Gateway:
-    tracer: Tracing | None = None  # set at start-up when an OTLP endpoint is configured
+    tracer: Tracing | None = None  # the constructor's `tracer`; None: tracing off
 
     def __init__(
         self,
@@ -97,7 +97,9 @@ class Gateway:
         stored: StoredResponses,
         clock: Callable[[], float] = time.time,
         breakers: Breakers | None = None,
+        tracer: Tracing | None = None,
     ):
+        self.tracer = tracer
         self.stored = stored
         self.breakers = breakers or Breakers(settings.breaker_failures, settings.breaker_open_seconds)
         self.settings = settings
