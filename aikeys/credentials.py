@@ -20,8 +20,6 @@ Ready condition to False with reason `SecretNotMarked`.
 
 from __future__ import annotations
 
-import os
-
 DEFAULT_NAME = "aikeys-provider-credentials"
 SECRET_TYPE = "aikeys.dev/provider-credentials"  # noqa: S105 - a Secret type, not a secret
 ENV = "AIKEYS_CREDENTIALS_SECRET"  # "<namespace>/<name>"
@@ -32,10 +30,12 @@ def data_key(namespace: str, provider: str) -> str:
     return f"{namespace}.{provider}"
 
 
-def location(default_namespace: str) -> tuple[str, str]:
-    """(namespace, name) of the projected Secret, from $AIKEYS_CREDENTIALS_SECRET or defaults."""
-    value = os.environ.get(ENV, "")
-    if "/" in value:
-        namespace, name = value.split("/", 1)
-        return namespace, name
-    return default_namespace, value or DEFAULT_NAME
+def location(value: str | None, default_namespace: str) -> tuple[str, str]:
+    """(namespace, name) of the projected Secret from the value of AIKEYS_CREDENTIALS_SECRET
+    ("namespace/name", or a name in `default_namespace`; unset: the default name there).
+    Each component's settings read the variable; a part left empty is a ValueError."""
+    value = value or DEFAULT_NAME
+    namespace, _, name = value.rpartition("/") if "/" in value else (default_namespace, "", value)
+    if not namespace or not name or "/" in namespace:
+        raise ValueError(f"{value!r}: not a Secret's namespace/name")
+    return namespace, name

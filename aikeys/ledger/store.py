@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,10 +67,10 @@ def connect(
     url: str, timeout: float = 0.5, max_connections: int = 64, password: str | None = None
 ) -> RedisClient:
     """One client (pool) per process. `redis://`, `rediss://`, and Redis Cluster with
-    `redis+cluster://` / `rediss+cluster://` or `?cluster=true`. The password comes from the URL, the
-    `password` argument or $AIKEYS_REDIS_PASSWORD (how the Helm chart passes a Secret)."""
+    `redis+cluster://` / `rediss+cluster://` or `?cluster=true`. The password comes from the URL or
+    the `password` argument (each component's settings read AIKEYS_REDIS_PASSWORD, how the Helm
+    chart passes a Secret)."""
     parts = urlsplit(url)
-    password = password or os.environ.get("AIKEYS_REDIS_PASSWORD") or None
     cluster = parts.scheme.endswith("+cluster") or parse_qs(parts.query).get("cluster") == ["true"]
     common: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -95,7 +94,6 @@ def pipelined(url: str, timeout: float = 0.5, password: str | None = None) -> Pi
     scheme = urlsplit(url).scheme
     if scheme.endswith("+cluster") or parse_qs(urlsplit(url).query).get("cluster") == ["true"]:
         return None
-    password = password or os.environ.get("AIKEYS_REDIS_PASSWORD") or None
     sources = {name: scripts.source(name) for name in scripts.NAMES}
     return Pipelined.from_url(url, sources, timeout=timeout, password=password)
 

@@ -84,8 +84,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING  # our events are explicit; routine logs stay logs
     cfg = kubeconfig.load()
     memo.kube = KubeClient(cfg, user_agent="aikeys-operator")
-    memo.credentials = credentials.location(os.environ.get("POD_NAMESPACE") or cfg.namespace)
-    memo.ledger = Ledger(connect(SETTINGS.redis_url)) if SETTINGS.redis_url else None
+    namespace = SETTINGS.pod_namespace or cfg.namespace
+    memo.credentials = credentials.location(SETTINGS.credentials_secret, namespace)
+    memo.ledger = (
+        Ledger(connect(SETTINGS.redis_url, password=SETTINGS.redis_password)) if SETTINGS.redis_url else None
+    )
     metrics.serve(SETTINGS.metrics_port, SETTINGS.metrics_addr)
     if memo.ledger is None:
         log.warning("AIKEYS_REDIS_URL is not set: Allocation status will not be updated")
@@ -105,7 +108,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         lead()
         return
     identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    namespace = os.environ.get("POD_NAMESPACE") or cfg.namespace
     memo.election = LeaderElection(
         memo.kube,
         namespace,

@@ -6,10 +6,21 @@ import click
 import kopf
 
 from aikeys import __version__
-from aikeys.settings import SettingsError
+from aikeys.settings import SettingsError, describe
+from aikeys_operator.config import Settings
+
+HELP = "\n\n".join(
+    [
+        "Mint and rotate AI keys, keep Allocation and AIProvider status current.",
+        "Configuration comes from the environment (docs/configuration.md); a value that does not parse "
+        "stops the start with a message naming the variable. Kubernetes credentials: the in-cluster "
+        "service account, else KUBECONFIG.",
+        describe("Settings", Settings.VARIABLES),
+    ]
+)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option(
     "-n",
     "--namespace",
@@ -41,20 +52,6 @@ from aikeys.settings import SettingsError
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.version_option(__version__, prog_name="aikeys-operator")
 def main(namespaces: tuple[str, ...], liveness: str, peering: bool, log_format: str, verbose: bool) -> None:
-    """Mint and rotate AI keys, keep Allocation and AIProvider status current.
-
-    Configuration comes from the environment: AIKEYS_REDIS_URL (the ledger), AIKEYS_GATEWAY_URL
-    (public base URL written to key Secrets as OPENAI_BASE_URL), AIKEYS_STATUS_INTERVAL
-    (seconds between looks at the ledger for what was charged, default 5),
-    AIKEYS_STATUS_WRITES_PER_SECOND (bound on status refresh writes, default 20),
-    AIKEYS_LAST_USED_GRANULARITY (seconds lastUsedAt alone must move to be rewritten, default 60),
-    AIKEYS_KEY_WORKERS (AIKeys minted or reconciled at once, default 16), AIKEYS_LEADER_ELECTION
-    (true: only the replica holding the Lease aikeys-operator in $POD_NAMESPACE works on AIKeys and
-    Allocations; default false) and AIKEYS_LEASE_SECONDS (default 15),
-    AIKEYS_WATCH_SERVER_TIMEOUT and AIKEYS_WATCH_CLIENT_TIMEOUT (watch request timeouts in seconds),
-    AIKEYS_OPERATOR_METRICS_PORT (Prometheus /metrics, default 9090; 0 disables) and
-    AIKEYS_OPERATOR_METRICS_ADDR (default 0.0.0.0).
-    """
     try:
         from aikeys_operator import handlers  # registers the handlers (and reads the settings)
     except SettingsError as err:

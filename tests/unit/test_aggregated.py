@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from aikeys_gateway.cache.catalog import key_entry
+from aikeys_gateway.config import UsageAPISettings as Settings
 from aikeys_gateway.usage.aggregated import (
     FrontProxy,
-    Settings,
     User,
     _age,
     _window,

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from aikeys_gateway import config
 from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
 from aikeys_gateway.observe import tracing
 from aikeys_gateway.pipeline.exchange import Exchange
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from aikeys.estimate import Endpoint, OutputCap
 from aikeys.money import Price
 from aikeys.resources import ProviderType
+from aikeys.settings import SettingsError
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -103,12 +105,12 @@ def only(exporter: InMemorySpanExporter) -> ReadableSpan:
     ],
 )
 def test_endpoint_from_the_environment(env: dict[str, str], url: str) -> None:
-    assert tracing.otlp_endpoint(env) == url
+    assert config.otlp_endpoint(env) == url
 
 
 def test_an_endpoint_that_is_not_http_stops_the_start() -> None:
-    with pytest.raises(SystemExit, match="http:// or https://"):
-        tracing.otlp_endpoint({"AIKEYS_OTLP_ENDPOINT": "otel:4317"})
+    with pytest.raises(SettingsError, match="http:// or https://"):
+        config.otlp_endpoint({"AIKEYS_OTLP_ENDPOINT": "otel:4317"})
 
 
 # --- spans -------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from aikeys_gateway.ui import Settings
+from aikeys_gateway.config import UISettings as Settings
 from aikeys_gateway.ui.pages import ago, short_usd
 from aikeys_gateway.ui.session import (
     Kind,

@@ -27,10 +27,8 @@ str), and the finished span is handed to the SDK's batch processor as a `Readabl
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
-from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -54,7 +52,6 @@ if TYPE_CHECKING:  # the SDK itself is imported only when tracing is on
 log = logging.getLogger("aikeys.gateway.tracing")
 
 SERVICE_NAME = "aikeys-gateway"
-TRACES_PATH = "/v1/traces"
 OPERATIONS = {
     Endpoint.CHAT: "chat",
     Endpoint.COMPLETIONS: "text_completion",
@@ -84,31 +81,6 @@ CLIENT = SpanKind.CLIENT  # the gateway calling a model, as the GenAI convention
 UNSET, ERROR = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
 
 _current: ContextVar[RequestSpan | None] = ContextVar("aikeys_request_span", default=None)
-
-
-def otlp_endpoint(environ: Mapping[str, str] = os.environ) -> str:
-    """The OTLP/HTTP traces URL from the environment, or "" (tracing off).
-
-    AIKEYS_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT are base URLs (`/v1/traces` is appended
-    unless already there); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the full URL. OTEL_SDK_DISABLED=true
-    or OTEL_TRACES_EXPORTER=none turn tracing off whatever is set."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return ""
-    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return ""
-    url, full = environ.get("AIKEYS_OTLP_ENDPOINT", "").strip(), False
-    if not url:
-        url, full = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip(), True
-    if not url:
-        url, full = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(), False
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SystemExit(f"aikeys-gateway: the OTLP endpoint must be an http:// or https:// URL, not {url!r}")
-    if full or parts.path.rstrip("/").endswith(TRACES_PATH):
-        return url
-    return url.rstrip("/") + TRACES_PATH
 
 
 def _text(value: Any) -> str | None:
@@ -407,17 +379,22 @@ class Tracing:
         self.provider.shutdown()
 
 
-def build(exporter: SpanExporter, batch: bool = True) -> Tracing:
-    """Tracing for the gateway's resource, exporting through `exporter`."""
+Pod = tuple[str | None, str | None]  # the gateway's namespace and pod name, when it has them
+
+
+def build(exporter: SpanExporter, batch: bool = True, pod: Pod = (None, None)) -> Tracing:
+    """Tracing for the gateway's resource, exporting through `exporter`; `pod` is the
+    (namespace, name) the downward API gave the gateway (config.py reads them)."""
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     ours: dict[str, str] = {"service.name": SERVICE_NAME, "service.version": __version__}
-    if os.environ.get("POD_NAMESPACE"):
-        ours["k8s.namespace.name"] = os.environ["POD_NAMESPACE"]
-    if os.environ.get("POD_NAME"):
-        ours["k8s.pod.name"] = os.environ["POD_NAME"]
+    namespace, name = pod
+    if namespace:
+        ours["k8s.namespace.name"] = namespace
+    if name:
+        ours["k8s.pod.name"] = name
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over ours
     resource = Resource.create(ours).merge(OTELResourceDetector().detect())
     provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER, else parent-based always-on
@@ -425,13 +402,14 @@ def build(exporter: SpanExporter, batch: bool = True) -> Tracing:
     return Tracing(provider, processor)
 
 
-def setup(endpoint: str) -> Tracing | None:
-    """Tracing to the OTLP/HTTP `endpoint` (a traces URL), or None when it is empty."""
+def setup(endpoint: str, pod: Pod = (None, None)) -> Tracing | None:
+    """Tracing to the OTLP/HTTP `endpoint` (a traces URL, config.otlp_endpoint), or None when it
+    is empty."""
     if not endpoint:
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    tracing = build(OTLPSpanExporter(endpoint=endpoint))
+    tracing = build(OTLPSpanExporter(endpoint=endpoint), pod=pod)
     parts = urlsplit(endpoint)  # the host only: a URL may carry credentials
     log.info("tracing on", extra={"access": {"otlp_host": parts.hostname, "otlp_port": parts.port}})
     return tracing

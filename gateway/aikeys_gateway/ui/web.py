@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -25,8 +25,9 @@ from aikeys.ledger.store import LedgerUnavailable
 from aikeys.money import format_usd
 from aikeys.resources import NAME_PATTERN
 from aikeys_gateway import errors
-from aikeys_gateway.cache.catalog import KeyEntry
-from aikeys_gateway.kubeauth import AIKEYS, USAGE, Person
+from aikeys_gateway.cache.catalog import Catalog, KeyEntry
+from aikeys_gateway.config import UISettings
+from aikeys_gateway.kubeauth import AIKEYS, USAGE, KubeAuth, Person
 from aikeys_gateway.pipeline.auth import authenticate
 from aikeys_gateway.ui import pages, person
 from aikeys_gateway.ui.session import (
@@ -43,11 +44,7 @@ from aikeys_gateway.ui.session import (
     same,
     set_cookie,
 )
-from aikeys_gateway.usage.records import MAX_DAYS, GroupBy, UsageReport, collect, own, report
-
-if TYPE_CHECKING:
-    from aikeys_gateway.app import State
-    from aikeys_gateway.ui import Settings
+from aikeys_gateway.usage.records import MAX_DAYS, GroupBy, UsageLedger, UsageReport, collect, own, report
 
 log = logging.getLogger("aikeys.gateway.ui")
 MAX_FORM_BYTES = 64 * 1024
@@ -131,10 +128,9 @@ def _with_user(session: Session, user: str) -> Session:
     return Session(session.kind, session.credential, user, session.csrf, session.expires, session.from_proxy)
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request, seconds: float) -> dict[str, str]:
     """An application/x-www-form-urlencoded body (the only kind the pages send), bounded in size
-    and, like the API's bodies, in time (AIKEYS_BODY_TIMEOUT: 408, the connection closed)."""
-    seconds = request.app.state.aikeys.settings.body_timeout
+    and, like the API's bodies, in time (`seconds`, AIKEYS_BODY_TIMEOUT: 408, the connection closed)."""
     body = b""
     try:
         async with asyncio.timeout(seconds):
@@ -189,21 +185,31 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 class UI:
-    def __init__(self, state: State, settings: Settings):
-        self.state = state
+    """The pages' handlers, over the gateway's caches, the ledger's usage records, Kubernetes'
+    answer to who a token is, and the pool that sends a person's own requests to the API server."""
+
+    def __init__(
+        self,
+        settings: UISettings,
+        catalog: Catalog,
+        ledger: UsageLedger,
+        kubeauth: KubeAuth,
+        connections: person.Connections,
+        body_timeout: float,
+    ):
         self.settings = settings
+        self.catalog = catalog
+        self.ledger = ledger
+        self.kubeauth = kubeauth
+        self.connections = connections
+        self.body_timeout = body_timeout
         self.sealer = Sealer(derive_key(settings.session_secret))
-        self.connections: person.Connections | None = None
         self.assets = {name: _static(name) for name in ("aikeys.css", "aikeys.js")}
         if not settings.session_secret:
             log.warning(
                 "AIKEYS_UI_SESSION_KEY is not set: web sessions last as long as this process, on this "
                 "replica only"
             )
-
-    async def close(self) -> None:
-        if self.connections is not None:
-            await self.connections.close()
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -235,11 +241,9 @@ class UI:
             return None
         try:
             if session.kind is Kind.KEY:
-                entry = authenticate(
-                    {"authorization": f"Bearer {session.credential}"}, self.state.catalog, _now()
-                )
+                entry = authenticate({"authorization": f"Bearer {session.credential}"}, self.catalog, _now())
                 return Signed(_with_user(session, f"{entry.namespace}/{entry.name}"), key=entry)
-            who = await self.state.kubeauth.person(session.credential)
+            who = await self.kubeauth.person(session.credential)
         except errors.GatewayError:
             return None
         return Signed(_with_user(session, who.username), person=who)
@@ -284,19 +288,17 @@ class UI:
     # --- helpers --------------------------------------------------------------------------------
 
     def client(self, signed: Signed) -> person.PersonClient:
-        if self.connections is None:
-            self.connections = person.Connections(self.state.kube.config)
         return self.connections.client(signed.session.credential)
 
     async def namespaces(self, who: Person, resource: tuple[str, str]) -> tuple[list[str], bool]:
         """Namespaces with aikeys objects where the person may list `resource` (AIKeys for the keys
         page; KeyUsages for the usage page, the same SubjectAccessReview as /api/usage), and whether
         they may list it cluster-wide."""
-        catalog = self.state.catalog
+        catalog = self.catalog
         candidates = sorted(
             {ns for ns, _ in catalog.allocations.objects} | {ns for ns, _ in catalog.keys.objects}
         )[:500]
-        kubeauth = self.state.kubeauth
+        kubeauth = self.kubeauth
         allowed = await asyncio.gather(*(kubeauth.may_list(who, ns, resource) for ns in candidates))
         everywhere = await kubeauth.may_list(who, "", resource)
         return [ns for ns, ok in zip(candidates, allowed, strict=True) if ok], everywhere
@@ -321,7 +323,7 @@ class UI:
             return concrete[0]
         globs = [_glob(p) for p in patterns]
         providers = sorted(
-            self.state.catalog.providers.objects.values(),
+            self.catalog.providers.objects.values(),
             key=lambda p: (p.namespace != namespace, p.namespace, p.name),
         )
         for provider in providers:
@@ -336,22 +338,21 @@ class UI:
         self, signed: Signed, namespace: str, by: GroupBy, days: int
     ) -> tuple[UsageReport, list[pages.AllocationRow]]:
         """The same report as GET /api/usage, for the person's namespace (or all) or for the key."""
-        state = self.state
         end = _now().date()
-        ledger = state.meter.ledger
-        known = state.catalog.keys.objects
+        ledger = self.ledger
+        known = self.catalog.keys.objects
         if signed.key is not None:
-            alloc = state.catalog.allocation(signed.key.namespace, signed.key.allocation)
+            alloc = self.catalog.allocation(signed.key.namespace, signed.key.allocation)
             allocations = [] if alloc is None else [alloc]
             records = own(await collect(ledger, allocations, end, days, known), signed.key)
         else:
             assert signed.person is not None
-            await state.kubeauth.require_usage(signed.person, "" if namespace == "*" else namespace)
+            await self.kubeauth.require_usage(signed.person, "" if namespace == "*" else namespace)
             allocations = [
-                a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
+                a for (ns, _), a in self.catalog.allocations.objects.items() if namespace in ("*", ns)
             ]
             records = await collect(ledger, allocations, end, days, known)
-        result = report(records, by, end, days, state.catalog.price)
+        result = report(records, by, end, days, self.catalog.price)
         rows = []
         for alloc in sorted(allocations, key=lambda a: (a.namespace, a.name)):
             spent = (await ledger.period_state(alloc, _now())).spent
@@ -398,7 +399,7 @@ class UI:
 
     @handled
     async def login(self, request: Request) -> Response:
-        form = await read_form(request)
+        form = await read_form(request, self.body_timeout)
         csrf = request.cookies.get(LOGIN_COOKIE)
         self.check_post(request, None, form, expected=csrf)
         credential = form.get("credential", "").strip()
@@ -408,7 +409,7 @@ class UI:
         expires = time.time() + self.settings.session_hours * 3600
         if aikeys_keys.well_formed(credential):
             try:
-                entry = authenticate({"authorization": f"Bearer {credential}"}, self.state.catalog, _now())
+                entry = authenticate({"authorization": f"Bearer {credential}"}, self.catalog, _now())
             except errors.GatewayError as err:
                 return html(pages.login(again, err.message), 401)
             if entry.status.expires_at is not None:
@@ -416,7 +417,7 @@ class UI:
             session = Session(Kind.KEY, credential, f"{entry.namespace}/{entry.name}", new_csrf(), expires)
         else:
             try:
-                who = await self.state.kubeauth.person(credential)
+                who = await self.kubeauth.person(credential)
             except errors.GatewayError:
                 message = "The cluster did not accept this token (expired, or not a token)."
                 return html(pages.login(again, message), 401)
@@ -429,7 +430,7 @@ class UI:
 
     @handled
     async def logout(self, request: Request) -> Response:
-        form = await read_form(request)
+        form = await read_form(request, self.body_timeout)
         signed = await self.signed(request)
         if signed is not None:
             self.check_post(request, signed, form)
@@ -442,8 +443,8 @@ class UI:
     async def _key_self(self, signed: Signed) -> Response:
         key = signed.key
         assert key is not None
-        alloc = self.state.catalog.allocation(key.namespace, key.allocation)
-        spent = 0 if alloc is None else (await self.state.meter.ledger.period_state(alloc, _now())).spent
+        alloc = self.catalog.allocation(key.namespace, key.allocation)
+        spent = 0 if alloc is None else (await self.ledger.period_state(alloc, _now())).spent
         budget = 0 if alloc is None else alloc.budget
         me = {
             "namespace": key.namespace,
@@ -485,12 +486,12 @@ class UI:
         try:
             allocations = await person.list_allocations(client, ns)
         except ApiError:  # may manage keys without reading allocations: the cache knows their names
-            allocations = sorted(name for (n, name) in self.state.catalog.allocations.objects if n == ns)
+            allocations = sorted(name for (n, name) in self.catalog.allocations.objects if n == ns)
         last_used: dict[str, dt.datetime] = {}  # by AIKey uid: the ledger's, fresher than the status's
         with contextlib.suppress(LedgerUnavailable):
-            for (n, _), alloc in self.state.catalog.allocations.objects.items():
+            for (n, _), alloc in self.catalog.allocations.objects.items():
                 if n == ns:
-                    for key, moment in (await self.state.meter.ledger.last_used(alloc)).items():
+                    for key, moment in (await self.ledger.last_used(alloc)).items():
                         last_used[key] = max(moment, last_used.get(key, moment))
         body = pages.keys_page(
             signed.viewer, ns, allowed, listed, allocations, last_used, query, message, error
@@ -536,7 +537,7 @@ class UI:
     @handled
     async def create(self, request: Request) -> Response:
         signed = await self.require(request)
-        form = await read_form(request)
+        form = await read_form(request, self.body_timeout)
         self.check_post(request, signed, form)
         who = self._changes(signed)
         ns, name = self._target(form)
@@ -565,7 +566,7 @@ class UI:
         if verb not in VERBS:
             return html(pages.error_page(None, "Not found", "No such action."), 404)
         signed = await self.require(request)
-        form = await read_form(request)
+        form = await read_form(request, self.body_timeout)
         self.check_post(request, signed, form)
         self._changes(signed)
         ns, name = self._target(form)
@@ -575,7 +576,7 @@ class UI:
         try:
             if verb == "rotate":
                 key, base, until = await person.rotate_key(client, ns, name, None)
-                entry = self.state.catalog.keys.objects.get((ns, name))
+                entry = self.catalog.keys.objects.get((ns, name))
                 model = self.snippet_model(ns, list(entry.spec.models) if entry else [])
                 new = pages.NewKey(ns, name, key, base or self.base_url(request), model, until, rotated=True)
                 return html(pages.new_key_page(signed.viewer, new))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,12 +35,12 @@ from typing import Any
 from aiohttp import web
 
 from aikeys.kube.client import ApiError, KubeClient
-from aikeys.ledger.store import Ledger, LedgerUnavailable
+from aikeys.ledger.store import LedgerUnavailable
 from aikeys.money import format_usd
-from aikeys.settings import SettingsError, env_int, env_str
 from aikeys_gateway.cache.catalog import Catalog, KeyEntry
+from aikeys_gateway.config import UsageAPISettings
 from aikeys_gateway.kubeauth import TTLCache
-from aikeys_gateway.usage.records import MAX_DAYS, Record, collect, day_ids
+from aikeys_gateway.usage.records import MAX_DAYS, Record, UsageLedger, collect, day_ids
 
 log = logging.getLogger("aikeys.gateway.aggregated")
 
@@ -54,36 +53,6 @@ DEFAULT_DAYS = 30
 EARLIEST = dt.date(2020, 1, 1)
 AUTH_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
 JSON = dict[str, Any]
-
-
-# --- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """AIKEYS_USAGE_API_PORT (0, the default: not served), AIKEYS_USAGE_API_HOST (0.0.0.0),
-    AIKEYS_USAGE_API_CERT and AIKEYS_USAGE_API_KEY (the serving certificate and key, PEM files)."""
-
-    port: int = 0
-    host: str = "0.0.0.0"  # noqa: S104 - the API server reaches the pod
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        settings = cls(
-            port=env_int(env, "AIKEYS_USAGE_API_PORT", 0, minimum=0),
-            host=env_str(env, "AIKEYS_USAGE_API_HOST", cls.host) or cls.host,
-            cert_file=env_str(env, "AIKEYS_USAGE_API_CERT"),
-            key_file=env_str(env, "AIKEYS_USAGE_API_KEY"),
-        )
-        if settings.port and not (settings.cert_file and settings.key_file):
-            raise SettingsError(
-                "AIKEYS_USAGE_API_PORT is set: AIKEYS_USAGE_API_CERT and AIKEYS_USAGE_API_KEY must name "
-                "the serving certificate and key"
-            )
-        return settings
 
 
 # --- who is asking ------------------------------------------------------------------------------
@@ -477,7 +446,7 @@ class UsageAPI:
         self,
         proxy: FrontProxy,
         catalog: Catalog,
-        ledger: Ledger,
+        ledger: UsageLedger,
         authorize: Authorize,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ):
@@ -580,7 +549,7 @@ class UsageAPI:
         )
 
 
-def server_ssl_context(settings: Settings, proxy: FrontProxy) -> ssl.SSLContext:
+def server_ssl_context(settings: UsageAPISettings, proxy: FrontProxy) -> ssl.SSLContext:
     """Our serving certificate; clients must present one signed by the front-proxy CA."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=proxy.ca_pem)
     ctx.load_cert_chain(str(settings.cert_file), str(settings.key_file))
@@ -589,9 +558,10 @@ def server_ssl_context(settings: Settings, proxy: FrontProxy) -> ssl.SSLContext:
 
 
 class UsageServer:
-    """The listener: reads the front-proxy settings from the cluster, serves TLS on its own port."""
+    """The listener: reads the front-proxy settings from the cluster, serves TLS on its own port.
+    Started once the caches and the ledger's client exist, stopped before them (services.py)."""
 
-    def __init__(self, settings: Settings, kube: KubeClient, catalog: Catalog, ledger: Ledger):
+    def __init__(self, settings: UsageAPISettings, kube: KubeClient, catalog: Catalog, ledger: UsageLedger):
         self.settings = settings
         self.kube = kube
         self.catalog = catalog
@@ -620,38 +590,3 @@ class UsageServer:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-
-
-class WithUsageAPI:
-    """ASGI wrapper around the gateway app: once the app has started (its informers, ledger and
-    Kubernetes client exist), start the usage API's listener beside it; stop it first on shutdown."""
-
-    def __init__(self, app: Any, settings: Settings):
-        self.app = app
-        self.settings = settings
-        self.server: UsageServer | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan" or not self.settings.port:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_(message: Any) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                state = self.app.state
-                self.server = UsageServer(self.settings, state.kube, state.catalog, state.meter.ledger)
-                try:
-                    await self.server.start()
-                except Exception as err:
-                    log.exception("the usage API could not start")
-                    await send({"type": "lifespan.startup.failed", "message": str(err)})
-                    return
-            await send(message)
-
-        async def receive_() -> Any:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown" and self.server is not None:
-                await self.server.stop()
-            return message
-
-        await self.app(scope, receive_, send_)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -16,11 +16,18 @@ from aikeys.money import format_usd
 from aikeys.periods import window
 from aikeys.resources import NAMESPACE_OR_STAR
 from aikeys_gateway import errors
+from aikeys_gateway.cache.catalog import Catalog
+from aikeys_gateway.kubeauth import KubeAuth
 from aikeys_gateway.pipeline.auth import authenticate, presented_key
-from aikeys_gateway.usage.records import MAX_DAYS, GroupBy, UsageReport, collect, own, report
-
-if TYPE_CHECKING:
-    from aikeys_gateway.app import State
+from aikeys_gateway.usage.records import (
+    MAX_DAYS,
+    GroupBy,
+    UsageLedger,
+    UsageReport,
+    collect,
+    own,
+    report,
+)
 
 T = TypeVar("T")
 EARLIEST = dt.date(2020, 1, 1)  # no ledger record is older
@@ -55,20 +62,22 @@ async def _ledger_call(call: Awaitable[T]) -> T:
         raise errors.unavailable("The ledger is unreachable; retry shortly.") from err
 
 
-def router(state: State) -> APIRouter:
+def router(catalog: Catalog, ledger: UsageLedger, kubeauth: KubeAuth) -> APIRouter:
+    """The routes, over the gateway's caches, the ledger's usage records and Kubernetes' answer
+    to who a token is and what it may read."""
     router = APIRouter(tags=["usage"])
 
     @router.get("/api/keys/self", tags=["usage"], response_model=KeySelf)
     async def key_self(request: Request) -> KeySelf:
         """The calling AI key: its allocation, the budget left this period, its expiry."""
-        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
-        alloc = state.catalog.allocation(key.namespace, key.allocation)
+        key = authenticate(request.headers, catalog, dt.datetime.now(dt.UTC))
+        alloc = catalog.allocation(key.namespace, key.allocation)
         if alloc is None:
             raise errors.forbidden(
                 f"Allocation {key.namespace}/{key.allocation} does not exist.", code="allocation_not_found"
             )
         now = dt.datetime.now(dt.UTC)
-        spent = (await _ledger_call(state.meter.ledger.period_state(alloc, now))).spent
+        spent = (await _ledger_call(ledger.period_state(alloc, now))).spent
         w = window(alloc.period, now)
         return KeySelf(
             namespace=key.namespace,
@@ -106,31 +115,23 @@ def router(state: State) -> APIRouter:
             raise errors.invalid_request("'namespace' must be a namespace name or *.", param="namespace")
         token = presented_key(request.headers)
         if token and keys.well_formed(token):
-            key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
+            key = authenticate(request.headers, catalog, dt.datetime.now(dt.UTC))
             if namespace not in (None, key.namespace):
                 raise errors.forbidden("An AI key reads only its own usage.", code="forbidden")
-            alloc = state.catalog.allocation(key.namespace, key.allocation)
-            known = state.catalog.keys.objects
-            records = (
-                []
-                if alloc is None
-                else await _ledger_call(collect(state.meter.ledger, [alloc], end, days, known))
-            )
-            return report(own(records, key), group_by, end, days, state.catalog.price)
+            alloc = catalog.allocation(key.namespace, key.allocation)
+            known = catalog.keys.objects
+            records = [] if alloc is None else await _ledger_call(collect(ledger, [alloc], end, days, known))
+            return report(own(records, key), group_by, end, days, catalog.price)
         if not token:
             raise errors.unauthorized("Send an AI key, or a Kubernetes token with `namespace`.")
-        person = await state.kubeauth.person(token)
+        person = await kubeauth.person(token)
         if not namespace:
             raise errors.invalid_request(
                 "With a Kubernetes token, pass namespace=<name> (or * for all).", param="namespace"
             )
-        await state.kubeauth.require_usage(person, "" if namespace == "*" else namespace)
-        allocations = [
-            a for (ns, _), a in state.catalog.allocations.objects.items() if namespace in ("*", ns)
-        ]
-        records = await _ledger_call(
-            collect(state.meter.ledger, allocations, end, days, state.catalog.keys.objects)
-        )
-        return report(records, group_by, end, days, state.catalog.price)
+        await kubeauth.require_usage(person, "" if namespace == "*" else namespace)
+        allocations = [a for (ns, _), a in catalog.allocations.objects.items() if namespace in ("*", ns)]
+        records = await _ledger_call(collect(ledger, allocations, end, days, catalog.keys.objects))
+        return report(records, group_by, end, days, catalog.price)
 
     return router

@@ -16,14 +16,26 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from aikeys.ledger.store import Allocation, Ledger, UsageRow
+from aikeys.ledger.store import Allocation, PeriodState, UsageRow
 from aikeys.money import TOKENS_PER_PRICE_UNIT, Price, format_usd
 from aikeys_gateway.cache.catalog import KeyEntry
 
 MAX_DAYS = 100  # usage records are kept 100 days
+
+
+class UsageLedger(Protocol):
+    """What the usage readers (`/api/usage`, the AI Usage page, the KeyUsage API) read from the
+    ledger — reads only; `aikeys.ledger.store.Ledger` is one. They never hold or charge."""
+
+    async def period_state(self, alloc: Allocation, at: dt.datetime | None = None) -> PeriodState: ...
+
+    async def usage(self, alloc: Allocation, days: list[str]) -> list[UsageRow]: ...
+
+    async def last_used(self, alloc: Allocation) -> dict[str, dt.datetime]: ...
 
 
 class GroupBy(StrEnum):
@@ -113,7 +125,7 @@ def day_ids(until: dt.date, days: int) -> list[str]:
 
 
 async def collect(
-    ledger: Ledger, allocations: Iterable[Allocation], until: dt.date, days: int, known: Known
+    ledger: UsageLedger, allocations: Iterable[Allocation], until: dt.date, days: int, known: Known
 ) -> list[Record]:
     """The allocations' usage records of the window, each with its key named from `known` (the
     existing keys) or, for a deleted key, from the ledger."""

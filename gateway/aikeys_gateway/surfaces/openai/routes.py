@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, Request
@@ -12,26 +11,27 @@ from starlette.responses import Response
 
 from aikeys.limits import truncate
 from aikeys_gateway import errors
+from aikeys_gateway.cache.catalog import Catalog
 from aikeys_gateway.pipeline.auth import authenticate
 from aikeys_gateway.pipeline.intake import request_id
-
-if TYPE_CHECKING:
-    from aikeys_gateway.app import State
+from aikeys_gateway.surfaces.openai.stored import StoredResponses
+from aikeys_gateway.upstreams.client import Client
 
 PREFIX = "/api/openai/v1"
 
 
-def router(state: State) -> APIRouter:
+def router(catalog: Catalog, stored_responses: StoredResponses, http: Client) -> APIRouter:
+    """The routes, over the gateway's caches; stored responses go to their provider over `http`."""
     router = APIRouter(tags=["openai"])
 
     @router.get(PREFIX + "/models", tags=["openai"])
     async def models(request: Request) -> Response:
         """The models this key may use, in OpenAI's list format."""
         rid = request_id(request)
-        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
+        key = authenticate(request.headers, catalog, dt.datetime.now(dt.UTC))
         data = [
             {"id": mid, "object": "model", "created": 0, "owned_by": f"{p.namespace}:{p.name}"}
-            for mid, p in state.catalog.models_for(key)
+            for mid, p in catalog.models_for(key)
         ]
         return Response(
             orjson.dumps({"object": "list", "data": data}),
@@ -42,8 +42,8 @@ def router(state: State) -> APIRouter:
     @router.get(PREFIX + "/models/{model_id:path}", tags=["openai"])
     async def model(request: Request, model_id: str) -> Response:
         """One model this key may use (404 for any other, as for one that does not exist)."""
-        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
-        for mid, p in state.catalog.models_for(key):
+        key = authenticate(request.headers, catalog, dt.datetime.now(dt.UTC))
+        for mid, p in catalog.models_for(key):
             if mid == model_id:
                 found = {"id": mid, "object": "model", "created": 0, "owned_by": f"{p.namespace}:{p.name}"}
                 return Response(
@@ -56,8 +56,8 @@ def router(state: State) -> APIRouter:
         )
 
     async def stored(request: Request, response_id: str, suffix: str = "") -> Response:
-        key = authenticate(request.headers, state.catalog, dt.datetime.now(dt.UTC))
-        response = await state.stored.forward(request, state.http, state.catalog, key, response_id, suffix)
+        key = authenticate(request.headers, catalog, dt.datetime.now(dt.UTC))
+        response = await stored_responses.forward(request, http, catalog, key, response_id, suffix)
         response.headers["x-request-id"] = request_id(request)
         return response
 
