@@ -34,6 +34,7 @@ from typing import Any
 import pydantic
 
 from aikeys.kube.client import Conflict, KubeClient, NotFound, path, resource_path
+from aikeys.ledger import specs
 from aikeys.ledger.store import Allocation, Changes, Ledger, LedgerUnavailable
 from aikeys.periods import window
 from aikeys.resources import API_VERSION, AllocationSpec
@@ -265,7 +266,7 @@ class Allocations:
             "spec": obj.get("spec") or {},
             "status": obj.get("status") or {},
         }
-        self.records[key] = AllocationRecord(body, spec, allocations.ledger_allocation(*key, spec))
+        self.records[key] = AllocationRecord(body, spec, specs.allocation(*key, spec))
 
     def remove(self, key: Key) -> None:
         if self.records.pop(key, None) is not None:
