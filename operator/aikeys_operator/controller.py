@@ -486,11 +486,26 @@ class Controller:
             len(self.allocs.records),
         )
 
+    def _readings(self) -> metrics.Readings:
+        return metrics.Readings(
+            ready=self.ready.is_set,
+            aikeys=lambda: len(self.keys.records),
+            allocations=lambda: len(self.allocs.records),
+            work_queue=lambda: len(self.keys.queue),
+            deadlines=lambda: len(self.keys.deadlines),
+            backlog=self.writer.backlog,
+            lag=self.writer.lag,
+            minted=lambda: self.keys.minted,
+            status_writes=lambda: self.writer.written,
+            keys_compared=lambda: self.status.keys_compared if self.status else 0,
+            rounds=lambda: self.status.rounds if self.status else 0,
+        )
+
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"aikeys-{name}"))
 
     def start(self) -> None:
-        metrics.observe(self)
+        metrics.observe(self._readings())
         self._spawn(self.poster.run(), "events")
         self._spawn(self.keys.deadlines.run(), "deadlines")
         for i in range(self.settings.key_workers):
