@@ -49,15 +49,7 @@ class Scripted(KubeClient):
             self._pages = list(self.lists.pop(0))
         return self._pages.pop(0)
 
-    async def watch(
-        self,
-        url_path: str,
-        resource_version: str,
-        *,
-        timeout_seconds: int = 300,
-        bookmarks: bool = True,
-        params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[JSON]:
+    async def watch(self, url_path: str, resource_version: str, **_: Any) -> AsyncIterator[JSON]:
         self.watched_from.append(resource_version)
         if not self.watches:
             self.idle.set()
