@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import time
 from typing import Any
 
 import click
 import yaml
 
+from aikeys import issuing
 from aikeys.cli.context import Context, aikeys_path
 from aikeys.cli.render import table, when
 from aikeys.durations import DurationError, parse_duration
-from aikeys.kube.client import Forbidden, KubeClient, NotFound, path
-from aikeys.resources import API_VERSION
+from aikeys.kube.client import Forbidden, KubeClient, NotFound
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-async def _wait(client: KubeClient, ns: str, name: str, ready: Any, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        obj = await client.get(aikeys_path(ns, name))
-        if ready(obj):
-            return obj
-        if time.monotonic() > deadline:
-            phase = (obj.get("status") or {}).get("phase", "no status")
-            raise click.ClickException(
-                f"AIKey {ns}/{name} is not ready after {seconds:.0f}s (phase: {phase}). "
-                f"Is the aikeys operator running? See `kubectl describe aikey {name} -n {ns}`."
-            )
-        await asyncio.sleep(0.2)
-
-
-async def _take_key(client: KubeClient, ns: str, obj: dict[str, Any], keep: bool) -> tuple[str, str | None]:
-    """Read the key (and base URL) from the AIKey's Secret; delete the Secret unless `keep`."""
-    name = obj["status"]["secretName"]
-    secret = await client.get(path("v1", "secrets", ns, name))
-    data = secret.get("data") or {}
-    key = base64.b64decode(data["OPENAI_API_KEY"]).decode()
-    base = base64.b64decode(data["OPENAI_BASE_URL"]).decode() if "OPENAI_BASE_URL" in data else None
-    if not keep:
-        await client.delete(path("v1", "secrets", ns, name))
-    return key, base
+def _not_ready(err: issuing.NotReady) -> click.ClickException:
+    return click.ClickException(
+        f"AIKey {err.namespace}/{err.name} is not ready after {err.seconds:.0f}s "
+        f"(phase: {err.phase or 'no status'}). Is the aikeys operator running? "
+        f"See `kubectl describe aikey {err.name} -n {err.namespace}`."
+    )
 
 
 def _show_once(key: str, base: str | None, kept: bool, secret: str, ns: str) -> None:
@@ -126,33 +104,17 @@ def create(
         spec["description"] = description
     ns = ctx.ns()
 
-    async def go(client: KubeClient) -> tuple[str, str | None, str]:
+    async def go(client: KubeClient) -> issuing.Issued:
         me = owner or await whoami(client)
         if me:
             spec["owner"] = me
-        await client.create(
-            aikeys_path(ns),
-            {
-                "apiVersion": API_VERSION,
-                "kind": "AIKey",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": spec,
-            },
-        )
-        obj = await _wait(
-            client,
-            ns,
-            name,
-            lambda o: (
-                (o.get("status") or {}).get("phase") == "Active" and (o.get("status") or {}).get("secretName")
-            ),
-            timeout,
-        )
-        key, base = await _take_key(client, ns, obj, keep_secret)
-        return key, base, obj["status"]["secretName"]
+        try:
+            return await issuing.create(client, ns, name, spec, wait_seconds=timeout, keep_secret=keep_secret)
+        except issuing.NotReady as err:
+            raise _not_ready(err) from None
 
-    key, base, secret = ctx.run(go)
-    _show_once(key, base, keep_secret, secret, ns)
+    issued = ctx.run(go)
+    _show_once(issued.key, issued.base_url, keep_secret, issued.secret, ns)
 
 
 def _rows(items: list[dict[str, Any]], all_ns: bool) -> list[list[str]]:
@@ -318,20 +280,15 @@ def rotate(ctx: Context, name: str, grace: str | None, keep_secret: bool, timeou
             raise click.BadParameter(str(err), param_hint="--grace") from err
     ns = ctx.ns()
 
-    async def go(client: KubeClient) -> tuple[str, str | None, str, str | None]:
-        current = await client.get(aikeys_path(ns, name))
-        target = int(current["spec"].get("rotation", 0)) + 1
-        spec: dict[str, Any] = {"rotation": target}
-        if grace:
-            spec["rotationGracePeriod"] = grace
-        await client.patch(aikeys_path(ns, name), {"spec": spec})
-        obj = await _wait(
-            client, ns, name, lambda o: (o.get("status") or {}).get("observedRotation") == target, timeout
-        )
-        key, base = await _take_key(client, ns, obj, keep_secret)
-        return key, base, obj["status"]["secretName"], obj["status"].get("previousKeyValidUntil")
+    async def go(client: KubeClient) -> issuing.Issued:
+        try:
+            return await issuing.rotate(
+                client, ns, name, grace, wait_seconds=timeout, keep_secret=keep_secret
+            )
+        except issuing.NotReady as err:
+            raise _not_ready(err) from None
 
-    key, base, secret, until = ctx.run(go)
-    _show_once(key, base, keep_secret, secret, ns)
-    if until:
-        click.echo(f"The previous key works until {when(until)} UTC.", err=True)
+    issued = ctx.run(go)
+    _show_once(issued.key, issued.base_url, keep_secret, issued.secret, ns)
+    if issued.previous_valid_until:
+        click.echo(f"The previous key works until {when(issued.previous_valid_until)} UTC.", err=True)

@@ -1,8 +1,19 @@
-"""Requests, lists and watches against the Kubernetes API (aiohttp, one session per client)."""
+"""Requests, lists and watches against the Kubernetes API (aiohttp, one session per client).
+
+When the API server asks a client to come back later (`Retry-After` on a 429 from API Priority
+and Fairness, on a 504 "Too large resource version" while its watch cache catches up with etcd,
+on a 503 while it starts), the request is sent again after that long, as client-go does: at most
+`MAX_RETRIES` times, each wait capped at `MAX_WAIT` seconds. Reads (GET: gets, lists, the start
+of a watch) are retried on any of these; writes only on 429, which the server answers before it
+processes anything, so a write is never applied twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -13,6 +24,25 @@ from aikeys.resources import API_VERSION
 
 JSON = dict[str, Any]
 MERGE = "application/merge-patch+json"
+MAX_RETRIES = 10  # as client-go
+MAX_WAIT = 10.0  # seconds, however long the server asks for
+SAFE = frozenset({"GET", "HEAD"})  # what the server may have processed, and is still safe to resend
+
+log = logging.getLogger("aikeys.kube")
+
+
+def retry_after(method: str, status: int, header: str | None) -> float | None:
+    """Seconds to wait before sending the request again, or None: the answer stands.
+
+    Only a 429 or a 5xx that carries `Retry-After` in whole seconds (client-go reads no HTTP
+    dates either) is retried; a write only on 429."""
+    if not (status == 429 or (500 <= status < 600 and method in SAFE)) or header is None:
+        return None
+    try:
+        seconds = int(header.strip())
+    except ValueError:
+        return None
+    return None if seconds < 0 else min(float(seconds), MAX_WAIT)
 
 
 class ApiError(Exception):
@@ -135,6 +165,54 @@ class KubeClient:
             resp.status, body.get("reason") or resp.reason or "", body.get("message") or text, body
         )
 
+    @contextlib.asynccontextmanager
+    async def _send(
+        self,
+        method: str,
+        url_path: str,
+        *,
+        data: str | bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to one request, once the API server has answered it for good: a 401
+        renews the credential (exec plugin, token file) once; a 429 or 5xx that says
+        `Retry-After` is sent again after that long, as `retry_after` allows. Raises ApiError
+        for a non-2xx answer."""
+        renew, renewed, retries = False, False, 0
+        while True:
+            headers = await self._headers(content_type, renew=renew)
+            renew = False
+            async with self.session.request(
+                method,
+                self.config.server + url_path,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=client_timeout or self.timeout,
+                **self._options(),
+            ) as resp:
+                if resp.status == 401 and not renewed and self.config.renewable:
+                    renew = renewed = True
+                    continue
+                wait = retry_after(method, resp.status, resp.headers.get("Retry-After"))
+                if wait is None or retries >= MAX_RETRIES:
+                    await self._raise_for(resp)
+                    yield resp
+                    return
+                await resp.read()  # the connection goes back to the pool
+                retries += 1
+                log.info(
+                    "%s %s: %d from the API server, which asks to retry; retry %d in %.0fs",
+                    method,
+                    url_path,
+                    resp.status,
+                    retries,
+                    wait,
+                )
+            await asyncio.sleep(wait)
+
     async def request(
         self,
         method: str,
@@ -145,23 +223,15 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> JSON:
         data = None if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
-        for attempt in (1, 2):  # a 401 renews the credential (exec plugin, token file) once
-            headers = await self._headers(content_type if body is not None else None, renew=attempt == 2)
-            async with self.session.request(
-                method,
-                self.config.server + url_path,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self.timeout,
-                **self._options(),
-            ) as resp:
-                if resp.status == 401 and attempt == 1 and self.config.renewable:
-                    continue
-                await self._raise_for(resp)
-                result: JSON = await resp.json(content_type=None)
-                return result
-        raise AssertionError("unreachable")
+        async with self._send(
+            method,
+            url_path,
+            data=data,
+            params=params,
+            content_type=content_type if body is not None else None,
+        ) as resp:
+            result: JSON = await resp.json(content_type=None)
+            return result
 
     async def get(self, url_path: str, params: Mapping[str, str] | None = None) -> JSON:
         return await self.request("GET", url_path, params=params)
@@ -211,11 +281,7 @@ class KubeClient:
             **(params or {}),
         }
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
-        headers = await self._headers()
-        async with self.session.get(
-            self.config.server + url_path, params=query, headers=headers, timeout=timeout, **self._options()
-        ) as resp:
-            await self._raise_for(resp)
+        async with self._send("GET", url_path, params=query, client_timeout=timeout) as resp:
             async for line in resp.content:
                 if line.strip():
                     event: JSON = json.loads(line)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aikeys.ledger import specs
 from aikeys.ledger.store import Allocation, KeyUse, Ledger, PeriodState, RestoreOutcome
 from aikeys.money import MoneyError, format_usd, parse_usd
 from aikeys.periods import Period, window
@@ -117,10 +118,6 @@ def budget_name(spec: AllocationSpec) -> str:
     return f"{spec.budget} USD{period} budget"
 
 
-def ledger_allocation(namespace: str, name: str, spec: AllocationSpec) -> Allocation:
-    return Allocation(namespace, name, parse_usd(spec.budget), spec.period, spec.token_limit)
-
-
 async def refresh(
     body: dict[str, Any],
     ledger: Ledger,
@@ -135,7 +132,7 @@ async def refresh(
     spec = AllocationSpec.model_validate(body.get("spec") or {})
     old = AllocationStatus.model_validate(body.get("status") or {})
     raw_old = body.get("status") or {}
-    alloc = ledger_allocation(meta["namespace"], meta["name"], spec)
+    alloc = specs.allocation(meta["namespace"], meta["name"], spec)
     w = window(spec.period, now)
     if state is None:
         state = await ledger.period_state(alloc, now)

@@ -34,6 +34,7 @@ from typing import Any
 import pydantic
 
 from aikeys.kube.client import Conflict, KubeClient, NotFound, path, resource_path
+from aikeys.ledger import specs
 from aikeys.ledger.store import Allocation, Changes, Ledger, LedgerUnavailable
 from aikeys.periods import window
 from aikeys.resources import API_VERSION, AllocationSpec
@@ -265,7 +266,7 @@ class Allocations:
             "spec": obj.get("spec") or {},
             "status": obj.get("status") or {},
         }
-        self.records[key] = AllocationRecord(body, spec, allocations.ledger_allocation(*key, spec))
+        self.records[key] = AllocationRecord(body, spec, specs.allocation(*key, spec))
 
     def remove(self, key: Key) -> None:
         if self.records.pop(key, None) is not None:
@@ -485,11 +486,26 @@ class Controller:
             len(self.allocs.records),
         )
 
+    def _readings(self) -> metrics.Readings:
+        return metrics.Readings(
+            ready=self.ready.is_set,
+            aikeys=lambda: len(self.keys.records),
+            allocations=lambda: len(self.allocs.records),
+            work_queue=lambda: len(self.keys.queue),
+            deadlines=lambda: len(self.keys.deadlines),
+            backlog=self.writer.backlog,
+            lag=self.writer.lag,
+            minted=lambda: self.keys.minted,
+            status_writes=lambda: self.writer.written,
+            keys_compared=lambda: self.status.keys_compared if self.status else 0,
+            rounds=lambda: self.status.rounds if self.status else 0,
+        )
+
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"aikeys-{name}"))
 
     def start(self) -> None:
-        metrics.observe(self)
+        metrics.observe(self._readings())
         self._spawn(self.poster.run(), "events")
         self._spawn(self.keys.deadlines.run(), "deadlines")
         for i in range(self.settings.key_workers):

@@ -20,19 +20,14 @@ Plus prometheus_client's process and Python collectors. Port 0 serves nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, Collector
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from prometheus_client.metrics_core import Metric
-
-    from aikeys_operator.controller import Controller
 
 log = logging.getLogger("aikeys.operator")
 
@@ -71,55 +66,72 @@ LAG = Gauge(
 )
 
 
+@dataclass(frozen=True)
+class Readings:
+    """What the metrics read of a running controller, at scrape time. The controller hands these
+    over (`observe`), so this module knows nothing of it and the import points one way only."""
+
+    ready: Callable[[], bool]
+    aikeys: Callable[[], int]  # in the index
+    allocations: Callable[[], int]
+    work_queue: Callable[[], int]
+    deadlines: Callable[[], int]
+    backlog: Callable[[str], int]  # status refreshes queued, by kind ("aikeys", "allocations")
+    lag: Callable[[], float]
+    minted: Callable[[], int]
+    status_writes: Callable[[], Mapping[str, int]]  # written, by kind
+    keys_compared: Callable[[], int]
+    rounds: Callable[[], int]
+
+
 class _Counters(Collector):
     """Counters kept by the controller itself, read at scrape time."""
 
-    def __init__(self, controller: Controller):
-        self.controller = controller
+    def __init__(self, readings: Readings):
+        self.readings = readings
 
     def collect(self) -> Iterator[Metric]:
         minted = CounterMetricFamily(
             "aikeys_operator_keys_minted", "Keys minted or rotated by this operator process."
         )
-        minted.add_metric([], self.controller.keys.minted)
+        minted.add_metric([], self.readings.minted())
         yield minted
         writes = CounterMetricFamily(
             "aikeys_operator_status_writes", "Status refreshes written to the API server.", labels=["kind"]
         )
-        for kind, n in self.controller.writer.written.items():
+        for kind, n in self.readings.status_writes().items():
             writes.add_metric([kind], n)
         yield writes
-        status = self.controller.status
         compared = CounterMetricFamily(
             "aikeys_operator_status_keys_compared",
             "AIKeys whose spend and last use were read from the ledger and compared with their status "
             "(the keys charged since the last look, every key once after start and once a period).",
         )
-        compared.add_metric([], status.keys_compared if status else 0)
+        compared.add_metric([], self.readings.keys_compared())
         yield compared
         rounds = CounterMetricFamily(
             "aikeys_operator_status_rounds", "Looks at the ledger for what was charged."
         )
-        rounds.add_metric([], status.rounds if status else 0)
+        rounds.add_metric([], self.readings.rounds())
         yield rounds
 
 
 _observed: list[_Counters] = []
 
 
-def observe(controller: Controller) -> None:
-    """Export the controller's gauges and counters (the last controller started wins)."""
-    READY.set_function(lambda: 1.0 if controller.ready.is_set() else 0.0)
-    AIKEYS.set_function(lambda: len(controller.keys.records))
-    ALLOCATIONS.set_function(lambda: len(controller.allocs.records))
-    WORK_QUEUE.set_function(lambda: len(controller.keys.queue))
-    DEADLINES.set_function(lambda: len(controller.keys.deadlines))
+def observe(readings: Readings) -> None:
+    """Export a controller's gauges and counters (the last controller started wins)."""
+    READY.set_function(lambda: 1.0 if readings.ready() else 0.0)
+    AIKEYS.set_function(readings.aikeys)
+    ALLOCATIONS.set_function(readings.allocations)
+    WORK_QUEUE.set_function(readings.work_queue)
+    DEADLINES.set_function(readings.deadlines)
     for kind in ("allocations", "aikeys"):
-        BACKLOG.labels(kind).set_function(partial(controller.writer.backlog, kind))
-    LAG.set_function(controller.writer.lag)
+        BACKLOG.labels(kind).set_function(partial(readings.backlog, kind))
+    LAG.set_function(readings.lag)
     while _observed:
         REGISTRY.unregister(_observed.pop())
-    _observed.append(_Counters(controller))
+    _observed.append(_Counters(readings))
     REGISTRY.register(_observed[0])
 
 

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 from aikeys import credentials, tokenizers
 from aikeys.durations import parse_duration
 from aikeys.kube.client import KubeClient, path
+from aikeys.ledger.specs import allocation, rate_limit
 from aikeys.ledger.store import Allocation, KeyLabel, RateLimit
-from aikeys.money import Price, parse_usd
+from aikeys.money import Price
 from aikeys.resources import (
     GROUP,
     VERSION,
@@ -29,7 +30,6 @@ from aikeys.resources import (
     KeyPhase,
     MaxTokensParameter,
     ProviderType,
-    RateLimits,
     ResponsesAPI,
     parse_model_id,
 )
@@ -42,14 +42,6 @@ OPENAI_HOST = "api.openai.com"  # a provider there is OpenAI itself (its vocabul
 def _glob(pattern: str) -> re.Pattern[str]:
     """`*` matches any run of characters; everything else is literal."""
     return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
-
-
-def rate_limit(limits: RateLimits | None) -> RateLimit | None:
-    """An API object's rate limits as the ledger takes them."""
-    if limits is None:
-        return None
-    window_ms = max(int(parse_duration(limits.window).total_seconds() * 1000), 1)
-    return RateLimit(limits.requests, limits.tokens, window_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +120,8 @@ def key_entry(obj: dict[str, Any]) -> KeyEntry:
 
 
 def allocation_entry(obj: dict[str, Any]) -> Allocation:
-    spec = AllocationSpec.model_validate(obj.get("spec") or {})
     meta = obj["metadata"]
-    return Allocation(
-        meta["namespace"],
-        meta["name"],
-        parse_usd(spec.budget),
-        spec.period,
-        spec.token_limit,
-        rate_limit(spec.limits),
-    )
+    return allocation(meta["namespace"], meta["name"], AllocationSpec.model_validate(obj.get("spec") or {}))
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,16 @@ never used for a person's action."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import dataclasses
 import ssl
-import time
-from typing import Any
 
 import aiohttp
 
-from aikeys.kube.client import JSON, KubeClient, NotFound, path, resource_path
+from aikeys import issuing
+from aikeys.kube.client import JSON, KubeClient, NotFound, resource_path
 from aikeys.kube.config import KubeConfig
-from aikeys.resources import API_VERSION
+
+WAIT_SECONDS = 30.0  # how long a page waits for the operator to mint a key
 
 
 class Connections:
@@ -55,10 +53,6 @@ def aikeys_path(namespace: str, name: str | None = None) -> str:
     return resource_path("aikeys", namespace, name)
 
 
-class NotReady(Exception):
-    """The operator did not mint the key in time."""
-
-
 async def list_keys(client: KubeClient, namespace: str) -> list[JSON]:
     items: list[JSON] = (await client.get(aikeys_path(namespace))).get("items", [])
     return sorted(items, key=lambda o: o["metadata"]["name"])
@@ -69,71 +63,14 @@ async def list_allocations(client: KubeClient, namespace: str) -> list[str]:
     return sorted(o["metadata"]["name"] for o in items)
 
 
-async def _wait(client: KubeClient, namespace: str, name: str, ready: Any, seconds: float) -> JSON:
-    deadline = time.monotonic() + seconds
-    while True:
-        obj = await client.get(aikeys_path(namespace, name))
-        if ready(obj):
-            return obj
-        if time.monotonic() > deadline:
-            raise NotReady(
-                f"AIKey {namespace}/{name} has no key after {seconds:.0f}s: is the aikeys operator running?"
-            )
-        await asyncio.sleep(0.1)
+async def create_key(client: KubeClient, namespace: str, name: str, spec: JSON) -> issuing.Issued:
+    """Create the AIKey and take its key from its Secret, which is then deleted."""
+    return await issuing.create(client, namespace, name, spec, wait_seconds=WAIT_SECONDS)
 
 
-async def take_key(client: KubeClient, namespace: str, obj: JSON) -> tuple[str, str | None]:
-    """The key (and base URL) from the AIKey's Secret, which is then deleted: only its hash remains."""
-    secret_path = path("v1", "secrets", namespace, obj["status"]["secretName"])
-    data = (await client.get(secret_path)).get("data") or {}
-    key = base64.b64decode(data["OPENAI_API_KEY"]).decode()
-    base = base64.b64decode(data["OPENAI_BASE_URL"]).decode() if "OPENAI_BASE_URL" in data else None
-    await client.delete(secret_path)
-    return key, base
-
-
-async def create_key(
-    client: KubeClient, namespace: str, name: str, spec: JSON, wait_seconds: float = 30.0
-) -> tuple[str, str | None]:
-    await client.create(
-        aikeys_path(namespace),
-        {
-            "apiVersion": API_VERSION,
-            "kind": "AIKey",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        },
-    )
-    obj = await _wait(
-        client,
-        namespace,
-        name,
-        lambda o: (
-            (o.get("status") or {}).get("phase") == "Active" and (o.get("status") or {}).get("secretName")
-        ),
-        wait_seconds,
-    )
-    return await take_key(client, namespace, obj)
-
-
-async def rotate_key(
-    client: KubeClient, namespace: str, name: str, grace: str | None, wait_seconds: float = 30.0
-) -> tuple[str, str | None, str | None]:
-    current = await client.get(aikeys_path(namespace, name))
-    target = int(current["spec"].get("rotation", 0)) + 1
-    spec: JSON = {"rotation": target}
-    if grace:
-        spec["rotationGracePeriod"] = grace
-    await client.patch(aikeys_path(namespace, name), {"spec": spec})
-    obj = await _wait(
-        client,
-        namespace,
-        name,
-        lambda o: (o.get("status") or {}).get("observedRotation") == target,
-        wait_seconds,
-    )
-    key, base = await take_key(client, namespace, obj)
-    return key, base, (obj.get("status") or {}).get("previousKeyValidUntil")
+async def rotate_key(client: KubeClient, namespace: str, name: str, grace: str | None) -> issuing.Issued:
+    """The AIKey's next key, taken from its Secret, which is then deleted."""
+    return await issuing.rotate(client, namespace, name, grace, wait_seconds=WAIT_SECONDS)
 
 
 async def set_disabled(client: KubeClient, namespace: str, name: str, disabled: bool) -> None:

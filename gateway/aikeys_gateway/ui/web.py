@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from aikeys import issuing
 from aikeys import keys as aikeys_keys
 from aikeys.kube.client import ApiError, Forbidden
 from aikeys.ledger.store import LedgerUnavailable
@@ -543,7 +544,7 @@ class UI:
         ns, name = self._target(form)
         spec = self._spec(form, who.username)
         try:
-            key, base = await person.create_key(self.client(signed), ns, name, spec)
+            issued = await person.create_key(self.client(signed), ns, name, spec)
         except Forbidden as err:
             error = api_message(err)
             if "secrets" in err.message:
@@ -554,10 +555,10 @@ class UI:
             return await self.render_keys(signed, ns, error=error, status=403)
         except ApiError as err:
             return await self.render_keys(signed, ns, error=api_message(err), status=api_status(err))
-        except person.NotReady as err:
+        except issuing.NotReady as err:
             return await self.render_keys(signed, ns, error=str(err), status=504)
         model = self.snippet_model(ns, spec.get("models", []))
-        new = pages.NewKey(ns, name, key, base or self.base_url(request), model)
+        new = pages.NewKey(ns, name, issued.key, issued.base_url or self.base_url(request), model)
         return html(pages.new_key_page(signed.viewer, new), 201)
 
     @handled
@@ -575,10 +576,18 @@ class UI:
         client = self.client(signed)
         try:
             if verb == "rotate":
-                key, base, until = await person.rotate_key(client, ns, name, None)
+                issued = await person.rotate_key(client, ns, name, None)
                 entry = self.catalog.keys.objects.get((ns, name))
                 model = self.snippet_model(ns, list(entry.spec.models) if entry else [])
-                new = pages.NewKey(ns, name, key, base or self.base_url(request), model, until, rotated=True)
+                new = pages.NewKey(
+                    ns,
+                    name,
+                    issued.key,
+                    issued.base_url or self.base_url(request),
+                    model,
+                    issued.previous_valid_until,
+                    rotated=True,
+                )
                 return html(pages.new_key_page(signed.viewer, new))
             if verb == "revoke":
                 gone = await person.revoke(client, ns, name)
@@ -588,7 +597,7 @@ class UI:
                 message = f"{verb.capitalize()}d {ns}/{name}."
         except ApiError as err:
             return await self.render_keys(signed, ns, error=api_message(err), status=api_status(err))
-        except person.NotReady as err:
+        except issuing.NotReady as err:
             return await self.render_keys(signed, ns, error=str(err), status=504)
         return await self.render_keys(signed, ns, message=message)
 
