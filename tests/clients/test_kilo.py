@@ -8,7 +8,8 @@ each step's tokens as Kilo reported them are that count.
 Kilo is configured entirely by the environment: KILO_CONFIG_CONTENT (`config` below, the
 configuration docs/clients.md shows) and the switches of `OFFLINE`, which keep it off every network
 but loopback (no models.dev catalogue, no Kilo API, no telemetry, no update check, no sharing, no
-default plugins); its home is a temporary folder (it keeps a SQLite database there)."""
+default plugins); its home is a temporary folder (it keeps a SQLite database there). Its TCP
+connections are watched while it runs (tests/clients/sockets.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tests.clients.harness import (
     base_env,
     json_lines,
     ledger,
-    run,
+    run_watched,
 )
 
 pytestmark = pytest.mark.integration
@@ -101,10 +102,11 @@ def test_kilo_run_with_the_bash_tool(
         | proxy_trap.env()
     )
     before = ledger(redis_server)
-    result = run(
-        [str(kilo), "run", "--auto", "--format", "json", "Use the tool, please."], env, work, timeout=TIMEOUT
-    )
-    assert proxy_trap.asked == []  # nothing but loopback: see OFFLINE
+    argv = [str(kilo), "run", "--auto", "--format", "json", "Use the tool, please."]
+    result, watch = run_watched(argv, env, work, timeout=TIMEOUT)
+    # nothing but loopback (see OFFLINE): no request through the proxy, no connection elsewhere
+    assert proxy_trap.asked == []
+    assert watch.samples > 0 and watch.elsewhere() == []
     parts = [e["part"] for e in json_lines(result.stdout) if "part" in e]
     [bash] = [p for p in parts if p["type"] == "tool"]
     assert bash["tool"] == "bash" and bash["state"]["status"] == "completed", bash
