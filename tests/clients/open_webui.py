@@ -7,7 +7,8 @@ own. `environment` below is the whole configuration, the one docs/clients.md sho
 connection (the gateway), no Ollama, no arena models, no sign-in (its API still wants a token:
 `sign_in`), and nothing that reaches the network — OFFLINE_MODE (no model hub, no update check),
 no telemetry, every other host behind a proxy that only records (`ProxyTrap`). It still probes
-Ollama's ports on 127.0.0.1, which is loopback. A `PeerWatch` watches its connections all along.
+Ollama's ports on 127.0.0.1, which is loopback. A `PeerWatch` watches its connections while it
+starts and while a test uses it (not while it idles through the rest of the session).
 
 Start-up takes 25–30 s on an idle machine (a first start runs its database migrations)."""
 
@@ -61,7 +62,7 @@ class OpenWebUI:
     key: str  # the AI key it calls the gateway with
     child: Child
     trap: ProxyTrap
-    watch: PeerWatch
+    watches: list[PeerWatch]  # its start-up's, then each test's
     charged: list[Metered]  # what each test saw charged to its allocation, for the usage page
 
     def sign_in(self) -> str:
@@ -78,7 +79,8 @@ class OpenWebUI:
 
     def assert_loopback_only(self) -> None:
         assert self.trap.asked == [], self.trap.asked  # no HTTP(S) request to another host
-        assert self.watch.samples > 0 and self.watch.elsewhere() == []  # no connection beyond loopback
+        for watch in self.watches:  # no connection beyond loopback
+            assert watch.samples > 0 and watch.elsewhere() == [], watch.elsewhere()
 
 
 def _healthy(url: str) -> bool:
@@ -105,7 +107,7 @@ def open_webui_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def open_webui(
+def open_webui_server(
     open_webui_dir: Path,
     tenant: Tenant,  # the namespace, its providers and the session's gateway
     control_plane: ControlPlane,
@@ -135,13 +137,25 @@ def open_webui(
     # folder and its parent on its import path
     argv = ["env", "-C", str(work), str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
     child = Child("open-webui", argv, root / "open-webui.log", env=env).start()
-    watch = PeerWatch(child.pid)  # Child leads its own process group
+    startup = PeerWatch(child.pid)  # Child leads its own process group
     try:
         url = f"http://127.0.0.1:{port}"
         seconds = child.wait_until(lambda: _healthy(url), STARTUP_TIMEOUT, "healthy")
+        startup.close()
         print(f"\nOpen WebUI {VERSION} up in {seconds:.1f}s")
-        yield OpenWebUI(url, key, child, trap, watch, [])
+        yield OpenWebUI(url, key, child, trap, [startup], [])
     finally:
         child.stop()
-        watch.close()
+        startup.close()
         trap.close()
+
+
+@pytest.fixture
+def open_webui(open_webui_server: OpenWebUI) -> Iterator[OpenWebUI]:
+    """The session's Open WebUI, its connections watched during the test."""
+    watch = PeerWatch(open_webui_server.child.pid)
+    open_webui_server.watches.append(watch)
+    try:
+        yield open_webui_server
+    finally:
+        watch.close()

@@ -34,6 +34,7 @@ from tests.clients.open_webui import (
     OpenWebUI,
     open_webui,
     open_webui_dir,
+    open_webui_server,
 )
 from tests.integration.chromium import Browser, browser, playwright_dir
 from tests.integration.kube import gateway_knows, wait_for
@@ -41,7 +42,8 @@ from tests.integration.ui_world import ui_gateway
 
 # the first test of a session may install Open WebUI and start it
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(INSTALL_TIMEOUT + STARTUP_TIMEOUT + 300)]
-__all__ = ["browser", "open_webui", "open_webui_dir", "playwright_dir", "ui_gateway"]  # fixtures
+# the fixtures this module uses
+__all__ = ["browser", "open_webui", "open_webui_dir", "open_webui_server", "playwright_dir", "ui_gateway"]
 ANSWER = "".join(tokens.reply_words(16))  # what the mock answers a plain question (reply_tokens)
 PROMPT = "Summarise the design doc"
 TASKS = ("title", "follow-up", "tags")  # what Open WebUI asks the model about a chat, besides the answer
