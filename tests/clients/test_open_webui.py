@@ -31,6 +31,7 @@ from tests.clients.open_webui import (
     KEY,
     MODELS,
     STARTUP_TIMEOUT,
+    VERSION,
     OpenWebUI,
     open_webui,
     open_webui_dir,
@@ -75,6 +76,7 @@ def test_open_webui_api(
 ) -> None:
     token = open_webui.sign_in()
     api = httpx.Client(base_url=open_webui.url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    assert api.get("/api/version").json()["version"] == VERSION
     listed = api.get("/api/models")
     assert listed.status_code == 200, listed.text
     assert [(m["id"], m["name"]) for m in listed.json()["data"]] == [(m, m) for m in MODELS]
