@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bench bench-scale crds fuzz help setup system-deps venv binaries images node-clients lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
+.PHONY: bench bench-scale crds fuzz help setup system-deps venv binaries images node-clients browser open-webui lint format typecheck test unit integration dev dev-down dev-status cluster cluster-down cluster-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: system-deps venv binaries images node-clients ## Install everything the tests and dev stack need (idempotent)
+setup: system-deps venv binaries images node-clients browser open-webui ## Install everything the tests and dev stack need (idempotent)
 
 system-deps: ## Debian packages: redis-server, prometheus, wrk, nginx-light, containerd, buildah, ... (apt-get, only when missing)
 	@bash tools/setup-system.sh
@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 
 node-clients: ## Node packages of the client tests (npm ci into ~/.cache/aikeys/node/, only when missing)
 	@bash tools/node-clients.sh >/dev/null
+
+browser: ## Debian's chromium and playwright-core for the browser tests (only when missing)
+	@bash tools/browser-tests.sh >/dev/null
+
+open-webui: ## Open WebUI for the client tests (pip into ~/.cache/aikeys/open-webui/, only when missing; 7.3 GB)
+	@bash tools/open-webui.sh >/dev/null
 
 binaries: ## Build the control plane and the node's binaries (kubelet, CoreDNS, Traefik, ...) if missing
 	@bash tools/k8s/build.sh --node

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Node packages the real-client tests drive (tests/clients/package.json, pinned with integrity
-# hashes by its package-lock.json): the OpenAI Node SDK, the Vercel AI SDK, Codex CLI and OpenCode.
+# hashes by its package-lock.json): the OpenAI Node SDK, the Vercel AI SDK, Codex CLI, OpenCode and Kilo Code.
 #
 # Installed with `npm ci` from the npm registry into ${AIKEYS_CACHE:-~/.cache/aikeys}/node/<hash>/,
 # <hash> being that of package.json + package-lock.json, so a changed lockfile gets a new folder and
@@ -43,9 +43,11 @@ tmp=$(mktemp -d "$cache/node/.partial-$hash.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cp "$src/package.json" "$src/package-lock.json" "$src/.npmrc" "$tmp/"
 start=$SECONDS
-# --loglevel=http prints one line per download: the progress of a first install (about 400 MB).
+# --loglevel=http prints one line per download: the progress of a first install (about 700 MB).
 (cd "$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=http) >&2
 "$tmp/node_modules/.bin/codex" --version >&2
+kilo=$tmp/node_modules/@kilocode/cli-linux-x64/bin/kilo  # the only platform the registry has
+[[ -x $kilo ]] && echo "kilo $("$kilo" --version)" >&2
 for p in opencode-linux-x64 opencode-linux-arm64 opencode-darwin-arm64 opencode-darwin-x64; do
   if [[ -x $tmp/node_modules/$p/bin/opencode ]]; then
     echo "opencode $("$tmp/node_modules/$p/bin/opencode" --version)" >&2

@@ -1,4 +1,4 @@
-// Drives Debian's Chromium with playwright-core for tests/integration/test_ui_browser.py.
+// Drives Debian's Chromium with playwright-core for the tests of tests/integration/chromium.py.
 // One JSON command per line on stdin ({"id", "op", ...}); one JSON answer per line on stdout
 // ({"id", "ok", "value"} or {"id", "ok": false, "error"}). Dialogs (confirm) are accepted and recorded.
 import { chromium } from "playwright-core";
@@ -8,6 +8,7 @@ let context;
 let page;
 const dialogs = [];
 const consoleErrors = [];
+const requested = [];  // every URL the pages asked for (a test can check they stay on loopback)
 
 const ops = {
   async launch({ executable, userDataDir, width = 1280, height = 900 }) {
@@ -25,6 +26,7 @@ const ops = {
         "--no-first-run",
       ],
     });
+    context.on("request", (request) => requested.push(request.url()));
     page = context.pages()[0] ?? (await context.newPage());
     page.on("dialog", async (dialog) => {
       dialogs.push(dialog.message());
@@ -59,6 +61,15 @@ const ops = {
   async visible({ selector }) {
     return await page.locator(selector).evaluateAll((els) => els.filter((e) => e.offsetParent !== null).map((e) => e.innerText));
   },
+  // waits for a condition, never for a time: an element in a state, or an expression to be truthy
+  async wait({ selector, state = "visible", timeout = 30000 }) {
+    await page.locator(selector).first().waitFor({ state, timeout });
+    return true;
+  },
+  async until({ expression, timeout = 30000 }) {
+    return await (await page.waitForFunction(expression, null, { timeout, polling: 100 })).jsonValue();
+  },
+  async press({ selector, key }) { await page.press(selector, key); return true; },
   async html() { return await page.content(); },
   async url() { return page.url(); },
   async evaluate({ expression }) { return await page.evaluate(expression); },
@@ -66,6 +77,7 @@ const ops = {
   async screenshot({ path, fullPage = true }) { await page.screenshot({ path, fullPage }); return path; },
   async dialogs() { return dialogs.splice(0); },
   async errors() { return consoleErrors.splice(0); },
+  async requests() { return requested.splice(0); },
   async viewport({ width, height }) { await page.setViewportSize({ width, height }); return true; },
   async close() { await context?.close(); return true; },
 };

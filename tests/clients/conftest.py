@@ -18,7 +18,7 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import ALLOCATION, HERE, NS, ROOT, ProxyTrap, Tenant
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows
 
-INSTALL_TIMEOUT = 900  # a first install downloads about 400 MB from the npm registry
+INSTALL_TIMEOUT = 900  # a first install downloads about 700 MB from the npm registry
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -24,6 +25,7 @@ from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
+from tests.clients.sockets import PeerWatch
 from tests.integration.kube import wait_for
 
 NS = "clients"
@@ -46,22 +48,24 @@ class Tenant:
     key: str
 
 
-def ledger(redis_server: RedisServer) -> PeriodState:
+def ledger(redis_server: RedisServer, allocation: str = ALLOCATION) -> PeriodState:
     async def read() -> PeriodState:
         c = connect(redis_server.url)
         try:
-            return await Ledger(c).period_state(Allocation(NS, ALLOCATION, 0, Period.MONTHLY))
+            return await Ledger(c).period_state(Allocation(NS, allocation, 0, Period.MONTHLY))
         finally:
             await c.aclose()
 
     return asyncio.run(read())
 
 
-def charged(redis_server: RedisServer, before: PeriodState, requests: int) -> PeriodState:
+def charged(
+    redis_server: RedisServer, before: PeriodState, requests: int, allocation: str = ALLOCATION
+) -> PeriodState:
     """The ledger once `requests` more requests are settled and nothing is reserved."""
 
     def done() -> PeriodState | None:
-        s = ledger(redis_server)
+        s = ledger(redis_server, allocation)
         return s if s.requests >= before.requests + requests and s.reserved == 0 else None
 
     return wait_for(done, 15, f"{requests} requests to be charged")
@@ -85,15 +89,25 @@ class Metered:
     counts: list[tuple[int, int]]  # its (input, output) tokens per request
     cached: list[int]  # the cached part of each request's input
 
+    @property
+    def cost(self) -> int:
+        """What the requests were charged, nano-USD (cached input at its own price)."""
+        return sum(PRICE.cost(i - c, o, c) for (i, o), c in zip(self.counts, self.cached, strict=True))
+
+    @property
+    def tokens(self) -> int:
+        return sum(i + o for i, o in self.counts)
+
 
 def assert_charged_as_counted(
-    mock: MockUpstreamProcess, redis_server: RedisServer, before: PeriodState
+    mock: MockUpstreamProcess, redis_server: RedisServer, before: PeriodState, allocation: str = ALLOCATION
 ) -> Metered:
-    """Every request the mock received was charged, at exactly the mock's token counts."""
+    """Every request the mock received was charged to `allocation`, at exactly the mock's token
+    counts."""
     requests = sent(mock)
     assert requests, "the client sent nothing upstream"
     billed = [_billed(r) for r in requests]
-    after = charged(redis_server, before, len(billed))
+    after = charged(redis_server, before, len(billed), allocation)
     assert after.requests - before.requests == len(billed)
     assert (after.tokens - before.tokens, after.spent - before.spent) == (
         sum(i + o for i, o, _ in billed),
@@ -135,6 +149,35 @@ def run(
         f"{argv[:3]} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     )
     return result
+
+
+def run_watched(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], PeerWatch]:
+    """`run`, in a process group of its own whose TCP connections a `PeerWatch` samples all along."""
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    watch = PeerWatch(proc.pid, interval=0.1)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"{argv[:3]} still running after {timeout}s:\n{stdout}\n{stderr}") from None
+    finally:
+        watch.close()
+    assert proc.returncode == 0, (
+        f"{argv[:3]} exited {proc.returncode}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    )
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr), watch
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ mock's final answer. Charged exactly what the mock counted, which is also what C
 
 Codex is kept off every network but loopback: no web search tool, no analytics, no plugin
 catalogue, no update check, no OpenTelemetry export; its home (CODEX_HOME, HOME) is a temporary
-folder. `CONFIG` below is the configuration docs/reference.md shows."""
+folder. `CONFIG` below is the configuration docs/clients.md shows."""
 
 from __future__ import annotations
 

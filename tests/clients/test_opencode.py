@@ -8,7 +8,7 @@ OpenCode reported them are that count.
 Kept offline but for loopback: no models.dev catalogue, no update check, no default plugins, no
 LSP downloads, no sharing; OpenCode's start-up install of `@opencode-ai/plugin` into its config
 folder finds npm offline and is skipped with a warning. Its home and XDG folders are temporary.
-`CONFIG` below is the configuration docs/reference.md shows."""
+`CONFIG` below is the configuration docs/clients.md shows."""
 
 from __future__ import annotations
 

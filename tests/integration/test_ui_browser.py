@@ -6,98 +6,23 @@ names a folder to copy them to; docs/using.md's come from such a run)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from aikeys.devstack.binaries import REPO_ROOT
 from aikeys.devstack.services import GatewayProcess
+from tests.integration.chromium import Browser, browser, playwright_dir
 from tests.integration.kube import gateway_knows, wait_for
 from tests.integration.ui_world import NS, People, people, ui_gateway
 
 pytestmark = pytest.mark.integration
-__all__ = ["people", "ui_gateway"]  # fixtures
-CHROMIUM = Path("/usr/bin/chromium")
+__all__ = ["browser", "people", "playwright_dir", "ui_gateway"]  # fixtures
 ALICE = f"system:serviceaccount:{NS}:alice"
-
-
-@pytest.fixture(scope="module")
-def playwright_dir() -> Path:
-    """playwright-core in the cache, and Debian's chromium (tools/browser-tests.sh, which `make setup`
-    runs too, installs what is missing). Never skipped: a failed install fails the test."""
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "tools" / "browser-tests.sh")],
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"tools/browser-tests.sh failed (exit {result.returncode})")
-    folder = Path(result.stdout.strip().splitlines()[-1])
-    assert (folder / ".complete").is_file() and CHROMIUM.exists()
-    return folder
-
-
-class Browser:
-    """tests/browser/driver.mjs: one JSON command per line, one answer per line."""
-
-    def __init__(self, playwright_dir: Path, workdir: Path):
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "node_modules").symlink_to(playwright_dir / "node_modules")
-        shutil.copy(REPO_ROOT / "tests" / "browser" / "driver.mjs", workdir)
-        self.proc = subprocess.Popen(
-            ["node", str(workdir / "driver.mjs")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=workdir,
-        )
-        self.ids = 0
-
-    def __call__(self, op: str, **args: Any) -> Any:
-        assert self.proc.stdin and self.proc.stdout
-        self.ids += 1
-        self.proc.stdin.write(json.dumps({"id": self.ids, "op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"the browser driver exited ({self.proc.wait()}) during {op}")
-        answer = json.loads(line)
-        if not answer["ok"]:
-            raise AssertionError(f"{op} {args}: {answer['error']}")
-        return answer["value"]
-
-    def close(self) -> None:
-        try:
-            self("close")
-        finally:
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-@pytest.fixture
-def browser(playwright_dir: Path, tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(playwright_dir, tmp_path / "driver")
-    profile = tempfile.mkdtemp(prefix="aikeys-chromium-")  # a fresh --user-data-dir
-    try:
-        b("launch", executable=str(CHROMIUM), userDataDir=profile)
-        yield b
-    finally:
-        b.close()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def keep(shot: Path) -> None:

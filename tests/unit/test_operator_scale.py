@@ -79,8 +79,12 @@ async def test_one_task_fires_every_deadline_on_time() -> None:
     moments = {i: start + 0.05 + (i % 20) * 0.01 for i in range(200)}
     moments[999] = start + 0.02  # earlier than everything: wakes the sleeping task
     offset = start - loop.time()
+
+    def reached(at: float) -> None:
+        timers.setdefault(at, time.time())
+
     for at in set(moments.values()):
-        loop.call_at(at - offset, lambda at=at: timers.setdefault(at, time.time()))
+        loop.call_at(at - offset, reached, at)
     for i in range(200):  # 200 keys, one task: each fires within milliseconds of its moment
         d.set(i, moments[i])
     d.set(999, moments[999])
