@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 import pytest
+from aikeys_dev.devstack.cluster import CHART
 
-from aikeys.devstack.cluster import CHART
 from aikeys.money import Price, parse_usd
 from tests.e2e.conftest import E2E_TIMEOUT, Release, mock_call
 from tests.integration.kube import apply_allocation, apply_provider, create_key, get, wait_for

@@ -13,10 +13,9 @@ from pathlib import Path
 import openai
 import pytest
 import redis
-
-from aikeys.devstack.binaries import locate
-from aikeys.devstack.processes import pid_alive
-from aikeys.devstack.stack import read_env
+from aikeys_dev.devstack.binaries import locate
+from aikeys_dev.devstack.processes import pid_alive
+from aikeys_dev.devstack.stack import read_env
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from aikeys_dev.devstack.binaries import REPO_ROOT
+from aikeys_dev.devstack.services import GatewayProcess
 
-from aikeys.devstack.binaries import REPO_ROOT
-from aikeys.devstack.services import GatewayProcess
 from tests.integration.kube import gateway_knows, wait_for
 from tests.integration.ui_world import NS, People, people, ui_gateway
 
