@@ -1,7 +1,7 @@
-# One image, both entrypoints: `aikeys-gateway` (default) and `aikeys-operator`.
+# One image, both entrypoints: `aikeys-gateway` (default) and `aikeys-operator`; no dev tools (dev/ is not copied).
 #   docker build -t aikeys:0.1.0 .
 # BASE: any image with Python >= 3.11 and `python3 -m venv` — the official one by default; `make cluster`
-# builds this file with buildah on a base made from Debian's python3 (aikeys/devstack/images.py).
+# builds this file with buildah on a base made from Debian's python3 (dev/aikeys_dev/devstack/images.py).
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 
 import uvloop
+from aikeys_dev.devstack.redis import launch_redis
 
-from aikeys.devstack.redis import launch_redis
 from aikeys.ledger.store import Allocation, Estimate, KeyLabel, Ledger, RateLimit, connect
 
 UNREACHABLE = RateLimit(requests=10**9, tokens=10**15)  # checked and counted, never reached

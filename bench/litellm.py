@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from aikeys.devstack.binaries import cache_dir
-from aikeys.devstack.processes import Child, free_port
+from aikeys_dev.devstack.binaries import cache_dir
+from aikeys_dev.devstack.processes import Child, free_port
 
 VERSION = "1.108.7"
 # Nothing it does may leave the machine: no telemetry, and the files LiteLLM would otherwise fetch

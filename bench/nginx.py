@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from aikeys.devstack.processes import Child, free_port
+from aikeys_dev.devstack.processes import Child, free_port
 
 MODEL = "gpt-4o-mini"
 CONTENT = "Hello from the aikeys mock upstream model server Hello from the aikeys mock upstream model server"

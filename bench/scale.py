@@ -47,9 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.redis import RedisServer, launch_redis
-from aikeys.devstack.services import GatewayProcess, OperatorProcess
+from aikeys_dev.devstack.controlplane import ControlPlane, launch
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
+from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
+
 from aikeys.kube.client import Conflict, KubeClient, path
 from aikeys.kube.config import from_kubeconfig
 from aikeys.resources import API_VERSION

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.redis import RedisServer, launch_redis
-from aikeys.devstack.services import GatewayProcess, OperatorProcess
-from aikeys.devstack.stack import seed_demo
-from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+from aikeys_dev.devstack.controlplane import ControlPlane, launch
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
+from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
+from aikeys_dev.devstack.stack import seed_demo
+from aikeys_dev.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+
 from bench.nginx import Nginx, launch_nginx
 
 MODEL = "demo:mock/gpt-4o-mini"

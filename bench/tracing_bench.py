@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from aikeys.devstack.processes import Child, free_port
+from aikeys_dev.devstack.processes import Child, free_port
 
 SINK_READY_TIMEOUT = 30.0
 
@@ -34,7 +34,7 @@ SINK_READY_TIMEOUT = 30.0
 def start_sink(workdir: Path) -> tuple[Child, str]:
     """An OTLP/HTTP receiver in its own process (its CPU is not the gateway's)."""
     port = free_port()
-    argv = [sys.executable, "-m", "aikeys.devstack.otlp", "--port", str(port)]
+    argv = [sys.executable, "-m", "aikeys_dev.devstack.otlp", "--port", str(port)]
     child = Child(f"otlp-sink-{port}", argv, workdir / "otlp-sink.log").start()
     url = f"http://127.0.0.1:{port}"
     child.wait_until(lambda: sink_count(url) >= 0, timeout=SINK_READY_TIMEOUT, what="the OTLP sink")
@@ -153,7 +153,8 @@ def cpu_seconds(pid: int) -> float:
 def through_gateway(seconds: int, rounds: int, workdir: Path, sink: str) -> dict[str, dict[str, float]]:
     """Two gateways, tracing off and on, loaded in turn (off, on, off, on, …): the median and the
     best round of each (other work on the machine only ever adds)."""
-    from aikeys.devstack.services import GatewayProcess
+    from aikeys_dev.devstack.services import GatewayProcess
+
     from bench import wrk
     from bench.gateway_bench import body_for
     from bench.stack import CREDENTIALS, MODEL, bench_stack

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aikeys.devstack.processes import Child, free_port
-from aikeys.devstack.upstream import launch_mock_upstream
+from aikeys_dev.devstack.processes import Child, free_port
+from aikeys_dev.devstack.upstream import launch_mock_upstream
+
 from bench import wrk
 
 KINDS = ("httpx", "aiohttp", "gateway")  # the upstream clients measured, in table order

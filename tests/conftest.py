@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack import usageapi
+from aikeys_dev.devstack.controlplane import ControlPlane, launch
+from aikeys_dev.devstack.processes import free_port
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
+from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
-from aikeys.devstack import usageapi
-from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.processes import free_port
-from aikeys.devstack.redis import RedisServer, launch_redis
-from aikeys.devstack.services import GatewayProcess, OperatorProcess
-from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 from tests.integration.kube import install_crds
 
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"

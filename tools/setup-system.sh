@@ -4,12 +4,18 @@
 #   nginx-light (bench: the load tool and the static upstream);
 #   for the real node (tests/e2e, make cluster): containerd, runc, the CNI plugins, iptables, conntrack,
 #   mmdebstrap and buildah (images without Docker), gcc + libc6-dev (the static pause binary).
+# With --dev, only what the dev stack runs (`make dev`): redis-server and redis-tools.
+# Go (>= 1.24, for tools/k8s/build.sh) is checked either way, never installed.
 set -euo pipefail
-declare -A need=([redis-server]=redis-server [redis-cli]=redis-tools [prometheus]=prometheus
-                 [promtool]=prometheus [wrk]=wrk [nginx]=nginx-light
-                 [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
-                 [iptables]=iptables [conntrack]=conntrack [mmdebstrap]=mmdebstrap [buildah]=buildah
-                 [gcc]=gcc [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev)
+declare -A need=([redis-server]=redis-server [redis-cli]=redis-tools)
+case ${1:-} in
+  --dev) ;;
+  "") need+=([prometheus]=prometheus [promtool]=prometheus [wrk]=wrk [nginx]=nginx-light
+             [containerd]=containerd [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins
+             [iptables]=iptables [conntrack]=conntrack [mmdebstrap]=mmdebstrap [buildah]=buildah
+             [gcc]=gcc [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev) ;;
+  *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
+esac
 missing=()
 for cmd in "${!need[@]}"; do
   if [[ $cmd == /* ]]; then

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import ALLOCATION, HERE, NS, ROOT, ProxyTrap, Tenant
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.upstream import MockUpstreamProcess
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
+
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period

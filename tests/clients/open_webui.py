@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.processes import Child, free_port
+from aikeys_dev.devstack.services import GatewayProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.processes import Child, free_port
-from aikeys.devstack.services import GatewayProcess
 from tests.clients.harness import CHAT_ONLY, NS, ROOT, Metered, ProxyTrap, Tenant, base_env
 from tests.clients.sockets import PeerWatch
 from tests.integration.kube import apply_allocation, create_key, gateway_knows

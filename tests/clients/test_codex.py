@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import (
     CHAT_ONLY,
     NATIVE,

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
+from aikeys_dev.mockupstream import tokens
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
-from aikeys.mockupstream import tokens
 from aikeys.money import format_usd
 from tests.clients.harness import CHAT_ONLY, Metered, assert_charged_as_counted, ledger, sent
 from tests.clients.open_webui import (

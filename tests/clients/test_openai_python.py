@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import openai
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import CHAT_ONLY, NATIVE, Tenant, assert_charged_as_counted, ledger
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import (
     CHAT_ONLY,
     ProxyTrap,

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.clients.harness import (
     CHAT_ONLY,
     NATIVE,

@@ -1,4 +1,4 @@
-"""tests/e2e: the project as users run it, on a real one-node cluster (aikeys.devstack.node).
+"""tests/e2e: the project as users run it, on a real one-node cluster (aikeys_dev.devstack.node).
 
 One node per session: the images are built (or found cached), the node comes up in its own network
 namespace, the chart is installed with `helm install --wait`, an in-cluster mock upstream serves
@@ -17,24 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from aikeys.devstack.cluster import (
+from aikeys_dev.devstack.cluster import (
     MOCK_HOST,
     NAMESPACE,
     RELEASE,
     deploy_mock_upstream,
     helm_install,
 )
-from aikeys.devstack.images import Images, build_all
-from aikeys.devstack.node import (
-    KUBELET_SYSCTLS,
-    SYSCTL_FILE,
-    Node,
-    ensure_node_built,
-    launch_node,
-    live_slots,
-    read_sysctl,
-)
+from aikeys_dev.devstack.images import Images, build_all
+from aikeys_dev.devstack.node.binaries import ensure_node_built
+from aikeys_dev.devstack.node.launch import launch_node
+from aikeys_dev.devstack.node.running import Node
+from aikeys_dev.devstack.node.slots import live_slots
+from aikeys_dev.devstack.node.sysctls import KUBELET_SYSCTLS, SYSCTL_FILE, read_sysctl
 
 E2E_TIMEOUT = 900  # the first test also waits for the session's node and release
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 import pytest
+from aikeys_dev.devstack.cluster import CHART, MOCK_NAMESPACE
 
-from aikeys.devstack.cluster import CHART
 from aikeys.money import Price, parse_usd
 from tests.e2e.conftest import E2E_TIMEOUT, Release, mock_call
 from tests.integration.kube import apply_allocation, apply_provider, create_key, get, wait_for
@@ -180,6 +180,20 @@ def test_image_built_from_the_dockerfile_on_debians_python(release: Release) -> 
     assert out == ["3.11.2", "/opt/aikeys/venv"]
     dockerfile = (CHART.parents[1] / "Dockerfile").read_text()
     assert "ARG BASE=python:3.11-slim\n" in dockerfile  # users' builds keep the official base
+
+
+def test_the_image_holds_no_dev_tools(release: Release) -> None:
+    """What users run is the components: the dev stack and the mock upstream live in the dev tools'
+    image only (the in-cluster mock runs from it), and the CLI in the image has no dev commands."""
+    [gateway, *_] = release.pods("gateway")
+    pod = gateway["metadata"]["name"]
+    probe = release.exec(pod, "python", "-c", "import aikeys_dev", check=False)
+    assert probe.returncode != 0 and "No module named 'aikeys_dev'" in probe.stderr
+    assert "mock-upstream" not in release.exec(pod, "aikeys", "--help").stdout
+    mock = json.loads(
+        release.node.kubectl("get", "deployment", "mock-upstream", "-n", MOCK_NAMESPACE, "-o", "json").stdout
+    )
+    assert mock["spec"]["template"]["spec"]["containers"][0]["image"] == release.images.dev_ref
 
 
 def test_helm_test_passes(release: Release) -> None:

@@ -11,18 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.images import Images
+from aikeys_dev.devstack.node.configs import NODE_NAME
+from aikeys_dev.devstack.node.running import Node
+from aikeys_dev.devstack.node.slots import Slot, live_slots
+from aikeys_dev.devstack.node.sysctls import KUBELET_SYSCTLS, SYSCTL_FILE, read_sysctl
+from aikeys_dev.devstack.node.teardown import reap_stale
 
-from aikeys.devstack.images import Images
-from aikeys.devstack.node import (
-    KUBELET_SYSCTLS,
-    NODE_NAME,
-    SYSCTL_FILE,
-    Node,
-    Slot,
-    live_slots,
-    read_sysctl,
-    reap_stale,
-)
 from tests.e2e.conftest import E2E_TIMEOUT, Machine
 from tests.integration.kube import wait_for
 
@@ -103,7 +98,7 @@ def test_images_are_never_pulled(node: Node, release: object) -> None:
 LAUNCHER = """
 import signal, sys, time
 from pathlib import Path
-from aikeys.devstack.node import launch_node
+from aikeys_dev.devstack.node.launch import launch_node
 node = launch_node(Path(sys.argv[1]), [Path(sys.argv[2])], addons=False)
 try:
     print("READY", node.slot.index, flush=True)  # inside the try: a signal right after it still stops

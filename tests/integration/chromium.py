@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from aikeys.devstack.binaries import REPO_ROOT
+from aikeys_dev.devstack.binaries import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aikeys_dev.devstack.admission import apply_owner_policy
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.services import GatewayProcess
+
 from aikeys import credentials
 from aikeys.crds import REPO_CRDS
-from aikeys.devstack.admission import apply_owner_policy
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.services import GatewayProcess
 from aikeys.resources import KINDS
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from aikeys.devstack.redis import RedisServer
+from aikeys_dev.devstack.redis import RedisServer
+
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.periods import Period
 

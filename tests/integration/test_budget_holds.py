@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aikeys import limits
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price, parse_usd
 from aikeys.periods import Period

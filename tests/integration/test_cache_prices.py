@@ -16,13 +16,13 @@ from typing import Any
 
 import openai
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
+from aikeys_dev.mockupstream import tokens
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
-from aikeys.mockupstream import tokens
 from aikeys.periods import Period
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for
 from tests.integration.ledgers import period_state

@@ -11,6 +11,7 @@ import uuid
 from typing import Any, cast
 
 import pytest
+from aikeys_dev.devstack.redis import RedisServer
 from aikeys_gateway.cache.catalog import KeyEntry, KeySpec, KeyStatus, ModelEntry, ProviderEntry
 from aikeys_gateway.config import Settings
 from aikeys_gateway.observe.metrics import Metrics
@@ -20,7 +21,6 @@ from aikeys_gateway.pipeline.reservation import RELEASE, Reservation, State, ans
 from aikeys_gateway.pipeline.routing import Route
 from aikeys_gateway.upstreams.client import Client
 
-from aikeys.devstack.redis import RedisServer
 from aikeys.generated import Output
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect

@@ -18,16 +18,16 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_dev.devstack import usageapi
+from aikeys_dev.devstack.binaries import REPO_ROOT, locate
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.processes import free_port
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from aikeys_gateway.config import ServerSettings
 from cryptography import x509
 
-from aikeys.devstack import usageapi
-from aikeys.devstack.binaries import REPO_ROOT, locate
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.processes import free_port
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess, OperatorProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.integration.kube import (
     apply_allocation,
     apply_provider,

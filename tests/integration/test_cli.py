@@ -18,12 +18,12 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
 from aikeys.cli.context import explain
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess, OperatorProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.kube.client import ApiError, KubeClient
 from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect

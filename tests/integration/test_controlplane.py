@@ -6,9 +6,8 @@ import json
 import time
 
 import pytest
-
-from aikeys.devstack.binaries import read_versions
-from aikeys.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.binaries import read_versions
+from aikeys_dev.devstack.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

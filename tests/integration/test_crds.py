@@ -7,8 +7,8 @@ import textwrap
 from typing import Any
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
 
-from aikeys.devstack.controlplane import ControlPlane
 from tests.integration.kube import install_crds, wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.services import OperatorProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.services import OperatorProcess
 from aikeys.kube.client import Forbidden, KubeClient, NotFound, Unauthorized
 from aikeys.kube.config import ConfigError, from_kubeconfig, in_cluster
 from tests.integration.kube import apply_allocation

@@ -1,4 +1,4 @@
-"""`aikeys dev up` / `dev down` (what `make dev` / `make dev-down` run) on a real stack."""
+"""`aikeys-dev up` / `aikeys-dev down` (what `make dev` / `make dev-down` run) on a real stack."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ from pathlib import Path
 import openai
 import pytest
 import redis
-
-from aikeys.devstack.binaries import locate
-from aikeys.devstack.processes import pid_alive
-from aikeys.devstack.stack import read_env
+from aikeys_dev.devstack.binaries import locate
+from aikeys_dev.devstack.processes import pid_alive
+from aikeys_dev.devstack.stack import read_env
 
 pytestmark = pytest.mark.integration
 
 
-def _aikeys(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _aikeys_dev(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AIKEYS_DEV_DIR": str(state)}
     return subprocess.run(
-        [sys.executable, "-m", "aikeys.cli.main", *args],
+        [sys.executable, "-m", "aikeys_dev.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -35,7 +34,7 @@ def _aikeys(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
     state = tmp_path / "dev"
-    up = _aikeys(state, "dev", "up")
+    up = _aikeys_dev(state, "up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "aikeys dev stack is up" in up.stdout
@@ -128,13 +127,13 @@ def test_dev_up_serves_and_dev_down_stops(tmp_path: Path) -> None:
         assert demo.chat.completions.create(
             model="demo:mock/gpt-4o-mini", messages=[{"role": "user", "content": "Hello again"}]
         ).choices
-        again = _aikeys(state, "dev", "up")
+        again = _aikeys_dev(state, "up")
         assert "already running" in again.stdout
         pid = int((state / "stack.pid").read_text())
     finally:
-        down = _aikeys(state, "dev", "down")
+        down = _aikeys_dev(state, "down")
     assert down.returncode == 0
     assert "stopped" in down.stdout
     assert not (state / "env").exists()
     assert not pid_alive(pid)
-    assert _aikeys(state, "dev", "status").returncode == 1
+    assert _aikeys_dev(state, "status").returncode == 1

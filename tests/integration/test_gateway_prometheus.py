@@ -8,12 +8,12 @@ from pathlib import Path
 
 import openai
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.prometheus import PrometheusServer, launch_prometheus
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.prometheus import PrometheusServer, launch_prometheus
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import Allocation, Ledger, connect
 from aikeys.money import NANO_PER_USD
 from aikeys.periods import Period

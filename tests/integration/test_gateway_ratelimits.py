@@ -13,12 +13,12 @@ import httpx
 import openai
 import pytest
 import redis
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from openai.types.chat import ChatCompletionMessageParam
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.integration.kube import another_gateway, apply, create_key, gateway_knows
 
 pytestmark = pytest.mark.integration

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import openai
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from aikeys_gateway.cache.catalog import key_entry
 from aikeys_gateway.cache.informers import Informer
 from openai.types.chat import ChatCompletionMessageParam
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer, launch_redis
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.kube import config as kubeconfig
 from aikeys.kube.client import KubeClient, path
 from aikeys.ledger.store import Allocation, Ledger, connect

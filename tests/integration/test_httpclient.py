@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.processes import Child, free_port
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from aikeys_gateway.upstreams.client import (
     HIGH_WATER,
     Client,
@@ -39,9 +41,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from aikeys.devstack.processes import Child, free_port
-from aikeys.devstack.upstream import MockUpstreamProcess
 
 pytestmark = pytest.mark.timeout(60)
 

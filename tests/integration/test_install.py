@@ -1,9 +1,9 @@
 """The plugin as users install it: the wheel, in a fresh virtualenv, without extras.
 
 `pip install aikeys` must give a working `kubectl-aikeys` with only the command line's dependencies;
-the servers and the dev stack come with extras. The wheel is built from a copy of the sources (the
-working tree stays clean); the wheels of the dependencies are kept in ~/.cache/aikeys/wheelhouse so
-that later runs install offline in seconds.
+the servers come with an extra, the dev tools (aikeys_dev) not at all. The wheel is built from a
+copy of the sources (the working tree stays clean); the wheels of the dependencies are kept in
+~/.cache/aikeys/wheelhouse so that later runs install offline in seconds.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.binaries import REPO_ROOT, cache_dir
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.binaries import REPO_ROOT, cache_dir
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.integration.kube import apply_allocation, apply_provider, gateway_knows
 
 pytestmark = pytest.mark.integration
@@ -157,21 +157,26 @@ def test_the_base_install_is_the_command_line(installed: Installed) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "keys" in result.stdout and "usage" in result.stdout
-    for args in (["keys", "create", "--help"], ["usage", "--help"], ["mock-upstream", "--help"]):
+    for args in (["keys", "create", "--help"], ["usage", "--help"]):
         result = subprocess.run(
             [str(installed.bin / "aikeys"), *args], capture_output=True, text=True, check=False, env=CLEAN_ENV
         )
         assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
-    # the dev stack needs the dev extra, and says so instead of a traceback
-    dev = subprocess.run(
-        [str(installed.bin / "aikeys"), "dev", "status"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=CLEAN_ENV,
+    # the dev tools are not the user's: no such commands, and not a file of them in the install
+    for command in ("dev", "mock-upstream"):
+        result = subprocess.run(
+            [str(installed.bin / "aikeys"), command, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=CLEAN_ENV,
+        )
+        assert result.returncode != 0 and f"No such command '{command}'" in result.stderr
+    assert not (installed.bin / "aikeys-dev").exists()
+    probe = subprocess.run(
+        [str(python), "-c", "import aikeys_dev"], capture_output=True, check=False, env=CLEAN_ENV
     )
-    assert dev.returncode != 0
-    assert "pip install 'aikeys[dev]'" in dev.stderr and "Traceback" not in dev.stderr
+    assert probe.returncode != 0
 
 
 def test_keys_and_usage_from_the_installed_plugin(

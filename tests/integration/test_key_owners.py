@@ -14,11 +14,11 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_dev.devstack.admission import RELEASE
+from aikeys_dev.devstack.controlplane import ADMIN_USER, ControlPlane
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.admission import RELEASE
-from aikeys.devstack.controlplane import ADMIN_USER, ControlPlane
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.integration.kube import apply, apply_allocation, apply_provider, gateway_knows, get, wait_for
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import asyncio
 import logging
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
 
-from aikeys.devstack.controlplane import ControlPlane
 from aikeys.kube.client import KubeClient, path
 from aikeys.kube.config import from_kubeconfig
 

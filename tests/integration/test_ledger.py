@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from aikeys_dev.devstack.redis import RedisServer
 
-from aikeys.devstack.redis import RedisServer
 from aikeys.ledger.meter import Meter, PendingSettle
 from aikeys.ledger.store import (
     MAX_AMOUNT,

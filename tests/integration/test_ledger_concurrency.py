@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 import redis
+from aikeys_dev.devstack.binaries import REPO_ROOT
+from aikeys_dev.devstack.redis import RedisServer
 
-from aikeys.devstack.binaries import REPO_ROOT
-from aikeys.devstack.redis import RedisServer
 from aikeys.ledger.names import AllocationKeys
 from aikeys.periods import Period, window
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.redis import RedisCluster, RedisServer, launch_redis, launch_redis_cluster
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
-from aikeys.devstack.redis import RedisCluster, RedisServer, launch_redis, launch_redis_cluster
 from aikeys.ledger.store import (
     Allocation,
     Estimate,

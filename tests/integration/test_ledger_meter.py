@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
 
-from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.ledger.meter import UNMETERED, FailurePolicy, Meter, PendingSettle
 from aikeys.ledger.store import (
     Allocation,

@@ -13,12 +13,11 @@ from typing import Any, Literal, cast
 
 import openai
 import pytest
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
+from aikeys_dev.mockupstream import tokens
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from openai.types.shared import ReasoningEffort
 from pydantic import BaseModel
-
-from aikeys.devstack.upstream import MockUpstreamProcess
-from aikeys.mockupstream import tokens
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import OperatorProcess
 
 from aikeys import keys as keyformat
 from aikeys import notices
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import OperatorProcess
 from aikeys.ledger.store import Allocation, Estimate, Ledger, PeriodState, connect
 from aikeys.periods import Period
 from tests.conftest import CREDENTIALS

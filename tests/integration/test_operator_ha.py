@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane, launch
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import OperatorProcess
 from aikeys_operator.secrets import KEY_HASH
 
-from aikeys.devstack.controlplane import ControlPlane, launch
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import OperatorProcess
 from aikeys.kube.client import KubeClient, path
 from aikeys.kube.config import from_kubeconfig
 from tests.conftest import CREDENTIALS

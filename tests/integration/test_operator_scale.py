@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import OperatorProcess
 from aikeys_gateway.cache.catalog import key_entry
 from aikeys_gateway.cache.informers import Informer
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import OperatorProcess
 from aikeys.kube.client import KubeClient, path
 from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect

@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.ledger.store import PeriodState
 from aikeys.money import NANO_PER_USD, Price
 from tests.integration.kube import apply, apply_allocation, create_key, gateway_knows, wait_for

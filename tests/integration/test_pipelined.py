@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions
+from aikeys_dev.devstack.redis import RedisServer, launch_redis
 
-from aikeys.devstack.redis import RedisServer, launch_redis
 from aikeys.ledger import scripts
 from aikeys.ledger.pipelined import Pipelined, Target, encode
 from aikeys.ledger.store import (

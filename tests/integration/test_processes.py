@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from aikeys.devstack.processes import pid_alive
+from aikeys_dev.devstack.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +19,7 @@ def _start_owner(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from aikeys.devstack.redis import launch_redis
+        from aikeys_dev.devstack.redis import launch_redis
         server = launch_redis(Path({str(tmp_path)!r}))
         print(server.child.pid, flush=True)
         time.sleep(600)

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 from aikeys.estimate import Endpoint, input_tokens
 from aikeys.ledger.store import PeriodState
 from aikeys.money import Price

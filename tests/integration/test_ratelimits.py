@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from aikeys_dev.devstack.redis import RedisServer
 
-from aikeys.devstack.redis import RedisServer
 from aikeys.ledger.store import Allocation, Estimate, Ledger, RateLimit, ReserveStatus, connect
 from aikeys.periods import Period
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-
-from aikeys.devstack.redis import RedisServer
+from aikeys_dev.devstack.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
 from tests.conftest import CREDENTIALS
 from tests.integration.kube import install_crds
 

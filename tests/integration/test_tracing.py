@@ -13,14 +13,14 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_dev.devstack.binaries import REPO_ROOT, locate
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.otlp import OTLPReceiver, Span
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 from openai.types.chat import ChatCompletionMessageParam
 
-from aikeys.devstack.binaries import REPO_ROOT, locate
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.otlp import OTLPReceiver, Span
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from aikeys.money import Price, format_usd
 from tests.integration.kube import (
     another_gateway,

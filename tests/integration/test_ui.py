@@ -12,10 +12,10 @@ import time
 import httpx
 import openai
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
 from aikeys.ledger.store import Allocation, Ledger, connect
 from aikeys.money import format_usd
 from aikeys.periods import Period

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from aikeys_dev.devstack.services import GatewayProcess
 
-from aikeys.devstack.services import GatewayProcess
 from tests.integration.chromium import Browser, browser, playwright_dir
 from tests.integration.kube import gateway_knows, wait_for
 from tests.integration.ui_world import NS, People, people, ui_gateway

@@ -20,12 +20,12 @@ from typing import Any
 import openai
 import pytest
 import yaml
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
+from aikeys_dev.devstack.usageapi import UsageAPI
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
-from aikeys.devstack.usageapi import UsageAPI
 from aikeys.ledger.meter import Meter, PendingSettle
 from aikeys.ledger.store import Allocation, KeyLabel, Ledger, connect
 from aikeys.money import Price, format_usd

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aikeys_dev.devstack.controlplane import ControlPlane
+from aikeys_dev.devstack.redis import RedisServer
+from aikeys_dev.devstack.services import GatewayProcess
+from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
-from aikeys.devstack.controlplane import ControlPlane
-from aikeys.devstack.redis import RedisServer
-from aikeys.devstack.services import GatewayProcess
-from aikeys.devstack.upstream import MockUpstreamProcess
 from tests.conftest import CREDENTIALS
 from tests.integration.kube import apply_allocation, apply_provider
 

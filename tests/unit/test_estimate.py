@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aikeys_dev.mockupstream import tokens as mock_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from aikeys.estimate import (
     input_tokens,
     output_cap,
 )
-from aikeys.mockupstream import tokens as mock_tokens
 from aikeys.money import Price
 from aikeys.tokenizers import encoding, resolve
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from aikeys.devstack.binaries import REPO_ROOT
+from aikeys_dev.devstack.binaries import REPO_ROOT
 
 
 def test_operator_folder_does_not_shadow_stdlib() -> None:
@@ -22,9 +22,29 @@ def test_operator_folder_does_not_shadow_stdlib() -> None:
 
 
 def test_console_scripts_have_help() -> None:
-    for args in (["--help"], ["mock-upstream", "--help"], ["dev", "--help"], ["dev", "up", "--help"]):
+    commands = [
+        ("aikeys.cli.main", ["--help"]),
+        ("aikeys_dev.cli", ["--help"]),
+        ("aikeys_dev.cli", ["mock-upstream", "--help"]),
+        ("aikeys_dev.cli", ["up", "--help"]),
+    ]
+    for module, args in commands:
         result = subprocess.run(
-            [sys.executable, "-m", "aikeys.cli.main", *args], capture_output=True, text=True, check=False
+            [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stderr
         assert "Usage:" in result.stdout
+
+
+def test_the_users_command_line_has_no_dev_tools() -> None:
+    """`aikeys` / `kubectl aikeys` is what users install: the dev stack and the mock are `aikeys-dev`'s."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "aikeys.cli.main", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    commands = listed[listed.index("Commands:") :].split()
+    assert "keys" in commands and "usage" in commands
+    assert "dev" not in commands and "mock-upstream" not in commands
+    dev = subprocess.run(
+        [sys.executable, "-m", "aikeys_dev.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert {"up", "down", "status", "mock-upstream"} <= set(dev[dev.index("Commands:") :].split())

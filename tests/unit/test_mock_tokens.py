@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime
 from typing import Any, Literal
 
+from aikeys_dev.mockupstream import cache, replies, schema, tokens
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
-
-from aikeys.mockupstream import cache, replies, schema, tokens
 
 
 def _json_children(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:

@@ -3,7 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl  (k8s.io/kubernetes, tools/k8s/controlplane)
 #   etcd                                               (go.etcd.io/etcd/server/v3, tools/k8s/etcd)
 #   helm                                               (helm.sh/helm/v3, go install)
-# With --node, also what a real node runs (aikeys.devstack.node, `make cluster`, tests/e2e):
+# With --node, also what a real node runs (aikeys_dev.devstack.node, `make cluster`, tests/e2e):
 #   kubelet, kube-scheduler, kube-proxy                (the same k8s.io/kubernetes module)
 #   coredns                                            (github.com/coredns/coredns, tools/k8s/coredns)
 #   traefik                                            (github.com/traefik/traefik/v3, tools/k8s/traefik)
