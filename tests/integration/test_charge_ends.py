@@ -21,10 +21,10 @@ from aikeys_gateway.pipeline.reservation import RELEASE, Reservation, State, ans
 from aikeys_gateway.pipeline.routing import Route
 from aikeys_gateway.upstreams.client import Client
 
-from aikeys.generated import Output
 from aikeys.ledger.meter import Meter
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
 from aikeys.money import Price
+from aikeys.usage import Output
 
 pytestmark = pytest.mark.integration
 PRICE = Price.parse("1.00", "2.00")

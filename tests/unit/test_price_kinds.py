@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aikeys.generated import Usage, reported_usage
 from aikeys.money import NANO_PER_USD, Price
+from aikeys.usage import Usage, reported_usage
 
 TOKENS = st.integers(0, 10**9)
 USD = st.one_of(st.none(), st.integers(0, 10**6 * NANO_PER_USD))  # nano-USD per million

@@ -13,7 +13,7 @@ from aikeys_gateway.upstreams.sse import MAX_EVENT_BYTES, SSEFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aikeys.generated import Output, Usage, reported_usage
+from aikeys.usage import Output, Usage, reported_usage
 
 
 def chunk(**delta: Any) -> dict[str, Any]:

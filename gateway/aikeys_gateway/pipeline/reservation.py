@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aikeys import notices
-from aikeys.generated import Output, Usage
 from aikeys.ledger.meter import Meter, PendingSettle
 from aikeys.ledger.store import MAX_AMOUNT, Allocation, Estimate, LedgerUnavailable
 from aikeys.money import NANO_PER_USD, format_usd
+from aikeys.usage import Output, Usage
 from aikeys_gateway.cache.catalog import KeyEntry
 from aikeys_gateway.observe.metrics import Metrics
 from aikeys_gateway.pipeline.routing import Route

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from aikeys.estimate import Endpoint, OutputCap
-from aikeys.generated import Output, Usage
 from aikeys.resources import ProviderType
+from aikeys.usage import Output, Usage
 from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
 from aikeys_gateway.upstreams.azure import AzureOpenAI
 from aikeys_gateway.upstreams.openai import OpenAI

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from aikeys.estimate import Endpoint, OutputCap, apply_cap
-from aikeys.generated import Output, Usage, reported_usage
+from aikeys.usage import Output, Usage, reported_usage
 from aikeys_gateway.cache.catalog import ModelEntry, ProviderEntry
 from aikeys_gateway.upstreams.sse import DONE, Reader
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from aikeys.generated import Output, Usage
+from aikeys.usage import Output, Usage
 from aikeys_gateway.upstreams.client import UpstreamTooLarge
 
 DONE = b"[DONE]"

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from aikeys import limits
-from aikeys.generated import reported_usage
+from aikeys.usage import reported_usage
 from aikeys_gateway import errors
 from aikeys_gateway.upstreams.openai import ChatReader
 from aikeys_gateway.upstreams.sse import DONE, Delegating

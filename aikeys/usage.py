@@ -1,5 +1,5 @@
-"""What an upstream generated, for the charge: its reported usage when valid, else a count of
-every generated part (chat completions, text completions, and Responses API objects and events).
+"""What an upstream used, for the charge: its reported usage when valid, else a count of every
+generated part (chat completions, text completions, and Responses API objects and events).
 
 `reported_usage` reads an OpenAI `usage` object by value, whatever its JSON spacing: token counts
 must be non-negative integers (not bools, not strings) or the usage counts as missing. `Output`
