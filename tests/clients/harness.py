@@ -237,3 +237,21 @@ class ProxyTrap:
         self._stop.set()
         self._thread.join(timeout=2)
         self._server.close()
+
+
+def bash_round_trip(stdout: str, work: Path) -> list[tuple[int, int]]:
+    """What OpenCode and its fork Kilo Code print with `--format json` for the mock's bash round
+    trip: the tool ran the mock's command in `work`, the answer quotes its output. Returns each
+    step's tokens as the tool shows them (uncached input and cache reads together: the prompt)."""
+    parts = [e["part"] for e in json_lines(stdout) if "part" in e]
+    [bash] = [p for p in parts if p["type"] == "tool"]
+    assert bash["tool"] == "bash" and bash["state"]["status"] == "completed", bash
+    assert bash["state"]["input"] == {"command": "mock"}
+    assert bash["state"]["output"].strip() == f"mock command ran in {work}"
+    answer = [p["text"] for p in parts if p["type"] == "text"][-1]
+    assert answer.strip() == f"The tool returned: mock command ran in {work}"
+    return [
+        (p["tokens"]["input"] + p["tokens"]["cache"]["read"], p["tokens"]["output"])
+        for p in parts
+        if p["type"] == "step-finish"
+    ]

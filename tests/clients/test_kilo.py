@@ -28,7 +28,7 @@ from tests.clients.harness import (
     Tenant,
     assert_charged_as_counted,
     base_env,
-    json_lines,
+    bash_round_trip,
     ledger,
     run_watched,
 )
@@ -107,19 +107,7 @@ def test_kilo_run_with_the_bash_tool(
     # nothing but loopback (see OFFLINE): no request through the proxy, no connection elsewhere
     assert proxy_trap.asked == []
     assert watch.samples > 0 and watch.elsewhere() == []
-    parts = [e["part"] for e in json_lines(result.stdout) if "part" in e]
-    [bash] = [p for p in parts if p["type"] == "tool"]
-    assert bash["tool"] == "bash" and bash["state"]["status"] == "completed", bash
-    assert bash["state"]["input"] == {"command": "mock"}
-    assert bash["state"]["output"].strip() == f"mock command ran in {work}"
-    answer = [p["text"] for p in parts if p["type"] == "text"][-1]
-    assert answer.strip() == f"The tool returned: mock command ran in {work}"
-    # Kilo shows uncached input and cache reads apart; together they are the prompt
-    steps = [
-        (p["tokens"]["input"] + p["tokens"]["cache"]["read"], p["tokens"]["output"])
-        for p in parts
-        if p["type"] == "step-finish"
-    ]
+    steps = bash_round_trip(result.stdout, work)
 
     metered = assert_charged_as_counted(mock_upstream, redis_server, before)
     assert len(metered.requests) == 2  # the call, then the answer to its output

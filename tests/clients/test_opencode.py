@@ -28,7 +28,7 @@ from tests.clients.harness import (
     Tenant,
     assert_charged_as_counted,
     base_env,
-    json_lines,
+    bash_round_trip,
     ledger,
     run,
 )
@@ -116,20 +116,7 @@ def test_opencode_run_with_a_tool_call(
         timeout=TIMEOUT,
     )
     assert proxy_trap.asked == []
-    events = json_lines(result.stdout)
-    parts = [e["part"] for e in events if "part" in e]
-    [bash] = [p for p in parts if p["type"] == "tool"]
-    assert bash["tool"] == "bash" and bash["state"]["status"] == "completed"
-    assert bash["state"]["input"] == {"command": "mock"}
-    assert bash["state"]["output"].strip() == f"mock command ran in {work}"
-    answer = [p["text"] for p in parts if p["type"] == "text"][-1]
-    assert answer.strip() == f"The tool returned: mock command ran in {work}"
-    # OpenCode shows uncached input and cache reads apart; together they are the prompt
-    steps = [
-        (p["tokens"]["input"] + p["tokens"]["cache"]["read"], p["tokens"]["output"])
-        for p in parts
-        if p["type"] == "step-finish"
-    ]
+    steps = bash_round_trip(result.stdout, work)
 
     metered = assert_charged_as_counted(mock_upstream, redis_server, before)
     assert {r["path"] for r in metered.requests} == {"/v1/chat/completions"}
