@@ -338,6 +338,11 @@ class ResponsesAPI(StrEnum):
     CHAT = "chat"
 
 
+class ModelUse(StrEnum):
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+
+
 class MaxTokensParameter(StrEnum):
     MAX_TOKENS = "max_tokens"
     MAX_COMPLETION_TOKENS = "max_completion_tokens"
@@ -453,6 +458,13 @@ class ProviderModel(Schema):
         "the gateway translates to chat completions and back (function tools, JSON schemas, images; "
         "hosted tools and previous_response_id get a 400). Default: native on api.openai.com, chat "
         "elsewhere.",
+    )
+    serves: ModelUse | None = Field(
+        None,
+        description="What the model is for: chat (chat completions, completions and the Responses API) "
+        "or embeddings. The Connect page and `kubectl aikeys connect` name only chat models in the "
+        "settings they give chat tools; the gateway does not refuse requests by it. Absent: embeddings "
+        'when the name or upstreamName contains "embed" (any case), else chat.',
     )
 
 
@@ -634,6 +646,17 @@ AIPROVIDER = Kind(
     ],
 )
 KINDS = (AIKEY, ALLOCATION, AIPROVIDER)
+
+
+def use_by_name(*names: str | None) -> ModelUse:
+    """What a model is for, guessed from its names where its provider does not say: conservatively,
+    a model whose name says embedding is never offered to a chat tool."""
+    return ModelUse.EMBEDDINGS if any("embed" in (n or "").lower() for n in names) else ModelUse.CHAT
+
+
+def model_use(model: ProviderModel) -> ModelUse:
+    """What a model serves: its `serves`, else guessed from its name and upstream name."""
+    return model.serves or use_by_name(model.name, model.upstream_name)
 
 
 def model_id(namespace: str, provider: str, model: str) -> str:
