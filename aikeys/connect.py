@@ -173,7 +173,7 @@ def _openai_python(target: Target) -> Guide:
         "OpenAI Python SDK",
         "every endpoint the SDK calls: chat completions, Responses, embeddings, models",
         "Python 3.8+ and a network path to the base URL.",
-        ("pip install openai", f"Set {KEY_VARIABLE} (above), then run:"),
+        ("`pip install openai`", f"Set `{KEY_VARIABLE}` (above), then run `python hello.py`:"),
         (Snippet("hello.py", code, "hello.py", "python"), _openai_env(target)),
     )
 
@@ -194,7 +194,7 @@ def _openai_node(target: Target) -> Guide:
         "OpenAI Node SDK",
         "every endpoint the SDK calls: chat completions, Responses, embeddings, models",
         "Node.js 20+ and a network path to the base URL.",
-        ("npm install openai", f"Set {KEY_VARIABLE} (above), then run `node hello.mjs`:"),
+        ("`npm install openai`", f"Set `{KEY_VARIABLE}` (above), then run `node hello.mjs`:"),
         (Snippet("hello.mjs", code, "hello.mjs", "javascript"), _openai_env(target)),
     )
 
@@ -216,9 +216,9 @@ def _codex(target: Target) -> Guide:
         "the Responses API, streamed (translated to chat completions for chat-only models)",
         "a network path to the base URL; any chat model (the gateway serves the Responses API for each).",
         (
-            "npm install -g @openai/codex",
-            "Put this in ~/.codex/config.toml (or merge it into yours):",
-            f"Run `codex` with {KEY_VARIABLE} set (above).",
+            "`npm install -g @openai/codex`",
+            "Put this in `~/.codex/config.toml` (or merge it into yours):",
+            f"Run `codex` with `{KEY_VARIABLE}` set (above).",
         ),
         (Snippet("~/.codex/config.toml", config, "~/.codex/config.toml", "toml"),),
     )
@@ -243,9 +243,9 @@ def _opencode(target: Target) -> Guide:
         "chat completions, streamed, with tools",
         "a network path to the base URL.",
         (
-            "npm install -g opencode-ai",
-            "Put this in opencode.json in your project, or in ~/.config/opencode/opencode.json:",
-            f"Run `opencode` with {KEY_VARIABLE} set (above); its model list shows the models below.",
+            "`npm install -g opencode-ai`",
+            "Put this in `opencode.json` in your project, or in `~/.config/opencode/opencode.json`:",
+            f"Run `opencode` with `{KEY_VARIABLE}` set (above); `/models` lists the models below.",
         ),
         (Snippet("opencode.json", config, "opencode.json", "json"),),
     )
@@ -266,8 +266,8 @@ def _kilo_code(target: Target) -> Guide:
         "a network path to the base URL.",
         (
             "In VS Code: Kilo Code's settings, Providers: these values.",
-            "The CLI (npm install -g @kilocode/cli): put this in ~/.config/kilo/kilo.json (or pass it "
-            f"in the variable KILO_CONFIG_CONTENT), and run `kilo` with {KEY_VARIABLE} set (above).",
+            "The CLI (`npm install -g @kilocode/cli`): put this in `~/.config/kilo/kilo.json` (or pass "
+            f"it in the variable `KILO_CONFIG_CONTENT`), and run `kilo` with `{KEY_VARIABLE}` set (above).",
         ),
         (
             Snippet("VS Code extension settings", settings),
@@ -288,10 +288,10 @@ def _open_webui(target: Target) -> Guide:
     return Guide(
         Tool.OPEN_WEBUI,
         "Open WebUI",
-        "GET /models (its model menu), chat completions streamed and not",
+        "`GET /models` (its model menu), chat completions streamed and not",
         "a network path from the Open WebUI server (not the browser) to the base URL.",
         (
-            "Start Open WebUI with these variables (`docker run` takes the same with -e):",
+            "Start Open WebUI with these variables (`docker run` takes the same with `-e`):",
             "Or, in a running Open WebUI: Admin Panel, Settings, Connections, OpenAI API: add these.",
             "Its model menu lists exactly the models the key may use:",
         ),

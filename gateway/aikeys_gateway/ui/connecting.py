@@ -24,14 +24,19 @@ def snippet_block(snippet: Snippet, ident: str) -> str:
     )
 
 
+def prose(text: str) -> str:
+    """Plain text with `backticked` commands and paths as <code>."""
+    return "".join(f"<code>{e(part)}</code>" if i % 2 else e(part) for i, part in enumerate(text.split("`")))
+
+
 def guide_section(guide: Guide, collapsed: bool) -> str:
     """One tool: the API it uses, what it needs, the steps, the snippets (in a <details> when
     `collapsed`)."""
     tool = guide.tool.value
-    steps = "".join(f"<li>{e(step)}</li>" for step in guide.steps)
+    steps = "".join(f"<li>{prose(step)}</li>" for step in guide.steps)
     snippets = "".join(snippet_block(s, f"{tool}-{i}") for i, s in enumerate(guide.snippets))
     facts = (
-        f'<p class="facts"><strong>Uses</strong> {e(guide.endpoint)}. <strong>Needs</strong> {e(guide.needs)}</p>'
+        f'<p class="facts"><strong>Uses</strong> {prose(guide.endpoint)}. <strong>Needs</strong> {prose(guide.needs)}</p>'
         f'{notice(guide.problem, "warn")}<ol class="steps">{steps}</ol>{snippets}'
     )
     if collapsed:
