@@ -297,6 +297,14 @@ class AIKeyStatus(Schema):
         pattern=r"^[0-9a-f]{64}$",
     )
     secret_name: str | None = Field(None, description="Secret (owned by this AIKey) holding the key.")
+    base_url: str | None = Field(
+        None,
+        alias="baseURL",
+        description="The gateway's public OpenAI base URL to use the key with, as written into the "
+        "Secret (OPENAI_BASE_URL) when the key was minted; `kubectl aikeys connect` reads it here "
+        "once the Secret is gone.",
+        max_length=2048,
+    )
     created_at: dt.datetime | None = Field(None, description="When the first key was minted.")
     expires_at: dt.datetime | None = Field(None, description="When the key expires; empty if never.")
     last_used_at: dt.datetime | None = Field(None, description="Last request charged to this key.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from aikeys import __version__
+from aikeys.cli.connect import connect_command
 from aikeys.cli.context import Context
 from aikeys.cli.dev import dev
 from aikeys.cli.keys import keys
@@ -72,6 +73,7 @@ def mock_upstream(
 
 
 cli.add_command(keys)
+cli.add_command(connect_command)
 cli.add_command(usage)
 cli.add_command(dev)
 
