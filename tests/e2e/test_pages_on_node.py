@@ -43,7 +43,7 @@ def person(release: Release) -> str:
         "-n",
         NS,
         "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=aikeys.aikeys.dev,allocations.aikeys.dev,secrets,keyusages.usage.aikeys.dev",
+        "--resource=aikeys.aikeys.dev,allocations.aikeys.dev,secrets",
     )
     cp.kubectl("create", "rolebinding", "keys", "-n", NS, "--role=keys", f"--serviceaccount={NS}:pat")
     return cp.kubectl("create", "token", "pat", "-n", NS).stdout.strip()
