@@ -74,9 +74,13 @@ async def target_for(
         picked = [await client.get(aikeys_path(namespace, key_name))]
     else:
         me = await whoami(client)
-        items = (await client.get(aikeys_path(namespace))).get("items", [])
-        picked = [k for k in items if me and (k.get("spec") or {}).get("owner") == me]
-        if not picked:
+        items: list[dict[str, Any]] | None = None
+        try:
+            items = (await client.get(aikeys_path(namespace))).get("items", [])
+        except Forbidden:
+            notes.append(f"You may not list keys in namespace {namespace}: pass --key NAME for one of yours.")
+        picked = [k for k in items or [] if me and (k.get("spec") or {}).get("owner") == me]
+        if items is not None and not picked:
             notes.append(
                 f"You have no key in namespace {namespace}: create one with `kubectl aikeys keys create`. "
                 "These are the models the namespace can reach."
