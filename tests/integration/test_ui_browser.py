@@ -120,12 +120,16 @@ def sign_in(b: Browser, gw: GatewayProcess, credential: str) -> None:
     assert landed.endswith("/ui/keys"), b("html")[:3000]
 
 
-def create_in_browser(b: Browser, name: str, description: str, allocation: str = "team") -> str:
+def create_in_browser(
+    b: Browser, name: str, description: str, allocation: str = "team", models: str = ""
+) -> str:
     if not b("evaluate", expression="document.querySelector('details.create').open"):
         b("click", selector="details.create summary")
     b("fill", selector="#new-name", value=name)
     b("select", selector="#new-allocation", value=allocation)
     b("fill", selector="#new-description", value=description)
+    if models:
+        b("fill", selector="#new-models", value=models)
     b("navigate", selector="form[action='/ui/keys/create'] button[type=submit]")
     key: str = b("text", selector="#new-key")
     assert key.startswith("aik_")
@@ -253,7 +257,8 @@ def test_connect_and_my_keys_in_chromium(
     assert bob.post("/ui/keys/create", data=form).status_code == 201
     b("grant", origin=gw.url)
     sign_in(b, gw, people.alice)
-    key = create_in_browser(b, "alice-tools", "Alice's tools")
+    # the namespace's models (other tests' providers shared with every namespace stay out)
+    key = create_in_browser(b, "alice-tools", "Alice's tools", models=f"{NS}:mock/*")
 
     b("goto", url=f"{gw.url}/ui/keys")
     names = set(b("visible", selector="#keys-table tbody tr[data-search] th .name"))
