@@ -297,6 +297,14 @@ class AIKeyStatus(Schema):
         pattern=r"^[0-9a-f]{64}$",
     )
     secret_name: str | None = Field(None, description="Secret (owned by this AIKey) holding the key.")
+    base_url: str | None = Field(
+        None,
+        alias="baseURL",
+        description="The gateway's public OpenAI base URL to use the key with, as written into the "
+        "Secret (OPENAI_BASE_URL) when the key was minted; `kubectl aikeys connect` reads it here "
+        "once the Secret is gone.",
+        max_length=2048,
+    )
     created_at: dt.datetime | None = Field(None, description="When the first key was minted.")
     expires_at: dt.datetime | None = Field(None, description="When the key expires; empty if never.")
     last_used_at: dt.datetime | None = Field(None, description="Last request charged to this key.")
@@ -336,6 +344,11 @@ class Tokenizer(StrEnum):
 class ResponsesAPI(StrEnum):
     NATIVE = "native"
     CHAT = "chat"
+
+
+class ModelUse(StrEnum):
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
 
 
 class MaxTokensParameter(StrEnum):
@@ -453,6 +466,13 @@ class ProviderModel(Schema):
         "the gateway translates to chat completions and back (function tools, JSON schemas, images; "
         "hosted tools and previous_response_id get a 400). Default: native on api.openai.com, chat "
         "elsewhere.",
+    )
+    serves: ModelUse | None = Field(
+        None,
+        description="What the model is for: chat (chat completions, completions and the Responses API) "
+        "or embeddings. The Connect page and `kubectl aikeys connect` name only chat models in the "
+        "settings they give chat tools; the gateway does not refuse requests by it. Absent: embeddings "
+        'when the name or upstreamName contains "embed" (any case), else chat.',
     )
 
 
@@ -634,6 +654,17 @@ AIPROVIDER = Kind(
     ],
 )
 KINDS = (AIKEY, ALLOCATION, AIPROVIDER)
+
+
+def use_by_name(*names: str | None) -> ModelUse:
+    """What a model is for, guessed from its names where its provider does not say: conservatively,
+    a model whose name says embedding is never offered to a chat tool."""
+    return ModelUse.EMBEDDINGS if any("embed" in (n or "").lower() for n in names) else ModelUse.CHAT
+
+
+def model_use(model: ProviderModel) -> ModelUse:
+    """What a model serves: its `serves`, else guessed from its name and upstream name."""
+    return model.serves or use_by_name(model.name, model.upstream_name)
 
 
 def model_id(namespace: str, provider: str, model: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from aikeys import __version__
+from aikeys.cli.connect import connect_command
 from aikeys.cli.context import Context
 from aikeys.cli.keys import keys
 from aikeys.cli.usage import usage
@@ -32,6 +33,7 @@ def cli(ctx: click.Context, kubeconfig: Path | None, kube_context: str | None, n
 
 
 cli.add_command(keys)
+cli.add_command(connect_command)
 cli.add_command(usage)
 
 

@@ -253,18 +253,22 @@ class UISettings:
     characters, the same on every replica; unset: a random key per process),
     AIKEYS_UI_SECURE_COOKIES (auto: Secure when the request came over https, directly or per
     X-Forwarded-Proto; always; never), AIKEYS_UI_SESSION_HOURS (8: how long a sign-in lasts, never
-    longer than a token's own expiry)."""
+    longer than a token's own expiry), AIKEYS_GATEWAY_URL (the public OpenAI base URL the Connect
+    page and new keys' snippets name, as the operator writes it into key Secrets; unset: the URL
+    the browser reached the page by)."""
 
     enabled: bool = False
     session_secret: str | None = field(default=None, repr=False)
     secure_cookies: str = "auto"
     session_hours: float = 8.0
+    public_url: str | None = None
 
     VARIABLES: ClassVar[tuple[Variable, ...]] = (
         Variable("AIKEYS_UI", "false", "true: the web pages under /ui"),
         Variable("AIKEYS_UI_SESSION_KEY", "", "32+ random characters, the same on every replica"),
         Variable("AIKEYS_UI_SECURE_COOKIES", "auto", "auto, always or never"),
         Variable("AIKEYS_UI_SESSION_HOURS", "8", "how long a sign-in lasts"),
+        Variable("AIKEYS_GATEWAY_URL", "", "public OpenAI base URL the pages' snippets name"),
     )
 
     @classmethod
@@ -273,11 +277,17 @@ class UISettings:
         secret = env_str(env, "AIKEYS_UI_SESSION_KEY")
         if secret is not None and len(secret) < 32:
             raise SettingsError("AIKEYS_UI_SESSION_KEY: use at least 32 random characters")
+        public = (env_str(env, "AIKEYS_GATEWAY_URL") or "").rstrip("/") or None
+        if public is not None and (
+            urlsplit(public).scheme not in ("http", "https") or not urlsplit(public).netloc
+        ):
+            raise SettingsError(f"AIKEYS_GATEWAY_URL: {public!r} is not an http(s) URL")
         return cls(
             enabled=env_bool(env, "AIKEYS_UI", False),
             session_secret=secret,
             secure_cookies=env_choice(env, "AIKEYS_UI_SECURE_COOKIES", "auto", ("auto", "always", "never")),
             session_hours=env_float(env, "AIKEYS_UI_SESSION_HOURS", 8.0, minimum=0.01),
+            public_url=public,
         )
 
 
@@ -294,7 +304,7 @@ class Config:
         ("The gateway", Settings.VARIABLES),
         ("Clients and shutdown", ServerSettings.VARIABLES),
         ("The usage API (APIService v1alpha1.usage.aikeys.dev)", UsageAPISettings.VARIABLES),
-        ("The web pages (/ui: AI Keys, AI Usage)", UISettings.VARIABLES),
+        ("The web pages (/ui: AI Keys, AI Usage, Connect)", UISettings.VARIABLES),
     )
 
     @classmethod

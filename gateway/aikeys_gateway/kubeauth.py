@@ -108,12 +108,31 @@ class KubeAuth:
 
     async def may_list(self, person: Person, namespace: str, resource: tuple[str, str] = USAGE) -> bool:
         """May the person `list` the (group, resource) in the namespace ("": the whole cluster)?"""
+        return await self.may(person, "list", namespace, resource)
+
+    async def may_own_for_others(self, person: Person, namespace: str) -> bool:
+        """The key-owner exception: may the person `create` the virtual resource aikeys/owner in
+        the namespace, so the admission policy lets them act on others' keys?"""
+        return await self.may(person, "create", namespace, AIKEYS, "owner")
+
+    async def may(
+        self, person: Person, verb: str, namespace: str, resource: tuple[str, str], subresource: str = ""
+    ) -> bool:
+        """A SubjectAccessReview of the person's `verb` on (group, resource[/subresource]) in the
+        namespace ("": cluster-wide), as the API server would decide it."""
         group, plural = resource
-        cache_key = (person.username + "|" + ",".join(person.groups), namespace, group, plural)
+        cache_key = (
+            person.username + "|" + ",".join(person.groups),
+            namespace,
+            group,
+            f"{verb} {plural}/{subresource}",
+        )
         hit, cached = self._rights.get(cache_key)
         if hit and cached is not None:
             return cached
-        attrs = {"verb": "list", "group": group, "resource": plural}
+        attrs = {"verb": verb, "group": group, "resource": plural}
+        if subresource:
+            attrs["subresource"] = subresource
         if namespace:
             attrs["namespace"] = namespace
         review = await self.kube.create(

@@ -124,6 +124,8 @@ async def _mint(
         "createdAt": stamp(created),
         "pendingKeyHash": None,
     }
+    if gateway_url:
+        patch["baseURL"] = gateway_url  # where to use it, after the Secret is read and deleted
     current = old.model_copy(
         update={
             "key_hash": key_hash,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
+from aikeys import connect as connecting
 from aikeys.ledger.store import Allocation, Ledger, PeriodState, connect
 from aikeys.money import Price
 from aikeys.periods import Period
@@ -47,6 +49,28 @@ class Tenant:
 
     base_url: str  # the gateway's OpenAI base URL (…/api/openai/v1)
     key: str
+
+
+def target(tenant: Tenant, *models: str) -> connecting.Target:
+    """What the Connect page and `kubectl aikeys connect` would show for this tenant, with the real
+    key in the one place it goes (the environment snippet)."""
+    return connecting.Target(tenant.base_url, models, key=tenant.key)
+
+
+def exports(snippet: connecting.Snippet, environment: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables a shell snippet exports (`export NAME=VALUE` lines, `$NAME` expanded from the
+    `environment` it is pasted into and earlier lines): what a person who pasted it would have."""
+    known = dict(environment or {})
+    found: dict[str, str] = {}
+    for line in snippet.text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            for word in words[1:]:
+                name, _, value = word.partition("=")
+                for variable in sorted(known, key=len, reverse=True):
+                    value = value.replace(f"${variable}", known[variable])
+                found[name] = known[name] = value
+    return found
 
 
 def ledger(redis_server: RedisServer, allocation: str = ALLOCATION) -> PeriodState:

@@ -6,7 +6,8 @@ mock's final answer. Charged exactly what the mock counted, which is also what C
 
 Codex is kept off every network but loopback: no web search tool, no analytics, no plugin
 catalogue, no update check, no OpenTelemetry export; its home (CODEX_HOME, HOME) is a temporary
-folder. `CONFIG` below is the configuration docs/clients.md shows."""
+folder. Codex is configured with the Connect page's config.toml (aikeys.connect), to which the
+test adds only those offline settings."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
+from aikeys import connect
 from tests.clients.harness import (
     CHAT_ONLY,
     NATIVE,
@@ -23,29 +25,26 @@ from tests.clients.harness import (
     Tenant,
     assert_charged_as_counted,
     base_env,
+    exports,
     json_lines,
     ledger,
     run,
+    target,
 )
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 90
 
-CONFIG = """\
-model_provider = "aikeys"
-model = "{model}"
+# What the test adds to the Connect page's config.toml (aikeys.connect, the same text the page and
+# `kubectl aikeys connect codex` show): top-level settings before it, tables after it.
+OFFLINE_TOP = """\
 approval_policy = "never"      # exec: never stop to ask
 sandbox_mode = "read-only"     # the model's commands may read, never write
 web_search = "disabled"        # a hosted tool: only OpenAI serves it
 check_for_update_on_startup = false
 allow_login_shell = false      # commands run in `bash -c`, not a login shell
-
-[model_providers.aikeys]
-name = "aikeys"
-base_url = "{base_url}"
-env_key = "AIKEYS_API_KEY"
-wire_api = "responses"
-
+"""
+OFFLINE_TABLES = """
 [analytics]
 enabled = false
 
@@ -89,13 +88,15 @@ def test_codex_exec_runs_a_tool_call(
     home, work, tools = tmp_path / "home", tmp_path / "work", tmp_path / "bin"
     for folder in (home / "codex", work, tools):
         folder.mkdir(parents=True)
-    settings = CONFIG.format(model=model, base_url=tenant.base_url, features=features)
+    codex_guide = connect.guide(connect.Tool.CODEX, target(tenant, model))
+    shown = connect.snippet(codex_guide, "~/.codex/config.toml")
+    settings = OFFLINE_TOP + shown + OFFLINE_TABLES.format(features=features)
     (home / "codex" / "config.toml").write_text(settings)
     (tools / "mock").write_text(MOCK_COMMAND)
     (tools / "mock").chmod(0o755)
     env = base_env(home) | {
         "CODEX_HOME": str(home / "codex"),
-        "AIKEYS_API_KEY": tenant.key,
+        **exports(connect.key_snippet(target(tenant, model))),  # AIKEYS_API_KEY, as the page says
         "PATH": f"{tools}:{base_env(home)['PATH']}",
         **proxy_trap.env(),
     }
@@ -107,7 +108,7 @@ def test_codex_exec_runs_a_tool_call(
         work,
         timeout=TIMEOUT,
     )
-    assert proxy_trap.asked == []  # nothing but loopback: see CONFIG
+    assert proxy_trap.asked == []  # nothing but loopback: see OFFLINE_TOP and OFFLINE_TABLES
     events = json_lines(result.stdout)
     items = [e["item"] for e in events if e.get("type") == "item.completed"]
     [command] = [i for i in items if i["type"] == "command_execution"]

@@ -1,7 +1,8 @@
 """The OpenAI Node SDK (`openai` on npm) through the gateway: chat (JSON, streamed, the SDK's
 `runTools` loop, `parse` with a zod schema), embeddings, and the Responses API (JSON, streamed, a
 tool loop, `responses.parse`) on a Responses-native and on a chat-only model. Each run is charged
-exactly what the mock counted, and the SDK received that same usage."""
+exactly what the mock counted, and the SDK received that same usage. The Connect page's Node
+snippet runs as it is shown."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ import pytest
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
+from aikeys import connect
 from tests.clients.harness import (
     CHAT_ONLY,
     NATIVE,
     Tenant,
     assert_charged_as_counted,
     base_env,
+    exports,
     ledger,
     run,
+    target,
 )
 
 pytestmark = pytest.mark.integration
@@ -91,3 +95,22 @@ def test_openai_node_sdk(
     paths = {r["path"] for r in metered.requests}
     if scenario.startswith("responses"):
         assert paths == {"/v1/responses" if model == NATIVE else "/v1/chat/completions"}
+
+
+def test_the_connect_snippet_runs(
+    node_dir: Path,
+    tenant: Tenant,
+    mock_upstream: MockUpstreamProcess,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """The Connect page's hello.mjs (aikeys.connect), run with `node` after pasting the key snippet."""
+    shown = target(tenant, CHAT_ONLY)
+    guide = connect.guide(connect.Tool.OPENAI_NODE, shown)
+    (node_dir / "hello.mjs").write_text(connect.snippet(guide, "hello.mjs"))
+    env = base_env(tmp_path / "home") | exports(connect.key_snippet(shown))
+    before = ledger(redis_server)
+    out = run(["node", "hello.mjs"], env, node_dir).stdout
+    assert out.startswith(REPLY)
+    metered = assert_charged_as_counted(mock_upstream, redis_server, before)
+    assert [r["path"] for r in metered.requests] == ["/v1/chat/completions"]

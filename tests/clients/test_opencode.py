@@ -8,7 +8,8 @@ OpenCode reported them are that count.
 Kept offline but for loopback: no models.dev catalogue, no update check, no default plugins, no
 LSP downloads, no sharing; OpenCode's start-up install of `@opencode-ai/plugin` into its config
 folder finds npm offline and is skipped with a warning. Its home and XDG folders are temporary.
-`CONFIG` below is the configuration docs/clients.md shows."""
+OpenCode is configured with the Connect page's opencode.json (aikeys.connect), to which the test
+adds only `EXTRA`."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import json
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
+from aikeys import connect
 from tests.clients.harness import (
     CHAT_ONLY,
     ProxyTrap,
@@ -29,31 +30,24 @@ from tests.clients.harness import (
     assert_charged_as_counted,
     base_env,
     bash_round_trip,
+    exports,
     ledger,
     run,
+    target,
 )
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 120
 
 
-def config(base_url: str, model: str) -> dict[str, Any]:
-    return {
-        "$schema": "https://opencode.ai/config.json",
-        "provider": {
-            "aikeys": {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "aikeys",
-                "options": {"baseURL": base_url, "apiKey": "{env:AIKEYS_API_KEY}"},
-                "models": {model: {"name": model}},
-            }
-        },
-        "model": f"aikeys/{model}",
-        "small_model": f"aikeys/{model}",
-        "autoupdate": False,
-        "share": "disabled",
-        "permission": {"bash": "allow", "edit": "deny", "webfetch": "deny"},
-    }
+# What the test adds to the Connect page's opencode.json (aikeys.connect): the title model, no
+# update check or sharing, and the tools' permissions.
+EXTRA = {
+    "small_model": f"aikeys/{CHAT_ONLY}",
+    "autoupdate": False,
+    "share": "disabled",
+    "permission": {"bash": "allow", "edit": "deny", "webfetch": "deny"},
+}
 
 
 OFFLINE = {
@@ -91,7 +85,8 @@ def test_opencode_run_with_a_tool_call(
     home, work, tools = tmp_path / "home", tmp_path / "work", tmp_path / "bin"
     for folder in (home, work, tools):
         folder.mkdir(parents=True)
-    (home / "opencode.json").write_text(json.dumps(config(tenant.base_url, CHAT_ONLY), indent=2))
+    shown = connect.snippet(connect.guide(connect.Tool.OPENCODE, target(tenant, CHAT_ONLY)), "opencode.json")
+    (home / "opencode.json").write_text(json.dumps(json.loads(shown) | EXTRA, indent=2))
     (tools / "mock").write_text(MOCK_COMMAND)
     (tools / "mock").chmod(0o755)
     env = (
@@ -102,7 +97,7 @@ def test_opencode_run_with_a_tool_call(
             "XDG_CACHE_HOME": str(home / ".cache"),
             "XDG_STATE_HOME": str(home / ".local" / "state"),
             "OPENCODE_CONFIG": str(home / "opencode.json"),
-            "AIKEYS_API_KEY": tenant.key,
+            **exports(connect.key_snippet(target(tenant, CHAT_ONLY))),  # AIKEYS_API_KEY
             "PATH": f"{tools}:{base_env(home)['PATH']}",
         }
         | OFFLINE

@@ -25,7 +25,7 @@ from aikeys_dev.devstack.processes import free_port
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
-from aikeys_gateway.config import ServerSettings
+from aikeys_gateway.config import ServerSettings, UISettings
 from cryptography import x509
 
 from tests.integration.kube import (
@@ -245,6 +245,45 @@ def test_gateway_shutdown_and_client_bounds_come_from_the_values(cluster: Contro
     }.items():
         result = helm(cluster, "template", "aikeys", str(CHART), "--set", value, check=False)
         assert result.returncode != 0 and message in result.stderr, (value, result.stderr)
+
+
+def test_the_pages_are_on_by_default_behind_the_ingress(cluster: ControlPlane) -> None:
+    """`helm install` serves the web pages (/ui through the Ingress) with a generated session key;
+    the pages name the public URL when the chart knows it (gateway.publicURL, else the Ingress
+    host), else the one the browser used; `gateway.ui.enabled=false` turns them off."""
+
+    def render(*args: str) -> tuple[dict[str, str | None], list[str], set[str]]:
+        rendered = helm(cluster, "template", "aikeys", str(CHART), "-n", "chart-render", *args).stdout
+        docs = [d for d in yaml.safe_load_all(rendered) if d]
+        [gateway] = [
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "aikeys-gateway"
+        ]
+        env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+        [ingress] = [d for d in docs if d["kind"] == "Ingress"]
+        paths = [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]]
+        return env, paths, {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+
+    env, paths, secrets = render()
+    assert env["AIKEYS_UI"] == "true" and paths == ["/api", "/ui"] and "aikeys-ui-session" in secrets
+    assert "AIKEYS_UI_SESSION_KEY" in env and "AIKEYS_GATEWAY_URL" not in env  # no host: the browser's URL
+    settings = UISettings.from_env(
+        {k: v for k, v in env.items() if v is not None} | {"AIKEYS_UI_SESSION_KEY": "k" * 32}
+    )
+    assert (settings.enabled, settings.secure_cookies, settings.public_url) == (True, "auto", None)
+    tls = (
+        "--set",
+        "ingress.host=ai.example.com",
+        "--set",
+        "ingress.tls.enabled=true",
+        "--set",
+        "ingress.tls.secretName=t",
+    )
+    env, _, _ = render(*tls)
+    assert env["AIKEYS_GATEWAY_URL"] == "https://ai.example.com/api/openai/v1"
+    env, _, _ = render(*tls, "--set", "gateway.publicURL=https://llm.example.org/api/openai/v1")
+    assert env["AIKEYS_GATEWAY_URL"] == "https://llm.example.org/api/openai/v1"
+    env, paths, secrets = render("--set", "gateway.ui.enabled=false")
+    assert "AIKEYS_UI" not in env and paths == ["/api"] and "aikeys-ui-session" not in secrets
 
 
 def test_alert_rules_pass_promtool(cluster: ControlPlane, tmp_path: Path) -> None:

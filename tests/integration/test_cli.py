@@ -24,6 +24,7 @@ from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
 from aikeys.cli.context import explain
+from aikeys.connect import Target, Tool, guide, key_snippet, snippet
 from aikeys.kube.client import ApiError, KubeClient
 from aikeys.kube.config import from_kubeconfig
 from aikeys.ledger.store import Allocation, Estimate, Ledger, connect
@@ -61,12 +62,16 @@ def world(
 
 
 def aikeys(
-    cp: ControlPlane, gateway: GatewayProcess, *args: str, kubeconfig: Path | None = None
+    cp: ControlPlane,
+    gateway: GatewayProcess,
+    *args: str,
+    kubeconfig: Path | None = None,
+    gateway_url: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig or cp.kubeconfig),
-        "AIKEYS_GATEWAY_URL": gateway.openai_url,
+        "AIKEYS_GATEWAY_URL": gateway_url or gateway.openai_url,
     }
     return subprocess.run(
         [sys.executable, "-m", "aikeys.cli.main", *args],
@@ -363,6 +368,88 @@ def test_rbac_on_one_namespace_cannot_read_another(
         and "not allowed" in listing.stderr
         and "Ask a cluster admin" in listing.stderr
     )
+
+
+def test_connect_prints_the_connect_pages_snippets(
+    control_plane: ControlPlane, gateway: GatewayProcess, world: None, tmp_path: Path
+) -> None:
+    """`kubectl aikeys connect TOOL` prints aikeys.connect's guide for the context: the key's chat
+    models (never `embed`), the base URL the operator recorded for the key, never the key."""
+    key = created_key(
+        aikeys(
+            control_plane,
+            gateway,
+            "-n",
+            NS,
+            "keys",
+            "create",
+            "connector",
+            "-a",
+            "team",
+            "--models",
+            f"{NS}:mock/*",
+        )
+    )
+    hint = get(control_plane, "aikey", "connector", NS)["status"]["keyHint"]  # type: ignore[index]
+    elsewhere = "https://elsewhere.example/api/openai/v1"  # loses to the key's own URL (its status)
+    codex = aikeys(
+        control_plane, gateway, "-n", NS, "connect", "codex", "--key", "connector", gateway_url=elsewhere
+    )
+    assert codex.returncode == 0, codex.stderr
+    target = Target(gateway.openai_url, (f"{NS}:mock/chat",), hint)
+    config = snippet(guide(Tool.CODEX, target), "~/.codex/config.toml").rstrip("\n")
+    assert config in codex.stdout and key_snippet(target).text in codex.stdout
+    assert key not in codex.stdout + codex.stderr and "embed" not in codex.stdout
+    # without --key: the models of my own keys in the namespace; Cursor says what it needs
+    cursor = aikeys(control_plane, gateway, "-n", NS, "connect", "cursor")
+    assert cursor.returncode == 0, cursor.stderr
+    assert f"{NS}:mock/chat" in cursor.stdout and "is not a public HTTPS address" in cursor.stdout
+    assert key not in cursor.stdout
+    # a person who may not list AIProviders: their key's own model IDs, chat ones only
+    control_plane.kubectl("create", "serviceaccount", "connector", "-n", NS)
+    control_plane.kubectl(
+        "create",
+        "role",
+        "connector",
+        "-n",
+        NS,
+        "--verb=get,list,create,delete",
+        "--resource=aikeys.aikeys.dev,secrets",
+    )
+    control_plane.kubectl(
+        "create", "rolebinding", "connector", "-n", NS, "--role=connector", f"--serviceaccount={NS}:connector"
+    )
+    token = control_plane.kubectl("create", "token", "connector", "-n", NS).stdout.strip()
+    config_file = tmp_path / "connector"
+    kube = yaml.safe_load(control_plane.kubeconfig.read_text())
+    kube["users"] = [{"name": "connector", "user": {"token": token}}]
+    kube["contexts"][0]["context"].update(user="connector", namespace=NS)
+    config_file.write_text(yaml.safe_dump(kube))
+    models = f"{NS}:mock/chat,{NS}:mock/embed"
+    created_key(
+        aikeys(
+            control_plane,
+            gateway,
+            "keys",
+            "create",
+            "theirs",
+            "-a",
+            "team",
+            "--models",
+            models,
+            kubeconfig=config_file,
+        )
+    )
+    opencode = aikeys(control_plane, gateway, "connect", "opencode", kubeconfig=config_file)
+    assert opencode.returncode == 0, opencode.stderr
+    assert "You may not list AIProviders here" in opencode.stderr
+    shown = json.loads(opencode.stdout.split("opencode.json:\n\n", 1)[1])
+    assert list(shown["provider"]["aikeys"]["models"]) == [f"{NS}:mock/chat"]
+    # --help lists the tools; a tool that is not one is refused with the list
+    helped = aikeys(control_plane, gateway, "connect", "--help")
+    assert all(tool.value in helped.stdout for tool in Tool)
+    wrong = aikeys(control_plane, gateway, "connect", "vim")
+    assert wrong.returncode == 2 and "open-webui" in wrong.stderr
 
 
 def test_errors_say_what_to_do(

@@ -335,6 +335,82 @@ def test_an_ai_key_sees_only_itself(ui_gateway: GatewayProcess, people: People) 
     assert refused.status_code == 403 and "Kubernetes token" in refused.text
 
 
+def test_my_keys_first_and_actions_only_where_the_policy_allows(
+    control_plane: ControlPlane, ui_gateway: GatewayProcess, people: People
+) -> None:
+    """AI Keys shows the person's own keys; the switch shows the namespace's, with Disable / Rotate /
+    Revoke only on their own, or on every key for holders of the owner exception. The admission
+    policy still decides: a forged form is refused by the API server."""
+    gw = ui_gateway
+    bob, alice, boss = (sign_in(gw, t) for t in (people.bob, people.alice, people.boss))
+    assert create(bob, "mine-bob").status_code == 201
+    assert create(alice, "mine-alice").status_code == 201
+    own = alice.get("/ui/keys", params={"namespace": NS})
+    assert "mine-alice" in own.text and "mine-bob" not in own.text
+    assert "My keys (" in own.text and 'aria-label="Revoke mine-alice"' in own.text
+    every = alice.get("/ui/keys", params={"namespace": NS, "all": "1"})
+    assert "mine-alice" in every.text and "mine-bob" in every.text
+    assert 'aria-label="Revoke mine-alice"' in every.text
+    for verb in ("Disable", "Rotate", "Revoke"):
+        assert f'aria-label="{verb} mine-bob"' not in every.text
+    forged = alice.post(
+        "/ui/keys/revoke",
+        data={"csrf": csrf_of(every.text), "namespace": NS, "name": "mine-bob", "confirm": "yes", "all": "1"},
+    )
+    assert forged.status_code == 403 and "The cluster refused" in forged.text
+    assert get(control_plane, "aikey", "mine-bob", NS) is not None
+    chief = boss.get("/ui/keys", params={"namespace": NS, "all": "1"})
+    assert 'aria-label="Revoke mine-bob"' in chief.text and 'aria-label="Revoke mine-alice"' in chief.text
+    assert "mine-bob" not in boss.get("/ui/keys", params={"namespace": NS}).text  # not boss's own
+    done = boss.post(
+        "/ui/keys/disable",
+        data={"csrf": csrf_of(chief.text), "namespace": NS, "name": "mine-bob", "all": "1"},
+    )
+    assert done.status_code == 200 and "Disabled" in done.text and "mine-alice" in done.text  # still all
+    assert get(control_plane, "aikey", "mine-bob", NS)["spec"]["disabled"] is True  # type: ignore[index]
+
+
+def test_connect_names_chat_models_and_never_the_key(ui_gateway: GatewayProcess, people: People) -> None:
+    gw = ui_gateway
+    alice = sign_in(gw, people.alice)
+    created = create(alice, "connect-alice", models=f"{NS}:mock/*")
+    key = KEY.search(created.text).group(1)  # type: ignore[union-attr]
+    # the created key's page: the key in its box and the environment snippet; chat models only
+    assert created.text.count(key) == 2 and "ada-embedding" not in created.text
+    assert f"export AIKEYS_API_KEY={key}" in created.text
+    page = alice.get("/ui/connect", params={"namespace": NS, "key": "connect-alice"})
+    assert page.status_code == 200 and key not in page.text and "aik_" in page.text  # the hint only
+    hint = get_hint(page.text)
+    assert key.startswith(hint.split("…")[0]) and key.endswith(hint.split("…")[1])
+    for tool in ("open-webui", "opencode", "kilo-code", "cursor", "codex", "openai-python", "openai-node"):
+        section = re.search(rf'id="tool-{tool}".*?</section>', page.text, re.S)
+        assert section and f"{NS}:mock/chat" in section.group(0), tool
+    assert "ada-embedding" not in page.text
+    # Cursor needs a public HTTPS URL: this one (the browser's, http on loopback) is not
+    assert "is not a public HTTPS address" in page.text
+    assert f'<code id="base-url">{gw.openai_url}</code>' in page.text
+    # behind a proxy: the URL the browser reached us by
+    proxied = alice.get(
+        "/ui/connect", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ai.example.com"}
+    )
+    assert '<code id="base-url">https://ai.example.com/api/openai/v1</code>' in proxied.text
+    assert "is not a public HTTPS address" not in proxied.text
+    # signed in with the key itself: that key's settings
+    holder = sign_in(gw, key)
+    own = holder.get("/ui/connect")
+    assert own.status_code == 200 and key not in own.text and hint in own.text
+    assert f"{NS}:mock/chat" in own.text and "ada-embedding" not in own.text
+    # nobody sees nothing of a namespace they may not read
+    nobody = sign_in(gw, people.nobody).get("/ui/connect", params={"namespace": NS})
+    assert nobody.status_code == 403 and f"{NS}:mock/chat" not in nobody.text
+
+
+def get_hint(page: str) -> str:
+    found = re.search(r"your key (aik_[A-Za-z0-9]*…[A-Za-z0-9]+)", page)
+    assert found, "no key hint on the page"
+    return found.group(1)
+
+
 def test_behind_an_auth_proxy(ui_gateway: GatewayProcess, people: People) -> None:
     """An authenticating proxy forwards the person's token with every request: no cookie at all."""
     proxied = browser(ui_gateway, Authorization=f"Bearer {people.alice}")

@@ -1,13 +1,16 @@
 """The web pages in a real headless Chromium (Debian's, driven by playwright-core; nothing downloads a
 browser): sign in with a ServiceAccount token, create a key (shown once, never again), use it with
 the OpenAI SDK, filter the list, revoke (401 within a second), read the usage page against the
-ledger; a token without RBAC sees nothing. Screenshots of both pages are saved (AIKEYS_SCREENSHOTS
-names a folder to copy them to; docs/using.md's come from such a run)."""
+ledger; a token without RBAC sees nothing; my keys first, and the Connect page. Screenshots of the
+pages are saved (AIKEYS_SCREENSHOTS names a folder to copy them to; docs/using.md's come from such a
+run)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +19,12 @@ import openai
 import pytest
 from aikeys_dev.devstack.services import GatewayProcess
 
+from aikeys import connect
+from aikeys import keys as aikeys_keys
 from tests.integration.chromium import Browser, browser, playwright_dir
 from tests.integration.kube import gateway_knows, wait_for
-from tests.integration.ui_world import NS, People, people, ui_gateway
+from tests.integration.ui_world import NS, People, csrf_of, people, ui_gateway
+from tests.integration.ui_world import sign_in as http_sign_in
 
 pytestmark = pytest.mark.integration
 __all__ = ["browser", "people", "playwright_dir", "ui_gateway"]  # fixtures
@@ -40,12 +46,16 @@ def sign_in(b: Browser, gw: GatewayProcess, credential: str) -> None:
     assert landed.endswith("/ui/keys"), b("html")[:3000]
 
 
-def create_in_browser(b: Browser, name: str, description: str, allocation: str = "team") -> str:
+def create_in_browser(
+    b: Browser, name: str, description: str, allocation: str = "team", models: str = ""
+) -> str:
     if not b("evaluate", expression="document.querySelector('details.create').open"):
         b("click", selector="details.create summary")
     b("fill", selector="#new-name", value=name)
     b("select", selector="#new-allocation", value=allocation)
     b("fill", selector="#new-description", value=description)
+    if models:
+        b("fill", selector="#new-models", value=models)
     b("navigate", selector="form[action='/ui/keys/create'] button[type=submit]")
     key: str = b("text", selector="#new-key")
     assert key.startswith("aik_")
@@ -157,3 +167,69 @@ def test_keys_and_usage_in_chromium(
     b("goto", url=f"{gw.url}/ui/usage?namespace={NS}")
     assert "may not list keyusages" in b("text", selector=".notice.error")
     assert "total-spend" not in b("html")
+
+
+def test_connect_and_my_keys_in_chromium(
+    browser: Browser, ui_gateway: GatewayProcess, people: People, tmp_path: Path
+) -> None:
+    """AI Keys shows my keys first, the namespace's behind a switch, with actions only on mine; the
+    Connect page has each tool's section with a chat model (never the embeddings one that sorts
+    first), never the key, and exactly the generator's snippets — the ones the client tests run.
+    Its Python snippet, copied and run with the key, answers."""
+    b, gw = browser, ui_gateway
+    bob = http_sign_in(gw, people.bob)
+    page = bob.get("/ui/keys", params={"namespace": NS})
+    form = {"csrf": csrf_of(page.text), "namespace": NS, "name": "bob-laptop", "allocation": "team"}
+    assert bob.post("/ui/keys/create", data=form).status_code == 201
+    b("grant", origin=gw.url)
+    sign_in(b, gw, people.alice)
+    # the namespace's models (other tests' providers shared with every namespace stay out)
+    key = create_in_browser(b, "alice-tools", "Alice's tools", models=f"{NS}:mock/*")
+
+    b("goto", url=f"{gw.url}/ui/keys")
+    names = set(b("visible", selector="#keys-table tbody tr[data-search] th .name"))
+    assert "alice-tools" in names and "bob-laptop" not in names
+    b("navigate", selector="nav[aria-label='Whose keys'] a:has-text('All keys')")
+    names = set(b("visible", selector="#keys-table tbody tr[data-search] th .name"))
+    assert {"alice-tools", "bob-laptop"} <= names
+    buttons = "document.querySelectorAll(\"button[aria-label='{} {}']\").length"
+    for verb in ("Disable", "Rotate", "Revoke"):
+        assert b("evaluate", expression=buttons.format(verb, "alice-tools")) == 1
+        assert b("evaluate", expression=buttons.format(verb, "bob-laptop")) == 0
+
+    b("navigate", selector="nav[aria-label=Main] a[href='/ui/connect']")
+    b("goto", url=f"{gw.url}/ui/connect?namespace={NS}&key=alice-tools")
+    assert key not in b("html")
+    target = connect.Target(gw.openai_url, (f"{NS}:mock/chat",), hint=aikeys_keys.hint(key))
+    assert b("text", selector="#models") == f"{NS}:mock/chat"
+    for guide in connect.guides(target):
+        section = b("text", selector=f"#tool-{guide.tool.value}")
+        assert f"{NS}:mock/chat" in section and "ada-embedding" not in section, guide.tool
+        for i, snippet in enumerate(guide.snippets):
+            shown = b("text", selector=f"#{guide.tool.value}-{i}")
+            assert shown.rstrip("\n") == snippet.text.rstrip("\n"), (guide.tool, i)
+    assert b("text", selector="#key-env") == connect.key_snippet(target).text
+    assert "is not a public HTTPS address" in b("text", selector="#tool-cursor")
+    shot = tmp_path / "ui-connect.png"
+    b("screenshot", path=str(shot), fullPage=False)
+    keep(shot)
+
+    # copy the Python snippet as a person would, and run it with the key in the environment
+    b("click", selector="button[data-copy='openai-python-0']")
+    code = b("evaluate", expression="navigator.clipboard.readText()")
+    assert code.rstrip("\n") == connect.snippet(
+        connect.guide(connect.Tool.OPENAI_PYTHON, target), "hello.py"
+    ).rstrip("\n")
+    (tmp_path / "hello.py").write_text(code)
+    gateway_knows(gw.openai_url, key)
+    ran = subprocess.run(
+        [sys.executable, str(tmp_path / "hello.py")],
+        env={"PATH": os.environ["PATH"], connect.KEY_VARIABLE: key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert ran.stdout.startswith("Hello from the aikeys mock upstream model server"), ran
+    errors = b("errors")
+    assert errors == [], errors

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aikeys_dev.devstack.admission import RELEASE
 from aikeys_dev.devstack.controlplane import ControlPlane
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.services import GatewayProcess
@@ -29,6 +30,8 @@ class People:
     alice: str  # manages keys and reads usage in NS (Role like `edit`)
     nobody: str  # no RBAC anywhere
     admin_token: str
+    bob: str = ""  # as alice
+    boss: str = ""  # as alice, and may act on others' keys (the owner exception, create aikeys/owner)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +59,12 @@ def people(control_plane: ControlPlane, mock_upstream_process: MockUpstreamProce
     cp = control_plane
     for ns in (NS, OTHER):
         cp.kubectl("create", "namespace", ns, check=False)
-        apply_provider(cp, ns, mock_upstream_process.url, {"chat": ("1.00", "2.00")})
+        # an embeddings model that sorts first: never the one a chat snippet names
+        models = {"ada-embedding": ("0.10", "0"), "chat": ("1.00", "2.00")}
+        apply_provider(cp, ns, mock_upstream_process.url, models)
         apply_allocation(cp, ns, "team", "50.00", "None")
         apply_allocation(cp, ns, "research", "5.00", "Monthly")
-    for sa in ("alice", "nobody"):
+    for sa in ("alice", "bob", "boss", "nobody"):
         cp.kubectl("create", "serviceaccount", sa, "-n", NS, check=False)
     cp.kubectl(
         "create",
@@ -79,13 +84,25 @@ def people(control_plane: ControlPlane, mock_upstream_process: MockUpstreamProce
         NS,
         "--role=key-manager",
         f"--serviceaccount={NS}:alice",
+        f"--serviceaccount={NS}:bob",
+        f"--serviceaccount={NS}:boss",
+        check=False,
+    )
+    cp.kubectl(
+        "create",
+        "rolebinding",
+        "key-owner-admin",
+        "-n",
+        NS,
+        f"--clusterrole={RELEASE}-key-owner-admin",  # as the chart ships it
+        f"--serviceaccount={NS}:boss",
         check=False,
     )
     token = {
         sa: cp.kubectl("create", "token", sa, "-n", NS, "--duration=2h").stdout.strip()
-        for sa in ("alice", "nobody")
+        for sa in ("alice", "bob", "boss", "nobody")
     }
-    return People(token["alice"], token["nobody"], cp.token)
+    return People(token["alice"], token["nobody"], cp.token, token["bob"], token["boss"])
 
 
 def csrf_of(page: str) -> str:

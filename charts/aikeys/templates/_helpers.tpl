@@ -36,6 +36,14 @@ redis://{{ include "aikeys.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
 
+{{/* The public URL when it is known (gateway.publicURL, or the Ingress host), else empty: the pages
+then name the URL the browser used rather than a guess. */}}
+{{- define "aikeys.knownPublicURL" -}}
+{{- if or .Values.gateway.publicURL (and .Values.ingress.enabled .Values.ingress.host) -}}
+{{ include "aikeys.publicURL" . }}
+{{- end -}}
+{{- end -}}
+
 {{/* true when ServiceMonitor/PrometheusRule should be rendered. */}}
 {{- define "aikeys.promOperator" -}}
 {{- $mode := toString .Values.monitoring.prometheusOperator -}}

@@ -36,6 +36,7 @@ from aikeys_dev.devstack.node.teardown import reap_stale
 from aikeys_dev.devstack.processes import pid_alive
 from aikeys_dev.devstack.stack import (
     DEMO,  # the dev stack's demo objects, the same on the real node
+    DEMO_USER,
     render_env,
     write_private,
 )
@@ -195,8 +196,8 @@ def helm_install(
 
 
 def seed_demo(node: Node, mock_url: str, namespace: str = "demo", timeout: float = 60) -> str:
-    """Like the dev stack's demo: a provider on the mock, a 10 USD allocation and a key owned by the
-    kubeconfig's user; returns the key."""
+    """Like the dev stack's demo: a provider on the mock, a 10 USD allocation, a key owned by the
+    kubeconfig's user, and a person for the web pages (ServiceAccount demo-user); returns the key."""
     node.kubectl("create", "namespace", namespace, check=False)
     node.kubectl(
         "apply",
@@ -204,7 +205,7 @@ def seed_demo(node: Node, mock_url: str, namespace: str = "demo", timeout: float
         namespace,
         "-f",
         "-",
-        stdin=DEMO.format(mock=mock_url, owner=ADMIN_USER, source="cluster"),
+        stdin=DEMO.format(mock=mock_url, owner=ADMIN_USER, source="cluster") + "---" + DEMO_USER,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -324,6 +325,8 @@ aikeys is up on a real one-node cluster (release {RELEASE} of charts/aikeys in {
 
   kubeconfig                  {env["KUBECONFIG"]}
   Ingress (OpenAI base URL)   {env["AIKEYS_GATEWAY_URL"]}
+  web pages                   {env["AIKEYS_GATEWAY_URL"].removesuffix("/api/openai/v1")}/ui/
+                              (sign in with: kubectl -n demo create token demo-user)
   demo key                    {env["AIKEYS_DEMO_KEY"]}
 
 In your shell:  . {os.path.relpath(ENV_FILE)}

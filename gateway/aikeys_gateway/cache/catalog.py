@@ -29,8 +29,10 @@ from aikeys.resources import (
     AllocationSpec,
     KeyPhase,
     MaxTokensParameter,
+    ModelUse,
     ProviderType,
     ResponsesAPI,
+    model_use,
     parse_model_id,
 )
 from aikeys_gateway.cache.informers import Informer, Key
@@ -137,6 +139,7 @@ class ModelEntry:
     rate_scope: str = ""  # its rate window's Redis key
     weight: int = 1  # share of first attempts among its backends
     backends: tuple[tuple[str, int], ...] = ()  # (model ID, weight) of other upstreams serving it
+    use: ModelUse = ModelUse.CHAT  # what it is for: the Connect page names chat models to chat tools
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ def provider_entry(obj: dict[str, Any]) -> ProviderEntry:
                 f"aikeys:{{model/{meta['namespace']}/{meta['name']}/{m.name}}}:rl",
                 m.weight,
                 tuple((b.model, b.weight) for b in m.backends),
+                model_use(m),
             )
             for m in spec.models
         },

@@ -1,16 +1,16 @@
 # ruff: noqa: E501 - markup reads better on its own lines than wrapped at 110 columns
 """The HTML of the web pages: plain server-rendered markup, every value escaped here.
 
-No template engine and no framework: a layout, a few components, the two pages (AI Keys, AI Usage),
-sign-in and the page that shows a new key once. Charts are inline SVG (no script, no style
-attributes, so the Content-Security-Policy stays strict). Assets ship in the package (static/).
+No template engine and no framework: a layout, a few components, the AI Keys and AI Usage pages and
+sign-in (the Connect page and the page that shows a new key once are in `connecting.py`). Charts are
+inline SVG (no script, no style attributes, so the Content-Security-Policy stays strict). Assets ship
+in the package (static/).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -110,7 +110,11 @@ class Viewer:
 def layout(title: str, body: str, viewer: Viewer | None, active: str = "") -> str:
     nav = ""
     if viewer is not None:
-        links = [("keys", "/ui/keys", "AI Keys"), ("usage", "/ui/usage", "AI Usage")]
+        links = [
+            ("keys", "/ui/keys", "AI Keys"),
+            ("usage", "/ui/usage", "AI Usage"),
+            ("connect", "/ui/connect", "Connect"),
+        ]
         items = "".join(
             f'<li><a href="{href}"{CURRENT_PAGE if name == active else ""}>{label}</a></li>'
             for name, href, label in links
@@ -194,9 +198,11 @@ def namespace_picker(
 
 
 def _key_row(
-    obj: dict[str, object], ns: str, csrf: str, can_act: bool, uses: Mapping[str, dt.datetime]
+    obj: dict[str, object], ns: str, csrf: str, can_act: bool, uses: Mapping[str, dt.datetime], everyone: bool
 ) -> str:
-    """`uses`: the ledger's last use of each key, by AIKey uid."""
+    """`uses`: the ledger's last use of each key, by AIKey uid; `can_act`: the person may disable,
+    rotate and revoke it (the admission policy decides anyway); `everyone`: the namespace's keys
+    are shown, not only the person's (the actions come back to that view)."""
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -214,9 +220,9 @@ def _key_row(
     if can_act:
         toggle = "enable" if spec.get("disabled") else "disable"
         actions = (
-            f"{_action(ns, name, toggle, toggle.capitalize(), csrf)}"
-            f"{_action(ns, name, 'rotate', 'Rotate', csrf, confirm=f'Rotate {name}? A new key is shown once; the old one keeps working for its grace period.')}"
-            f"{_action(ns, name, 'revoke', 'Revoke', csrf, confirm=f'Revoke {name}? The key stops working at once. This cannot be undone.', danger=True)}"
+            f"{_action(ns, name, toggle, toggle.capitalize(), csrf, everyone)}"
+            f"{_action(ns, name, 'rotate', 'Rotate', csrf, everyone, confirm=f'Rotate {name}? A new key is shown once; the old one keeps working for its grace period.')}"
+            f"{_action(ns, name, 'revoke', 'Revoke', csrf, everyone, confirm=f'Revoke {name}? The key stops working at once. This cannot be undone.', danger=True)}"
         )
     description = spec.get("description")
     seen = max((t for t in (last_used, _opt_moment(status.get("lastUsedAt"))) if t), default=None)
@@ -237,14 +243,49 @@ def _key_row(
 
 
 def _action(
-    ns: str, name: str, verb: str, label: str, csrf: str, confirm: str = "", danger: bool = False
+    ns: str,
+    name: str,
+    verb: str,
+    label: str,
+    csrf: str,
+    everyone: bool,
+    confirm: str = "",
+    danger: bool = False,
 ) -> str:
     confirm_attr = f' data-confirm="{e(confirm)}"' if confirm else ""
     return (
         f'<form method="post" action="/ui/keys/{verb}"{confirm_attr}>{csrf_field(csrf)}'
         f'<input type="hidden" name="namespace" value="{e(ns)}"><input type="hidden" name="name" value="{e(name)}">'
+        f"{'<input type=hidden name=all value=1>' if everyone else ''}"
         f"{'<input type=hidden name=confirm value=no>' if confirm else ''}"
         f'<button type="submit" class="{"danger" if danger else ""}" aria-label="{e(label)} {e(name)}">{e(label)}</button></form>'
+    )
+
+
+@dataclass(frozen=True)
+class KeysView:
+    """Whose keys the AI Keys page shows: the person's own (`everyone` False) or the namespace's,
+    how many each, and whether the person holds the owner exception (may act on others' keys)."""
+
+    everyone: bool = False
+    mine: int = 0
+    total: int = 0
+    exception: bool = False
+
+
+def _whose(namespace: str, view: KeysView) -> str:
+    links = (
+        (False, f"My keys ({view.mine})"),
+        (True, f"All keys in {namespace} ({view.total})"),
+    )
+    return (
+        '<nav class="segmented" aria-label="Whose keys">'
+        + "".join(
+            f'<a href="{e(url("/ui/keys", namespace=namespace, all="1" if everyone else None))}"'
+            f"{CURRENT if everyone == view.everyone else ''}>{e(label)}</a>"
+            for everyone, label in links
+        )
+        + "</nav>"
     )
 
 
@@ -258,12 +299,24 @@ def keys_page(
     query: str = "",
     message: str | None = None,
     error: str | None = None,
+    view: KeysView | None = None,
 ) -> str:
+    """`keys`: those `view` says (the person's own by default); Disable, Rotate and Revoke only on
+    the person's own keys, or on every key for holders of the owner exception."""
+    view = view or KeysView(everyone=True, total=len(keys), exception=True)
     q = query.lower().strip()
     rows = [k for k in keys if not q or q in _search_text(k)]
-    body_rows = "".join(_key_row(k, namespace, viewer.csrf, True, last_used) for k in rows)
+
+    def may_act(obj: dict[str, object]) -> bool:
+        spec = obj.get("spec") or {}
+        return view.exception or (isinstance(spec, dict) and spec.get("owner") == viewer.user)
+
+    body_rows = "".join(
+        _key_row(k, namespace, viewer.csrf, may_act(k), last_used, view.everyone) for k in rows
+    )
     if not keys:
-        body_rows = f'<tr class="empty"><td colspan="10">No keys in {e(namespace)} yet.</td></tr>'
+        whose = "No keys" if view.everyone else "You have no keys"
+        body_rows = f'<tr class="empty"><td colspan="10">{whose} in {e(namespace)} yet.</td></tr>'
     elif not rows:
         body_rows = '<tr class="empty"><td colspan="10">No key matches the filter.</td></tr>'
     alloc_options = "".join(f'<option value="{e(a)}">{e(a)}</option>' for a in allocations)
@@ -295,8 +348,9 @@ def keys_page(
 {notice(message, "ok")}{notice(error)}
 {namespace_picker("/ui/keys", namespaces, namespace, {}, False)}
 {create}
+{_whose(namespace, view)}
 <form class="filter" method="get" action="/ui/keys" role="search">
-<input type="hidden" name="namespace" value="{e(namespace)}">
+<input type="hidden" name="namespace" value="{e(namespace)}">{'<input type="hidden" name="all" value="1">' if view.everyone else ""}
 <label for="filter">Filter keys</label>
 <input id="filter" name="q" type="search" value="{e(query)}" data-filter="keys-table" aria-controls="keys-table"
  placeholder="Name, owner, allocation, hint, description">
@@ -304,7 +358,7 @@ def keys_page(
 <span id="filter-count" class="help" aria-live="polite">{len(rows)} of {len(keys)} keys</span>
 </form>
 <div class="scroll"><table id="keys-table">
-<caption class="visually-hidden">AI keys in {e(namespace)}</caption>
+<caption class="visually-hidden">{"AI keys" if view.everyone else "Your AI keys"} in {e(namespace)}</caption>
 <thead><tr><th scope="col">Name</th><th scope="col">Owner</th><th scope="col">Key</th>
 <th scope="col">Allocation</th><th scope="col">Created</th><th scope="col">Expires</th>
 <th scope="col">Last used</th><th scope="col" class="num">Spend (USD)</th><th scope="col">Phase</th>
@@ -348,88 +402,6 @@ def key_self_page(viewer: Viewer, me: Mapping[str, Any]) -> str:
         f'token to create or revoke keys.</p><div class="scroll"><table class="facts">{rows}</table></div>'
     )
     return layout("AI Keys", body, viewer, "keys")
-
-
-@dataclass(frozen=True)
-class NewKey:
-    namespace: str
-    name: str
-    key: str
-    base_url: str
-    model: str | None
-    previous_valid_until: str | None = None
-    rotated: bool = False
-
-
-def new_key_page(viewer: Viewer, new: NewKey) -> str:
-    model = new.model or f"{new.namespace}:PROVIDER/MODEL"
-    python = (
-        "from openai import OpenAI\n\n"
-        f'client = OpenAI(base_url="{new.base_url}", api_key=os.environ["OPENAI_API_KEY"])\n'
-        f'reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hello"}}])\n'
-        "print(reply.choices[0].message.content)"
-    )
-    env = f"export OPENAI_BASE_URL={new.base_url}\nexport OPENAI_API_KEY={new.key}"
-    codex = (
-        'model_provider = "aikeys"\n'
-        f'model = "{model}"\n\n'
-        "[model_providers.aikeys]\n"
-        'name = "aikeys"\n'
-        f'base_url = "{new.base_url}"\n'
-        'env_key = "OPENAI_API_KEY"\n'
-        'wire_api = "responses"'
-    )
-    opencode = json.dumps(
-        {
-            "$schema": "https://opencode.ai/config.json",
-            "provider": {
-                "aikeys": {
-                    "npm": "@ai-sdk/openai-compatible",
-                    "name": "aikeys",
-                    "options": {"baseURL": new.base_url, "apiKey": "{env:OPENAI_API_KEY}"},
-                    "models": {model: {"name": model}},
-                }
-            },
-            "model": f"aikeys/{model}",
-        },
-        indent=2,
-    )
-    grace = (
-        f"<p>The previous key keeps working until {when(new.previous_valid_until)} UTC.</p>"
-        if new.previous_valid_until
-        else ""
-    )
-    heading = "Key rotated" if new.rotated else "Key created"
-    snippets = "".join(
-        f'<section class="snippet"><h3 id="s-{i}">{e(title)}</h3>'
-        f'<pre id="snippet-{i}" aria-labelledby="s-{i}"><code>{e(text)}</code></pre>'
-        f'<button type="button" data-copy="snippet-{i}">Copy</button></section>'
-        for i, (title, text) in enumerate(
-            (
-                ("Environment (OpenAI SDKs read these)", env),
-                ("Python, OpenAI SDK", "import os\n" + python),
-                ("Codex CLI: ~/.codex/config.toml", codex),
-                ("OpenCode: opencode.json", opencode),
-            )
-        )
-    )
-    body = f"""
-<h1>{heading}: {e(new.namespace)}/{e(new.name)}</h1>
-<section class="card once" aria-labelledby="once-title">
-<h2 id="once-title">Copy your key now — it is shown only once</h2>
-<p>Only its SHA-256 is kept; nobody, this page included, can show it again. Reloading this page will
-not show it either.</p>
-<div class="secret"><code id="new-key">{e(new.key)}</code>
-<button type="button" class="primary" data-copy="new-key">Copy key</button></div>
-<p>Base URL <code id="base-url">{e(new.base_url)}</code>
-<button type="button" data-copy="base-url">Copy</button></p>
-{grace}
-<p class="copied" role="status" aria-live="polite"></p>
-</section>
-<h2>Use it</h2>
-{snippets}
-<p><a class="button" href="{e(url("/ui/keys", namespace=new.namespace))}">Done — back to AI Keys</a></p>"""
-    return layout(heading, body, viewer, "keys")
 
 
 def confirm_page(viewer: Viewer, verb: str, namespace: str, name: str, text: str) -> str:

@@ -19,6 +19,7 @@ def router(ui: UI) -> APIRouter:
     r.add_api_route("/keys", ui.keys, methods=["GET"])
     r.add_api_route("/keys/create", ui.create, methods=["POST"])
     r.add_api_route("/keys/{verb}", ui.act, methods=["POST"])
+    r.add_api_route("/connect", ui.connect, methods=["GET"])
     r.add_api_route("/usage", ui.usage, methods=["GET"])
     r.add_api_route("/usage.json", ui.usage_json, methods=["GET"])
     return r

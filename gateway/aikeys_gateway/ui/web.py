@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from aikeys import issuing
+from aikeys import connect, issuing
 from aikeys import keys as aikeys_keys
 from aikeys.kube.client import ApiError, Forbidden
 from aikeys.ledger.store import LedgerUnavailable
@@ -30,7 +30,7 @@ from aikeys_gateway.cache.catalog import Catalog, KeyEntry
 from aikeys_gateway.config import UISettings
 from aikeys_gateway.kubeauth import AIKEYS, USAGE, KubeAuth, Person
 from aikeys_gateway.pipeline.auth import authenticate
-from aikeys_gateway.ui import pages, person
+from aikeys_gateway.ui import connecting, pages, person
 from aikeys_gateway.ui.session import (
     COOKIE,
     LOGIN_COOKIE,
@@ -181,10 +181,6 @@ def handled(fn: Handler) -> Handler:
     return wrapped
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
-
-
 class UI:
     """The pages' handlers, over the gateway's caches, the ledger's usage records, Kubernetes'
     answer to who a token is, and the pool that sends a person's own requests to the API server."""
@@ -311,29 +307,25 @@ class UI:
         return allowed[0] if allowed else "default"
 
     def base_url(self, request: Request) -> str:
-        """The OpenAI base URL as the browser reached us (through a proxy: its host and scheme)."""
+        """The public OpenAI base URL (AIKEYS_GATEWAY_URL: the chart's gateway.publicURL or its
+        Ingress host), else as the browser reached us (through a proxy: its host and scheme)."""
+        if self.settings.public_url:
+            return self.settings.public_url
         forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
         scheme = forwarded or request.url.scheme
         host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
         return f"{scheme}://{host.split(',')[0].strip()}/api/openai/v1"
 
-    def snippet_model(self, namespace: str, patterns: list[str]) -> str | None:
-        """A model the key may use, for the snippets."""
-        concrete = [p for p in patterns if "*" not in p]
-        if concrete:
-            return concrete[0]
-        globs = [_glob(p) for p in patterns]
-        providers = sorted(
-            self.catalog.providers.objects.values(),
-            key=lambda p: (p.namespace != namespace, p.namespace, p.name),
-        )
-        for provider in providers:
-            if provider.shared_to(namespace):
-                for model in sorted(provider.models):
-                    candidate = f"{provider.namespace}:{provider.name}/{model}"
-                    if not globs or any(g.match(candidate) for g in globs):
-                        return candidate
-        return None
+    def chat_models(self, namespace: str, patterns: Sequence[str]) -> list[str]:
+        """The chat models a key of the namespace with these model patterns may use (the snippets
+        name them; embeddings models never)."""
+        offered = [
+            connect.Offered(f"{p.namespace}:{p.name}/{name}", model.use, p.namespace)
+            for p in self.catalog.providers.objects.values()
+            if p.shared_to(namespace)
+            for name, model in p.models.items()
+        ]
+        return connect.chat_models(offered, patterns, namespace)
 
     async def usage_report(
         self, signed: Signed, namespace: str, by: GroupBy, days: int
@@ -469,14 +461,18 @@ class UI:
         message: str | None = None,
         error: str | None = None,
         status: int = 200,
+        everyone: bool = False,
     ) -> Response:
+        """The person's own keys in the namespace (`everyone`: all of them), with actions where the
+        person may take them: on their own keys, or on every key with the owner exception."""
         if signed.key is not None:
             return await self._key_self(signed)
-        assert signed.person is not None
-        allowed, _ = await self.namespaces(signed.person, AIKEYS)
+        who = signed.person
+        assert who is not None
+        allowed, _ = await self.namespaces(who, AIKEYS)
         ns = namespace or ""
         if not NAMESPACE.match(ns) or ns == "*":
-            ns = self.default_namespace(signed.person, allowed)
+            ns = self.default_namespace(who, allowed)
         client = self.client(signed)
         listed: list[dict[str, Any]] = []
         try:
@@ -484,6 +480,9 @@ class UI:
         except ApiError as err:
             error = error or api_message(err)
             status = err.status if err.status in (401, 403) else status
+        mine = [k for k in listed if (k.get("spec") or {}).get("owner") == who.username]
+        exception = await self.kubeauth.may_own_for_others(who, ns)
+        view = pages.KeysView(everyone, len(mine), len(listed), exception)
         try:
             allocations = await person.list_allocations(client, ns)
         except ApiError:  # may manage keys without reading allocations: the cache knows their names
@@ -494,8 +493,9 @@ class UI:
                 if n == ns:
                     for key, moment in (await self.ledger.last_used(alloc)).items():
                         last_used[key] = max(moment, last_used.get(key, moment))
+        shown = listed if everyone else mine
         body = pages.keys_page(
-            signed.viewer, ns, allowed, listed, allocations, last_used, query, message, error
+            signed.viewer, ns, allowed, shown, allocations, last_used, query, message, error, view
         )
         return html(body, status)
 
@@ -503,7 +503,8 @@ class UI:
     async def keys(self, request: Request) -> Response:
         signed = await self.require(request)
         params = request.query_params
-        return await self.render_keys(signed, params.get("namespace"), params.get("q", ""))
+        everyone = params.get("all") == "1"
+        return await self.render_keys(signed, params.get("namespace"), params.get("q", ""), everyone=everyone)
 
     def _changes(self, signed: Signed) -> Person:
         if signed.person is None:
@@ -535,6 +536,14 @@ class UI:
             spec["description"] = form["description"].strip()
         return spec
 
+    def new_target(
+        self, request: Request, namespace: str, patterns: Sequence[str], key: str, base: str | None
+    ) -> connect.Target:
+        """What a new key's snippets are for: the base URL of its Secret (the operator's public
+        URL) or the pages', the chat models it may use, the key itself (shown once anyway)."""
+        models = tuple(self.chat_models(namespace, patterns))
+        return connect.Target(base or self.base_url(request), models, aikeys_keys.hint(key), key)
+
     @handled
     async def create(self, request: Request) -> Response:
         signed = await self.require(request)
@@ -557,9 +566,9 @@ class UI:
             return await self.render_keys(signed, ns, error=api_message(err), status=api_status(err))
         except issuing.NotReady as err:
             return await self.render_keys(signed, ns, error=str(err), status=504)
-        model = self.snippet_model(ns, spec.get("models", []))
-        new = pages.NewKey(ns, name, issued.key, issued.base_url or self.base_url(request), model)
-        return html(pages.new_key_page(signed.viewer, new), 201)
+        target = self.new_target(request, ns, spec.get("models", []), issued.key, issued.base_url)
+        new = connecting.NewKey(ns, name, issued.key, target)
+        return html(connecting.new_key_page(signed.viewer, new), 201)
 
     @handled
     async def act(self, request: Request) -> Response:
@@ -571,6 +580,7 @@ class UI:
         self.check_post(request, signed, form)
         self._changes(signed)
         ns, name = self._target(form)
+        everyone = form.get("all") == "1"
         if verb in CONFIRM and form.get("confirm") != "yes":
             return html(pages.confirm_page(signed.viewer, verb, ns, name, CONFIRM[verb]))
         client = self.client(signed)
@@ -578,17 +588,13 @@ class UI:
             if verb == "rotate":
                 issued = await person.rotate_key(client, ns, name, None)
                 entry = self.catalog.keys.objects.get((ns, name))
-                model = self.snippet_model(ns, list(entry.spec.models) if entry else [])
-                new = pages.NewKey(
-                    ns,
-                    name,
-                    issued.key,
-                    issued.base_url or self.base_url(request),
-                    model,
-                    issued.previous_valid_until,
-                    rotated=True,
+                target = self.new_target(
+                    request, ns, list(entry.spec.models) if entry else [], issued.key, issued.base_url
                 )
-                return html(pages.new_key_page(signed.viewer, new))
+                new = connecting.NewKey(
+                    ns, name, issued.key, target, issued.previous_valid_until, rotated=True
+                )
+                return html(connecting.new_key_page(signed.viewer, new))
             if verb == "revoke":
                 gone = await person.revoke(client, ns, name)
                 message = f"Revoked {ns}/{name}." if gone else f"{ns}/{name} was already gone."
@@ -596,10 +602,57 @@ class UI:
                 await person.set_disabled(client, ns, name, verb == "disable")
                 message = f"{verb.capitalize()}d {ns}/{name}."
         except ApiError as err:
-            return await self.render_keys(signed, ns, error=api_message(err), status=api_status(err))
+            return await self.render_keys(
+                signed, ns, error=api_message(err), status=api_status(err), everyone=everyone
+            )
         except issuing.NotReady as err:
-            return await self.render_keys(signed, ns, error=str(err), status=504)
-        return await self.render_keys(signed, ns, message=message)
+            return await self.render_keys(signed, ns, error=str(err), status=504, everyone=everyone)
+        return await self.render_keys(signed, ns, message=message, everyone=everyone)
+
+    # --- Connect --------------------------------------------------------------------------------
+
+    @handled
+    async def connect(self, request: Request) -> Response:
+        """Every tool's settings for this gateway: the models of the person's own keys in the
+        namespace (or of the one chosen), the key named by its hint only."""
+        signed = await self.require(request)
+        base = self.base_url(request)
+        if signed.key is not None:
+            key = signed.key
+            models = tuple(self.chat_models(key.namespace, key.spec.models))
+            target = connect.Target(base, models, key.status.key_hint)
+            view = connecting.ConnectView(key.namespace, [], [], key.name, target, by_key=True)
+            return html(connecting.connect_page(signed.viewer, view))
+        who = signed.person
+        assert who is not None
+        allowed, _ = await self.namespaces(who, AIKEYS)
+        params = request.query_params
+        ns = params.get("namespace") or ""
+        if not NAMESPACE.match(ns) or ns == "*":
+            ns = self.default_namespace(who, allowed)
+        try:
+            listed = await person.list_keys(self.client(signed), ns)
+        except ApiError as err:  # nothing of a namespace the person may not read
+            view = connecting.ConnectView(ns, allowed, [], "", connect.Target(base), error=api_message(err))
+            return html(connecting.connect_page(signed.viewer, view), api_status(err))
+        mine = [k for k in listed if (k.get("spec") or {}).get("owner") == who.username]
+        chosen = params.get("key", "")
+        picked = [k for k in mine if k["metadata"]["name"] == chosen] or mine
+        if len(picked) == len(mine):
+            chosen = ""
+        specs = [k.get("spec") or {} for k in picked]
+        patterns = [] if any(not s.get("models") for s in specs) else [m for s in specs for m in s["models"]]
+        hint = (picked[0].get("status") or {}).get("keyHint") if len(picked) == 1 else None
+        note = None
+        if not mine:
+            note = (
+                f"You have no key in {ns} yet: create one on AI Keys. Meanwhile these are the models "
+                "the namespace can reach."
+            )
+        target = connect.Target(base, tuple(self.chat_models(ns, patterns)), hint)
+        names = [(k["metadata"]["name"], (k.get("status") or {}).get("keyHint")) for k in mine]
+        view = connecting.ConnectView(ns, allowed, names, chosen, target, note)
+        return html(connecting.connect_page(signed.viewer, view))
 
     # --- AI Usage -------------------------------------------------------------------------------
 
