@@ -5,11 +5,11 @@
 message, then prints the mock's answer. Both requests are charged exactly what the mock counted;
 each step's tokens as Kilo reported them are that count.
 
-Kilo is configured entirely by the environment: KILO_CONFIG_CONTENT (`config` below, the
-configuration docs/clients.md shows) and the switches of `OFFLINE`, which keep it off every network
-but loopback (no models.dev catalogue, no Kilo API, no telemetry, no update check, no sharing, no
-default plugins); its home is a temporary folder (it keeps a SQLite database there). Its TCP
-connections are watched while it runs (tests/clients/sockets.py)."""
+Kilo is configured entirely by the environment: KILO_CONFIG_CONTENT (`config` below: the Connect
+page's kilo.json from aikeys.connect, plus one tool switch) and the switches of `OFFLINE`, which keep
+it off every network but loopback (no models.dev catalogue, no Kilo API, no telemetry, no update
+check, no sharing, no default plugins); its home is a temporary folder (it keeps a SQLite database
+there). Its TCP connections are watched while it runs (tests/clients/sockets.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pytest
 from aikeys_dev.devstack.redis import RedisServer
 from aikeys_dev.devstack.upstream import MockUpstreamProcess
 
+from aikeys import connect
 from tests.clients.harness import (
     CHAT_ONLY,
     ProxyTrap,
@@ -29,8 +30,10 @@ from tests.clients.harness import (
     assert_charged_as_counted,
     base_env,
     bash_round_trip,
+    exports,
     ledger,
     run_watched,
+    target,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,22 +41,17 @@ TIMEOUT = 240  # ≈ 12 s on an idle machine; a loaded 2-core one has taken 90 s
 MOCK_COMMAND = '#!/bin/sh\necho "mock command ran in $(pwd)"\n'
 
 
-def config(base_url: str, model: str) -> dict[str, Any]:
-    return {
-        "enabled_providers": ["aikeys"],  # no other provider is even looked at
-        "provider": {
-            "aikeys": {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "aikeys",
-                "options": {"baseURL": base_url, "apiKey": "{env:AIKEYS_API_KEY}"},
-                "models": {model: {"name": model}},
-            }
-        },
-        "model": f"aikeys/{model}",
-        # Kilo offers its tools in alphabetical order and the mock calls the first one: without
-        # this it would be `background_process`, which the test has no use for.
-        "tools": {"background_process": False},
-    }
+# Kilo offers its tools in alphabetical order and the mock calls the first one: without this it
+# would be `background_process`, which the test has no use for.
+EXTRA = {"tools": {"background_process": False}}
+
+
+def config(tenant: Tenant, model: str) -> dict[str, Any]:
+    """The Connect page's kilo.json for this key and model (aikeys.connect), plus only `EXTRA`."""
+    shown = connect.snippet(
+        connect.guide(connect.Tool.KILO_CODE, target(tenant, model)), "~/.config/kilo/kilo.json"
+    )
+    return json.loads(shown) | EXTRA
 
 
 OFFLINE = {
@@ -93,8 +91,8 @@ def test_kilo_run_with_the_bash_tool(
     env = (
         base_env(home)
         | {
-            "KILO_CONFIG_CONTENT": json.dumps(config(tenant.base_url, CHAT_ONLY)),
-            "AIKEYS_API_KEY": tenant.key,
+            "KILO_CONFIG_CONTENT": json.dumps(config(tenant, CHAT_ONLY)),
+            **exports(connect.key_snippet(target(tenant, CHAT_ONLY))),  # AIKEYS_API_KEY
             "KILO_TREE_SITTER_WASM_DIR": str(kilo.parent / "tree-sitter"),  # as the wrapper sets it
             "PATH": f"{tools}:{base_env(home)['PATH']}",
         }
