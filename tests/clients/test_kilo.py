@@ -48,10 +48,9 @@ EXTRA = {"tools": {"background_process": False}}
 
 def config(tenant: Tenant, model: str) -> dict[str, Any]:
     """The Connect page's kilo.json for this key and model (aikeys.connect), plus only `EXTRA`."""
-    shown = connect.snippet(
-        connect.guide(connect.Tool.KILO_CODE, target(tenant, model)), "~/.config/kilo/kilo.json"
-    )
-    return json.loads(shown) | EXTRA
+    guide = connect.guide(connect.Tool.KILO_CODE, target(tenant, model))
+    shown: dict[str, Any] = json.loads(connect.snippet(guide, "~/.config/kilo/kilo.json"))
+    return shown | EXTRA
 
 
 OFFLINE = {
