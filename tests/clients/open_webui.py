@@ -27,7 +27,8 @@ from aikeys_dev.devstack.controlplane import ControlPlane
 from aikeys_dev.devstack.processes import Child, free_port
 from aikeys_dev.devstack.services import GatewayProcess
 
-from tests.clients.harness import CHAT_ONLY, NS, ROOT, Metered, ProxyTrap, Tenant, base_env
+from aikeys import connect
+from tests.clients.harness import CHAT_ONLY, NS, ROOT, Metered, ProxyTrap, Tenant, base_env, exports
 from tests.clients.sockets import PeerWatch
 from tests.integration.kube import apply_allocation, create_key, gateway_knows
 
@@ -39,11 +40,12 @@ STARTUP_TIMEOUT = 300  # 15–35 s here; a very loaded 2-core machine has taken 
 
 
 def environment(base_url: str, key: str, data_dir: Path) -> dict[str, str]:
-    """Open WebUI's settings for the gateway (beside PATH, HOME and a secret key)."""
-    return {
-        "OPENAI_API_BASE_URL": base_url,
-        "OPENAI_API_KEY": key,
-        "ENABLE_OLLAMA_API": "false",
+    """Open WebUI's settings for the gateway (beside PATH, HOME and a secret key): the Connect
+    page's server environment (aikeys.connect) pasted under the key's snippet, plus what keeps it
+    offline and alone."""
+    shown = connect.guide(connect.Tool.OPEN_WEBUI, connect.Target(base_url, (CHAT_ONLY,), key=key))
+    pasted = exports(connect.key_snippet(connect.Target(base_url, (CHAT_ONLY,), key=key)))
+    return exports(shown.snippets[0], pasted) | {
         "ENABLE_EVALUATION_ARENA_MODELS": "false",  # the menu lists the gateway's models only
         "WEBUI_AUTH": "false",  # one user, no sign-up
         "DATA_DIR": str(data_dir),
