@@ -16,8 +16,10 @@ from aikeys_gateway.serving import GatewayHttpProtocol
 def create_app() -> Any:
     """The gateway app, with the usage API's listener beside it when AIKEYS_USAGE_API_PORT is set."""
     from aikeys_gateway import app
+    from aikeys_gateway.observe.logs import skip_record_lookups
     from aikeys_gateway.usage import aggregated
 
+    skip_record_lookups()
     settings = aggregated.Settings.from_env()
     gateway = app.create_app()
     return aggregated.WithUsageAPI(gateway, settings) if settings.port else gateway
