@@ -3,12 +3,13 @@ one change at a time, in turns.
 
     python -m bench.variants [--seconds 5] [--rounds 3] [--out FILE]
 
-Every variant is a gateway of its own, rendered from the chart (bench.chart) with the `--set`
-overrides it names, all started at once in one bench stack (bench.stack) and loaded one after the
-other by the same wrk (non-streaming chat, 32 connections), round after round: chart defaults, then
-each variant, then the defaults again. Its cost is the median over the rounds of (its CPU per
-request − the chart defaults' in the same round): two runs a few seconds apart see the same
-machine, which on a shared 2-core box matters more than anything measured here.
+Every variant is a gateway rendered from the chart (bench.chart) with the `--set` overrides it
+names, all started at once in one bench stack (bench.stack) and loaded one after the other by the
+same wrk (non-streaming chat, 32 connections), round after round: chart defaults, then each
+variant, then the defaults again. Its cost is the median over the rounds of (its CPU per request −
+the chart defaults' in the same round): two runs a few seconds apart see the same machine, which on
+a shared 2-core box matters more than anything measured here. The second row is a second gateway
+with the chart defaults: its Δ is what the noise alone makes of a difference in that run.
 
 Beside the chart's values: Redis without its append-only file (CONFIG SET for that run only; the
 chart's Redis writes one, everysec), the Python mock upstream instead of nginx (what `make dev`
@@ -44,11 +45,16 @@ class Variant:
     sets: tuple[str, ...] = ()  # `helm --set` overrides
     model: str = NGINX_MODEL  # the upstream: demo:nginx (static) or demo:mock (Python)
     redis_config: tuple[tuple[str, str], ...] = ()  # CONFIG SET for its runs only
+    twin: bool = False  # a gateway of its own even if another has the same settings
+
+    def sets_for(self, otlp: str) -> tuple[str, ...]:
+        return tuple(s.replace(OTLP, otlp) for s in self.sets)
 
 
 DEFAULTS = Variant("**chart defaults**")
 VARIANTS = (
     DEFAULTS,
+    Variant("nothing: a second gateway with the chart defaults (what noise alone makes of a Δ)", twin=True),
     Variant("`gateway.accessLog=false`", ("gateway.accessLog=false",)),
     Variant("`gateway.metricsPerKey=false`", ("gateway.metricsPerKey=false",)),
     Variant("`usageAPI.enabled=false` (no usage API listener)", ("usageAPI.enabled=false",)),
@@ -86,6 +92,8 @@ def log(message: str) -> None:
 
 def configure_redis(client: redis.Redis, config: tuple[tuple[str, str], ...]) -> None:
     """CONFIG SET, and wait until an AOF rewrite it started (appendonly yes) is done."""
+    if not config:
+        return
     for name, value in config:
         client.config_set(name, value)
     deadline = time.monotonic() + 120
@@ -97,44 +105,57 @@ def configure_redis(client: redis.Redis, config: tuple[tuple[str, str], ...]) ->
     raise TimeoutError("Redis's AOF rewrite did not finish in 120 s")
 
 
-def measure(stack: BenchStack, otlp: str, seconds: int, rounds: int) -> dict[Variant, list[Sample]]:
-    key = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.key}"}
-    client = redis.Redis.from_url(stack.redis.url)
-    chart_config = {name: str(client.config_get(name)[name]) for v in VARIANTS for name, _ in v.redis_config}
-    gateways: dict[tuple[str, ...], GatewayProcess] = {}
-    samples: dict[Variant, list[Sample]] = {v: [] for v in VARIANTS}
+def start(stack: BenchStack, otlp: str, key: dict[str, str]) -> dict[Variant, GatewayProcess]:
+    """A gateway per distinct setting (and per twin), each once it routes its variant's model."""
+    started: dict[tuple[tuple[str, ...], bool], GatewayProcess] = {}
+    gateways: dict[Variant, GatewayProcess] = {}
     try:
         for v in VARIANTS:
-            sets = tuple(s.replace(OTLP, otlp) for s in v.sets)
-            if sets not in gateways:
-                log(f"starting the gateway with {', '.join(sets) or 'the chart defaults'}")
-                gateways[sets] = stack.gateway(sets, name=f"gw-{len(gateways)}")
-            wait_routable(f"{gateways[sets].openai_url}/chat/completions", body_for(v.model), key)
+            sets = v.sets_for(otlp)
+            if (sets, v.twin) not in started:
+                log(f"starting a gateway with {', '.join(sets) or 'the chart defaults'}")
+                started[sets, v.twin] = stack.gateway(sets, name=f"gw-{len(started)}")
+            gateways[v] = started[sets, v.twin]
+            wait_routable(f"{gateways[v].openai_url}/chat/completions", body_for(v.model), key)
+    except BaseException:
+        for gw in started.values():
+            gw.stop()
+        raise
+    return gateways
+
+
+def run(stack: BenchStack, gw: GatewayProcess, v: Variant, key: dict[str, str], seconds: int) -> Sample:
+    """One run at 32 connections, Redis configured for it (and back as the chart has it after)."""
+    assert gw.child is not None
+    url, body = f"{gw.openai_url}/chat/completions", body_for(v.model)
+    client = redis.Redis.from_url(stack.redis.url)
+    chart_config = tuple((name, str(client.config_get(name)[name])) for name, _ in v.redis_config)
+    try:
+        configure_redis(client, v.redis_config)
+        wrk.run(url, body, key, 8, 1)  # warm-up: connections after the idle timeout
+        trees = {"gateway": gw.child.pid, "redis": stack.redis.child.pid}
+        before = cpu.snapshot(trees)
+        result = wrk.run(url, body, key, 32, seconds)
+        per = cpu.per_request_us(before, cpu.snapshot(trees), result.requests)
+    finally:
+        configure_redis(client, chart_config)
+        client.close()
+    return Sample(per["gateway"], per["redis"], result.requests_per_second, result.errors)
+
+
+def measure(stack: BenchStack, otlp: str, seconds: int, rounds: int) -> dict[Variant, list[Sample]]:
+    key = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.key}"}
+    gateways = start(stack, otlp, key)
+    samples: dict[Variant, list[Sample]] = {v: [] for v in VARIANTS}
+    try:
         for r in range(rounds):
             for v in VARIANTS:
-                gw = gateways[tuple(s.replace(OTLP, otlp) for s in v.sets)]
-                assert gw.child is not None
-                url, body = f"{gw.openai_url}/chat/completions", body_for(v.model)
-                if v.redis_config:
-                    configure_redis(client, v.redis_config)
-                try:
-                    wrk.run(url, body, key, 8, 1)  # warm-up: connections after the idle timeout
-                    trees = {"gateway": gw.child.pid, "redis": stack.redis.child.pid}
-                    before = cpu.snapshot(trees)
-                    result = wrk.run(url, body, key, 32, seconds)
-                    per = cpu.per_request_us(before, cpu.snapshot(trees), result.requests)
-                finally:
-                    if v.redis_config:
-                        configure_redis(client, tuple((n, chart_config[n]) for n, _ in v.redis_config))
-                samples[v].append(
-                    Sample(per["gateway"], per["redis"], result.requests_per_second, result.errors)
-                )
-                rps = result.requests_per_second
-                log(f"round {r + 1}/{rounds} {v.label}: {per['gateway']:.0f} µs, {rps:,.0f} req/s")
+                sample = run(stack, gateways[v], v, key, seconds)
+                samples[v].append(sample)
+                log(f"round {r + 1}/{rounds} {v.label}: {sample.gateway_us:.0f} µs, {sample.rps:,.0f} req/s")
     finally:
-        for gw in gateways.values():
+        for gw in {id(gw): gw for gw in gateways.values()}.values():  # each once
             gw.stop()
-        client.close()
     return samples
 
 
