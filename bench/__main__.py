@@ -40,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (
             ("gateway_bench", ["--seconds", str(args.seconds), *(["--no-litellm"] * args.no_litellm)]),
-            ("variants", ["--seconds", str(max(args.seconds * 5 // 8, 1))]),
+            ("variants", ["--seconds", str(max(args.seconds * 3 // 8, 1))]),
             ("upstream_clients", ["--seconds", str(args.seconds)]),
             ("ledger_bench", []),
             ("tracing_bench", ["--seconds", str(args.seconds)]),

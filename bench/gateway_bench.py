@@ -86,14 +86,16 @@ class Run:
 
     wrk: wrk.WrkResult
     cpu_us: dict[str, float]
+    others: float  # share of the machine other work used during the run (cpu.others_share)
 
 
 def load(url: str, body: str, headers: dict[str, str], c: int, seconds: int, trees: dict[str, int]) -> Run:
-    before = cpu.snapshot(trees)
+    before, machine = cpu.snapshot(trees), cpu.Machine.now()
     result = wrk.run(url, body, headers, c, seconds)
-    after = cpu.snapshot(trees)
-    log(f"{url} c={c}: {result.requests_per_second:,.0f} req/s, {result.errors} errors")
-    return Run(result, cpu.per_request_us(before, after, result.requests))
+    after, others = cpu.snapshot(trees), cpu.others_share(machine, cpu.Machine.now())
+    rps = result.requests_per_second
+    log(f"{url} c={c}: {rps:,.0f} req/s, {result.errors} errors, other work {others:.0%}")
+    return Run(result, cpu.per_request_us(before, after, result.requests), others)
 
 
 def sweep(
@@ -330,6 +332,10 @@ def report(res: Results, seconds: int) -> str:
         f"| Redis CPU per metered request, c=1 / c=32 (AOF everysec, as the chart's Redis) | "
         f"{g1.cpu_us['redis']:,.0f} / {g32.cpu_us['redis']:,.0f} µs |",
         f"| nginx (upstream) CPU per request through the gateway, c=32 | {g32.cpu_us['nginx']:,.0f} µs |",
+        "| other work on the machine during the gateway's runs, c=1 / c=16 / c=32 (share of its cores "
+        "used by processes outside the bench: noise) | "
+        + " / ".join(f"{s['aikeys'][c].others:.0%}" for c in CONNECTIONS)
+        + " |",
         f"| added latency at c=1, p50 / p99 (gateway − direct), chart defaults | "
         f"{g1.wrk.p50_ms - d1.p50_ms:.3f} / {g1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
         f"| added latency at c=1, p50 / p99 (gateway − direct), {tuned} | "

@@ -1,7 +1,7 @@
 """What each chart setting costs a metered request: the gateway as the Helm chart installs it, and
 one change at a time, in turns.
 
-    python -m bench.variants [--seconds 5] [--rounds 3] [--out FILE]
+    python -m bench.variants [--seconds 3] [--rounds 5] [--out FILE]
 
 Every variant is a gateway rendered from the chart (bench.chart) with the `--set` overrides it
 names, all started at once in one bench stack (bench.stack) and loaded one after the other by the
@@ -84,6 +84,7 @@ class Sample:
     redis_us: float
     rps: float
     errors: int
+    others: float  # share of the machine other work used during the run (cpu.others_share)
 
 
 def log(message: str) -> None:
@@ -116,7 +117,9 @@ def start(stack: BenchStack, otlp: str, key: dict[str, str]) -> dict[Variant, Ga
                 log(f"starting a gateway with {', '.join(sets) or 'the chart defaults'}")
                 started[sets, v.twin] = stack.gateway(sets, name=f"gw-{len(started)}")
             gateways[v] = started[sets, v.twin]
-            wait_routable(f"{gateways[v].openai_url}/chat/completions", body_for(v.model), key)
+            url = f"{gateways[v].openai_url}/chat/completions"
+            wait_routable(url, body_for(v.model), key)
+            wrk.run(url, body_for(v.model), key, 8, 1)  # warm-up: connections, upstream pool
     except BaseException:
         for gw in started.values():
             gw.stop()
@@ -132,15 +135,15 @@ def run(stack: BenchStack, gw: GatewayProcess, v: Variant, key: dict[str, str], 
     chart_config = tuple((name, str(client.config_get(name)[name])) for name, _ in v.redis_config)
     try:
         configure_redis(client, v.redis_config)
-        wrk.run(url, body, key, 8, 1)  # warm-up: connections after the idle timeout
         trees = {"gateway": gw.child.pid, "redis": stack.redis.child.pid}
-        before = cpu.snapshot(trees)
+        before, machine = cpu.snapshot(trees), cpu.Machine.now()
         result = wrk.run(url, body, key, 32, seconds)
         per = cpu.per_request_us(before, cpu.snapshot(trees), result.requests)
+        others = cpu.others_share(machine, cpu.Machine.now())
     finally:
         configure_redis(client, chart_config)
         client.close()
-    return Sample(per["gateway"], per["redis"], result.requests_per_second, result.errors)
+    return Sample(per["gateway"], per["redis"], result.requests_per_second, result.errors, others)
 
 
 def measure(stack: BenchStack, otlp: str, seconds: int, rounds: int) -> dict[Variant, list[Sample]]:
@@ -171,7 +174,8 @@ def report(samples: dict[Variant, list[Sample]], seconds: int, rounds: int) -> s
             + ("—" if v is DEFAULTS else f"{delta:+,.0f}")
             + f" | {min(gw):,.0f}–{max(gw):,.0f} | {statistics.median(s.redis_us for s in runs):,.0f} | "
             + ("—" if v is DEFAULTS else f"{redis_delta:+,.0f}")
-            + f" | {statistics.median(s.rps for s in runs):,.0f} | {sum(s.errors for s in runs)} |"
+            + f" | {statistics.median(s.rps for s in runs):,.0f} | {sum(s.errors for s in runs)} "
+            f"| {statistics.median(s.others for s in runs):.0%} |"
         )
     return "\n".join(
         [
@@ -181,11 +185,12 @@ def report(samples: dict[Variant, list[Sample]], seconds: int, rounds: int) -> s
             f"{rounds} rounds of {seconds} s each, the rows in turn, non-streaming chat against the "
             "static nginx unless the row says otherwise. CPU: the gateway's process tree (Redis's beside "
             "it) ÷ requests; Δ: the median over the rounds of (the row − the chart defaults in the same "
-            "round).",
+            "round); other work: the share of the machine's cores that processes outside the bench used "
+            "during the row's runs (median; it makes runs noisier, never cheaper).",
             "",
             "| what differs from the chart's defaults | gateway CPU µs/req | Δ µs | range | Redis CPU µs/req "
-            "| Δ µs | req/s | errors |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| Δ µs | req/s | errors | other work |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
         ]
@@ -196,8 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of every variant, in turns (default 3)")
+    parser.add_argument("--seconds", type=int, default=3, help="duration of each wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of every variant, in turns (default 5)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     args = parser.parse_args()
     started = time.monotonic()

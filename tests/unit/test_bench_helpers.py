@@ -3,6 +3,7 @@ gateway's settings as the chart renders them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -127,3 +128,16 @@ def test_the_chart_defaults_are_what_values_yaml_says(tmp_path: Path) -> None:
     assert "access log off" in tuned.summary() and tuned.label == "`gateway.accessLog=false`"
     env = rendered.env("redis://127.0.0.1:7000/0", chart.UsageAPICerts(tmp_path / "c", tmp_path / "k"))
     assert env["AIKEYS_CREDENTIALS_SECRET"] == f"{chart.NAMESPACE}/{values['credentialsSecretName']}"
+
+
+def test_other_work_is_what_the_machine_ran_beside_the_bench() -> None:
+    cores = os.cpu_count() or 1
+    # 3 CPU-seconds busy in 2 s, 1 of them ours: 2 of the machine's 2 × cores seconds were others'
+    assert cpu.others_share(cpu.Machine(0.0, 10.0, 2.0), cpu.Machine(2.0, 13.0, 3.0)) == 2 / (2 * cores)
+    assert cpu.others_share(cpu.Machine(0.0, 10.0, 2.0), cpu.Machine(1.0, 10.5, 2.9)) == 0.0  # never < 0
+    before = cpu.Machine.now()
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a child, reaped: the bench's own work
+    after = cpu.Machine.now()
+    assert after.own - before.own >= 0.25
+    assert after.busy - before.busy >= 0.25
