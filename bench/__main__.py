@@ -2,9 +2,11 @@
 
 python -m bench [--seconds 8] [--no-litellm] [--out docs/benchmarks.md]
 
-The gateway's section (bench.gateway_bench) puts nginx hit directly, the aikeys gateway and LiteLLM's
-proxy side by side against the same static nginx upstream; LiteLLM is installed from PyPI into
-~/.cache/aikeys/litellm/venv on first use (--no-litellm skips it).
+The gateway's section (bench.gateway_bench) puts nginx hit directly, the aikeys gateway as the Helm
+chart installs it (beside it the chart with the access log off) and LiteLLM's proxy side by side
+against the same static nginx upstream; LiteLLM is installed from PyPI into
+~/.cache/aikeys/litellm/venv on first use (--no-litellm skips it). The next (bench.variants) is
+what each chart setting costs a request.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (
             ("gateway_bench", ["--seconds", str(args.seconds), *(["--no-litellm"] * args.no_litellm)]),
+            ("variants", ["--seconds", str(max(args.seconds * 3 // 8, 1))]),
             ("upstream_clients", ["--seconds", str(args.seconds)]),
             ("ledger_bench", []),
             ("tracing_bench", ["--seconds", str(args.seconds)]),

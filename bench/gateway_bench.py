@@ -4,19 +4,24 @@
 
 The upstream is a static nginx (bench.nginx) answering every chat completion with one fixed
 16-token completion; all three systems are loaded by the same wrk (bench.wrk) at 1, 16 and 32
-connections, one after the other:
+connections:
 
 - nginx direct: the floor, what the load tool and the machine can do;
-- the aikeys gateway, one worker: every request authenticated, reserved in Redis, sent upstream,
-  settled with the upstream's token counts and counted in Prometheus metrics (access log off);
-  then two workers at 32 connections;
+- the aikeys gateway as the Helm chart installs it (bench.chart: its defaults, the access log,
+  per-key metrics and the usage API's listener on; Redis with AOF), every request authenticated,
+  reserved in Redis, sent upstream, settled with the upstream's token counts, counted in
+  Prometheus metrics and logged; beside it, in alternating runs, the same chart with
+  `gateway.accessLog=false` (bench.chart.TUNED); then the chart's defaults with two workers
+  (`gateway.workers=2`) at 32 connections;
 - LiteLLM's proxy (bench.litellm), one worker, passthrough only: one model, no keys, no budgets.
+
+What each chart setting costs on its own: bench.variants.
 
 CPU per request: utime+stime of each process tree (a uvicorn parent and its workers) from /proc
 just before and after a wrk run, divided by the requests wrk completed (bench.cpu). Redis's beside
 the gateway's.
 
-Streaming, twice:
+Streaming (through the gateway with the chart's defaults), twice:
 
 - against the static nginx SSE body (bench.nginx, its `/sse/v1` path; provider `nginx-sse`), with
   the same wrk at 1 and 32 connections, direct and through the gateway: POSTs with `"stream": true`
@@ -46,8 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aikeys_dev.devstack.services import GatewayProcess
 
 from bench import cpu, wrk
+from bench.chart import TUNED, Rendered
 from bench.litellm import VERSION as LITELLM_VERSION
 from bench.litellm import launch_litellm
 from bench.nginx import MODEL as UPSTREAM_MODEL
@@ -79,14 +86,16 @@ class Run:
 
     wrk: wrk.WrkResult
     cpu_us: dict[str, float]
+    others: float  # share of the machine other work used during the run (cpu.others_share)
 
 
 def load(url: str, body: str, headers: dict[str, str], c: int, seconds: int, trees: dict[str, int]) -> Run:
-    before = cpu.snapshot(trees)
+    before, machine = cpu.snapshot(trees), cpu.Machine.now()
     result = wrk.run(url, body, headers, c, seconds)
-    after = cpu.snapshot(trees)
-    log(f"{url} c={c}: {result.requests_per_second:,.0f} req/s, {result.errors} errors")
-    return Run(result, cpu.per_request_us(before, after, result.requests))
+    after, others = cpu.snapshot(trees), cpu.others_share(machine, cpu.Machine.now())
+    rps = result.requests_per_second
+    log(f"{url} c={c}: {rps:,.0f} req/s, {result.errors} errors, other work {others:.0%}")
+    return Run(result, cpu.per_request_us(before, after, result.requests), others)
 
 
 def sweep(
@@ -99,6 +108,30 @@ def sweep(
 ) -> dict[int, Run]:
     wrk.run(url, body, headers, 8, min(seconds, 2))  # warm-up: connections, caches, JIT-less paths
     return {c: load(url, body, headers, c, seconds, trees) for c in connections}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One system to load: where, what, and which process trees to count."""
+
+    url: str
+    body: str
+    headers: dict[str, str]
+    trees: dict[str, int]
+
+
+def alternating(
+    targets: dict[str, Target], seconds: int, connections: tuple[int, ...] = CONNECTIONS
+) -> dict[str, dict[int, Run]]:
+    """`sweep` over several systems at once, taking turns at each connection count (A, B, A, B…):
+    what the machine's other work does to one run it does to its neighbour too."""
+    for t in targets.values():
+        wrk.run(t.url, t.body, t.headers, 8, min(seconds, 2))  # warm-up
+    runs: dict[str, dict[int, Run]] = {name: {} for name in targets}
+    for c in connections:
+        for name, t in targets.items():
+            runs[name][c] = load(t.url, t.body, t.headers, c, seconds, t.trees)
+    return runs
 
 
 def post(url: str, body: str, headers: dict[str, str]) -> bytes:
@@ -170,81 +203,110 @@ def streaming(stack: BenchStack, via: str, key: dict[str, str]) -> tuple[float, 
 
 @dataclass
 class Results:
-    systems: dict[str, dict[int, Run]]
-    workers: dict[int, Run]
+    systems: dict[str, dict[int, Run]]  # "nginx", "aikeys" (chart defaults), "tuned", "litellm"
+    workers: dict[int, Run]  # the chart's defaults with gateway.workers = 1 and 2, c=32
     static_stream: dict[str, dict[int, Run]]  # "nginx" direct, "aikeys" through the gateway; c=1 and 32
     streaming: tuple[float, float, list[float]]  # against the mock: direct ttfb, gateway ttfb, gaps
+    charts: dict[str, Rendered]  # "aikeys", "tuned", "workers": what each gateway ran with
+
+
+def target(stack: BenchStack, gw: GatewayProcess, key: dict[str, str]) -> Target:
+    """A started gateway, once it routes the nginx model, with the trees whose CPU counts."""
+    assert gw.child is not None
+    via = f"{gw.openai_url}/chat/completions"
+    wait_routable(via, body_for(NGINX_MODEL), key)
+    trees = {"gateway": gw.child.pid, "redis": stack.redis.child.pid, "nginx": stack.nginx.child.pid}
+    return Target(via, body_for(NGINX_MODEL), key, trees)
+
+
+def gateways(stack: BenchStack, seconds: int, key: dict[str, str], res: Results) -> None:
+    """The chart's defaults and the tuned chart, alternating; streaming and two workers with the
+    defaults."""
+    log(f"aikeys gateway: the chart's defaults and {', '.join(TUNED)}, alternating")
+    res.charts.update(aikeys=stack.chart.render(), tuned=stack.chart.render(TUNED))
+    gws = {"aikeys": stack.gateway(name="gw-chart"), "tuned": stack.gateway(TUNED, name="gw-tuned")}
+    try:
+        targets = {name: target(stack, gw, key) for name, gw in gws.items()}
+        res.systems.update(alternating(targets, seconds))
+        gws.pop("tuned").stop()
+        res.workers[1] = res.systems["aikeys"][32]
+        chart = targets["aikeys"]
+        res.streaming = streaming(stack, chart.url, key)
+        log("aikeys gateway, streamed (static SSE upstream)")
+        wait_routable(chart.url, streamed_body(SSE_MODEL), key)
+        res.static_stream["aikeys"] = static_stream(chart.url, SSE_MODEL, key, seconds, chart.trees)
+    finally:
+        for gw in gws.values():
+            gw.stop()
+    two = ("gateway.workers=2",)
+    res.charts["workers"] = stack.chart.render(two)
+    log("aikeys gateway, the chart's defaults with gateway.workers=2")
+    gw = stack.gateway(two, name="gw-2workers")
+    try:
+        t = target(stack, gw, key)
+        wrk.run(t.url, t.body, key, 8, min(seconds, 2))  # warm-up every worker
+        res.workers[2] = load(t.url, t.body, key, 32, seconds, t.trees)
+    finally:
+        gw.stop()
 
 
 def measure(stack: BenchStack, seconds: int, with_litellm: bool) -> Results:
     key = {**JSON, "Authorization": f"Bearer {stack.key}"}
     upstream = {**JSON, "Authorization": "Bearer sk-upstream"}
-    redis = stack.redis.child.pid
-    systems: dict[str, dict[int, Run]] = {}
-    workers: dict[int, Run] = {}
-    static: dict[str, dict[int, Run]] = {}
+    res = Results({}, {}, {}, (0.0, 0.0, []), {})
     log("nginx direct")
     nginx_trees = {"nginx": stack.nginx.child.pid}
-    systems["nginx"] = sweep(
+    res.systems["nginx"] = sweep(
         f"{stack.nginx.url}/chat/completions", body_for(UPSTREAM_MODEL), upstream, seconds, nginx_trees
     )
     log("nginx direct, streamed (static SSE)")
-    static["nginx"] = static_stream(
+    res.static_stream["nginx"] = static_stream(
         f"{stack.nginx.sse_url}/chat/completions", UPSTREAM_MODEL, upstream, seconds, nginx_trees
     )
-    for n in (1, 2):
-        log(f"aikeys gateway, {n} worker(s)")
-        gw = stack.gateway(n, f"gw{n}")
-        try:
-            assert gw.child is not None
-            via = f"{gw.openai_url}/chat/completions"
-            wait_routable(via, body_for(NGINX_MODEL), key)
-            trees = {"gateway": gw.child.pid, "redis": redis, "nginx": stack.nginx.child.pid}
-            if n == 1:
-                systems["aikeys"] = sweep(via, body_for(NGINX_MODEL), key, seconds, trees)
-                workers[1] = systems["aikeys"][32]
-                stream = streaming(stack, via, key)
-                log("aikeys gateway, streamed (static SSE upstream)")
-                wait_routable(via, streamed_body(SSE_MODEL), key)
-                static["aikeys"] = static_stream(via, SSE_MODEL, key, seconds, trees)
-            else:
-                wrk.run(via, body_for(NGINX_MODEL), key, 8, min(seconds, 2))  # warm-up every worker
-                workers[n] = load(via, body_for(NGINX_MODEL), key, 32, seconds, trees)
-        finally:
-            gw.stop()
+    gateways(stack, seconds, key, res)
     if with_litellm:
         log(f"LiteLLM {LITELLM_VERSION} proxy, 1 worker (installs into its own cache when missing)")
         proxy = launch_litellm(stack.workdir / "litellm", UPSTREAM_MODEL, stack.nginx.url)
         try:
             trees = {"litellm": proxy.child.pid, "nginx": stack.nginx.child.pid}
-            systems["litellm"] = sweep(
+            res.systems["litellm"] = sweep(
                 f"{proxy.url}/v1/chat/completions", body_for(UPSTREAM_MODEL), JSON, seconds, trees
             )
         finally:
             proxy.stop()
-    return Results(systems, workers, static, stream)
+    return res
 
 
-LABELS = {
-    "nginx": "nginx upstream hit directly",
-    "aikeys": "aikeys gateway, 1 worker (auth, reserve, upstream, settle, metrics)",
-    "litellm": f"LiteLLM {LITELLM_VERSION} proxy, 1 worker, passthrough only (no keys, no budgets)",
-}
-TREE = {"nginx": "nginx", "aikeys": "gateway", "litellm": "litellm"}
+TREE = {"nginx": "nginx", "aikeys": "gateway", "tuned": "gateway", "litellm": "litellm"}
+
+
+def labels(res: Results) -> dict[str, str]:
+    """Each row says what ran: for the gateway, the chart values and what they switch on."""
+    chart, tuned = res.charts["aikeys"], res.charts["tuned"]
+    return {
+        "nginx": "nginx upstream hit directly",
+        "aikeys": f"**aikeys gateway as the chart installs it** ({chart.summary()})",
+        "tuned": f"aikeys gateway, chart with {tuned.label} ({tuned.summary()})",
+        "litellm": f"LiteLLM {LITELLM_VERSION} proxy, 1 worker, passthrough only (no keys, no budgets)",
+    }
+
+
 STREAM_LABELS = {
     "nginx": "nginx SSE upstream hit directly",
-    "aikeys": "aikeys gateway, 1 worker (auth, reserve, upstream, SSE read for usage, settle, metrics)",
+    "aikeys": "aikeys gateway as the chart installs it (auth, reserve, upstream, SSE read for usage, settle, "
+    "metrics, access log)",
 }
 
 
 def report(res: Results, seconds: int) -> str:
     s = res.systems
+    label = labels(res)
     rows = []
     for name, runs in s.items():
         one, full = runs[1], runs[32]
         own = TREE[name]
         rows.append(
-            f"| {LABELS[name]} | {one.wrk.p50_ms:.3f} | {one.wrk.p99_ms:.3f} | "
+            f"| {label[name]} | {one.wrk.p50_ms:.3f} | {one.wrk.p99_ms:.3f} | "
             + " | ".join(f"{runs[c].wrk.requests_per_second:,.0f}" for c in CONNECTIONS)
             + f" | {full.wrk.p50_ms:.2f} | {one.cpu_us[own]:,.0f} | {full.cpu_us[own]:,.0f} | "
             f"{sum(r.wrk.errors for r in runs.values())} |"
@@ -260,14 +322,24 @@ def report(res: Results, seconds: int) -> str:
             f"{sum(r.wrk.errors for r in runs.values())} |"
         )
     d1, g1, g32 = s["nginx"][1].wrk, s["aikeys"][1], s["aikeys"][32]
+    t1, t32 = s["tuned"][1], s["tuned"][32]
+    tuned = res.charts["tuned"].label
     derived = [
-        f"| gateway CPU per metered request, c=1 / c=32 | {g1.cpu_us['gateway']:,.0f} / "
+        f"| gateway CPU per metered request, c=1 / c=32, **chart defaults** | {g1.cpu_us['gateway']:,.0f} / "
         f"{g32.cpu_us['gateway']:,.0f} µs |",
-        f"| Redis CPU per metered request, c=1 / c=32 | {g1.cpu_us['redis']:,.0f} / "
-        f"{g32.cpu_us['redis']:,.0f} µs |",
+        f"| gateway CPU per metered request, c=1 / c=32, {tuned} | {t1.cpu_us['gateway']:,.0f} / "
+        f"{t32.cpu_us['gateway']:,.0f} µs |",
+        f"| Redis CPU per metered request, c=1 / c=32 (AOF everysec, as the chart's Redis) | "
+        f"{g1.cpu_us['redis']:,.0f} / {g32.cpu_us['redis']:,.0f} µs |",
         f"| nginx (upstream) CPU per request through the gateway, c=32 | {g32.cpu_us['nginx']:,.0f} µs |",
-        f"| added latency at c=1, p50 (gateway − direct) | {g1.wrk.p50_ms - d1.p50_ms:.3f} ms |",
-        f"| added latency at c=1, p99 (gateway − direct) | {g1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
+        "| other work on the machine during the gateway's runs, c=1 / c=16 / c=32 (share of its cores "
+        "used by processes outside the bench: noise) | "
+        + " / ".join(f"{s['aikeys'][c].others:.0%}" for c in CONNECTIONS)
+        + " |",
+        f"| added latency at c=1, p50 / p99 (gateway − direct), chart defaults | "
+        f"{g1.wrk.p50_ms - d1.p50_ms:.3f} / {g1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
+        f"| added latency at c=1, p50 / p99 (gateway − direct), {tuned} | "
+        f"{t1.wrk.p50_ms - d1.p50_ms:.3f} / {t1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
     ]
     if "litellm" in s:
         l1, l32 = s["litellm"][1], s["litellm"][32]
@@ -277,9 +349,9 @@ def report(res: Results, seconds: int) -> str:
             f"{l32.cpu_us['litellm']:,.0f} µs |",
             f"| LiteLLM added latency at c=1, p50 / p99 | {l1.wrk.p50_ms - d1.p50_ms:.3f} / "
             f"{l1.wrk.p99_ms - d1.p99_ms:.3f} ms |",
-            f"| throughput aikeys / LiteLLM at c=32 (target ≥ 25×) | {ratio:.1f}× "
+            f"| throughput aikeys (chart defaults) / LiteLLM at c=32 (target ≥ 25×) | {ratio:.1f}× "
             f"({'met' if ratio >= 25 else 'not met'}) |",
-            f"| CPU per request LiteLLM / aikeys at c=32 | "
+            f"| CPU per request LiteLLM / aikeys (chart defaults) at c=32 | "
             f"{l32.cpu_us['litellm'] / g32.cpu_us['gateway']:.1f}× |",
         ]
     sd1, sg1, sg32 = (
@@ -313,7 +385,8 @@ def report(res: Results, seconds: int) -> str:
         )
     w1, w2 = res.workers[1], res.workers[2]
     sizing = (
-        f"Sizing: at {w1.cpu_us['gateway']:,.0f} µs of gateway CPU per metered request, one gateway core "
+        f"Sizing (the chart's defaults): at {w1.cpu_us['gateway']:,.0f} µs of gateway CPU per metered "
+        "request, one gateway core "
         f"serves ≈ {1e6 / w1.cpu_us['gateway']:,.0f} requests/s; Redis, at {w1.cpu_us['redis']:,.0f} µs per "
         f"request, ≈ {1e6 / max(w1.cpu_us['redis'], 1):,.0f} requests/s per core. Here wrk, nginx, Redis "
         "and every worker share two cores, so the 2-worker req/s says little about a real node; CPU per "
@@ -329,7 +402,10 @@ def report(res: Results, seconds: int) -> str:
             f"wrk (1 thread, {seconds} s a run), "
             "nginx, the gateway, Redis, LiteLLM and the control plane all on it. Upstream: a static nginx "
             "(one worker) answering a fixed completion with a usage block. CPU: utime+stime of the "
-            "process tree over the run ÷ requests completed.",
+            "process tree over the run ÷ requests completed. The gateway and Redis run as the Helm chart "
+            "renders them (`helm template`, bench.chart): its defaults, and beside them "
+            f"{res.charts['tuned'].label} in alternating runs (A, B at each connection count). What "
+            "each chart setting costs on its own: the next section.",
             "",
             "| system | c=1 p50 ms | c=1 p99 ms | c=1 req/s | c=16 req/s | c=32 req/s | c=32 p50 ms "
             "| CPU µs/req c=1 | CPU µs/req c=32 | errors |",
@@ -351,7 +427,8 @@ def report(res: Results, seconds: int) -> str:
             "| --- | --- |",
             *derived,
             "",
-            "Gateway workers at c=32 (`--workers N`; CPU summed over the uvicorn parent and its workers):",
+            "Gateway workers at c=32 (the chart's defaults, and `gateway.workers=2`; CPU summed over the "
+            "uvicorn parent and its workers):",
             "",
             "| workers | req/s | p50 ms | p99 ms | gateway CPU µs/req | Redis CPU µs/req "
             "| req/s per gateway core | errors |",

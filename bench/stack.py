@@ -1,7 +1,9 @@
 """A benchmark stack: control plane, Redis, mock upstream, nginx, operator, gateway, one key.
 
-The key's namespace (`demo`, seeded as by `make dev`) has three providers with the same model:
-`mock` on the Python mock upstream (streaming, delays), `nginx`, a static nginx answering every
+The gateway and Redis run as the Helm chart installs them (bench.chart: its defaults, or the
+`--set` overrides a bench names). The key's namespace (`demo`, seeded as by `make dev`) has three
+providers with the same model: `mock` on the Python mock upstream (streaming, delays), `nginx`, a
+static nginx answering every
 chat completion with one fixed 16-token completion (the fastest upstream there is, so what is
 measured is the gateway), and `nginx-sse`, the same nginx answering that completion streamed (one
 static SSE body, at its `/sse/v1` path). The key names no models, so it may use all three.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,14 @@ from aikeys_dev.devstack.services import GatewayProcess, OperatorProcess
 from aikeys_dev.devstack.stack import seed_demo
 from aikeys_dev.devstack.upstream import MockUpstreamProcess, launch_mock_upstream
 
+from bench.chart import Chart, UsageAPICerts
 from bench.nginx import Nginx, launch_nginx
 
 MODEL = "demo:mock/gpt-4o-mini"
 NGINX_MODEL = "demo:nginx/gpt-4o-mini"
 SSE_MODEL = "demo:nginx-sse/gpt-4o-mini"
 CREDENTIALS = "aikeys-system/aikeys-provider-credentials"
+BUDGET = '{"spec": {"budget": "100000.00"}}'
 # Same model and prices as the demo's mock provider; with an API key, as a real upstream has one.
 # `nginx-sse` shares the Secret: the same nginx, its streamed answer.
 NGINX_PROVIDER = """
@@ -67,23 +71,31 @@ class BenchStack:
     nginx: Nginx
     operator: OperatorProcess
     key: str
+    chart: Chart
+    certs: UsageAPICerts
 
-    def gateway(self, workers: int = 1, name: str = "gw") -> GatewayProcess:
+    def gateway(
+        self, sets: Sequence[str] = (), name: str = "gw", extra_env: dict[str, str] | None = None
+    ) -> GatewayProcess:
+        """A gateway as the chart installs it with `sets` (`--set` overrides; none: its defaults),
+        its log (stdout, the access log included) in the work dir."""
+        rendered = self.chart.render(sets)
         return GatewayProcess(
             self.cp.kubeconfig,
             self.redis.url,
             self.workdir / f"{name}.log",
             CREDENTIALS,
-            workers=workers,
-            extra_env={"AIKEYS_ACCESS_LOG": "false"},
+            workers=rendered.workers,
+            extra_env={**rendered.env(self.redis.url, self.certs), **(extra_env or {})},
         ).start()
 
 
 @contextmanager
 def bench_stack() -> Iterator[BenchStack]:
     workdir = Path(tempfile.mkdtemp(prefix="aikeys-bench-"))
+    chart = Chart()
     cp = launch(workdir / "cp")
-    redis = launch_redis(workdir / "redis")
+    redis = launch_redis(workdir / "redis", chart.render().redis_args)  # AOF, as the chart's Redis
     mock = launch_mock_upstream(workdir)
     nginx = launch_nginx()
     cp.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds"))
@@ -99,6 +111,9 @@ def bench_stack() -> Iterator[BenchStack]:
     failed = True
     try:
         key = seed_demo(cp, mock)  # the dev stack's demo namespace: a provider on the mock, 10 USD, one key
+        # 10 USD is ≈ 900,000 of the bench's requests, which bench.variants alone nearly spends; past it
+        # every answer would be a cheap 402
+        cp.kubectl("patch", "allocation", "demo", "-n", "demo", "--type=merge", "-p", BUDGET)
         cp.kubectl(
             "apply",
             "-n",
@@ -107,7 +122,8 @@ def bench_stack() -> Iterator[BenchStack]:
             "-",
             stdin=NGINX_PROVIDER.format(url=nginx.url, sse_url=nginx.sse_url),
         )
-        yield BenchStack(workdir, cp, redis, mock, nginx, operator, key)
+        certs = UsageAPICerts.create(workdir / "usage-api")
+        yield BenchStack(workdir, cp, redis, mock, nginx, operator, key, chart, certs)
         failed = False
     finally:
         operator.stop()

@@ -7,7 +7,8 @@
    context), with the SDK's batch processor exporting over OTLP/HTTP to a receiver in another
    process. CPU per request = this process's CPU time (request path + exporter thread) / requests;
    the request path alone is the main thread's. Off: the `is not None` tests pipeline.py runs.
-2. The real gateway under wrk (32 connections, non-streaming chat), tracing off and on, in
+2. The real gateway as the chart installs it (bench.chart), under wrk (32 connections,
+   non-streaming chat against the Python mock upstream), tracing off and on, in
    alternating runs: req/s and the gateway process's CPU time per request (utime + stime from
    /proc, all threads).
 """
@@ -150,28 +151,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def through_gateway(seconds: int, rounds: int, workdir: Path, sink: str) -> dict[str, dict[str, float]]:
+def through_gateway(seconds: int, rounds: int, sink: str) -> dict[str, dict[str, float]]:
     """Two gateways, tracing off and on, loaded in turn (off, on, off, on, …): the median and the
     best round of each (other work on the machine only ever adds)."""
-    from aikeys_dev.devstack.services import GatewayProcess
 
     from bench import wrk
     from bench.gateway_bench import body_for
-    from bench.stack import CREDENTIALS, MODEL, bench_stack
+    from bench.stack import MODEL, bench_stack
 
     samples: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     with bench_stack() as stack:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.key}"}
-        on_env = {"AIKEYS_OTLP_ENDPOINT": sink, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+        # as the chart installs the gateway: tracing off (its default), and with an endpoint set
         gateways = {
-            name: GatewayProcess(
-                stack.cp.kubeconfig,
-                stack.redis.url,
-                workdir / f"gw-{name}.log",
-                CREDENTIALS,
-                extra_env={"AIKEYS_ACCESS_LOG": "false", **env},
-            ).start()
-            for name, env in (("off", {}), ("on", on_env))
+            "off": stack.gateway(name="gw-off"),
+            "on": stack.gateway(
+                (f"gateway.tracing.endpoint={sink}",),
+                name="gw-on",
+                extra_env={"OTEL_BSP_SCHEDULE_DELAY": "500"},  # spans counted before the next run
+            ),
         }
         try:
             for gw in gateways.values():
@@ -227,7 +225,7 @@ def main() -> None:
     try:
         off_ns, exchange_ns = hooks_off()
         micro = in_process(args.requests, sink)
-        macro = {} if args.no_gateway else through_gateway(args.seconds, args.rounds, workdir, sink)
+        macro = {} if args.no_gateway else through_gateway(args.seconds, args.rounds, sink)
     finally:
         sink_child.stop()
     lines = [
@@ -247,7 +245,9 @@ def main() -> None:
     ]
     if macro:
         lines += [
-            f"Through the gateway: wrk, 32 connections, non-streaming chat, {args.rounds} runs of "
+            "Through the gateway as the chart installs it (off: its default; on: "
+            "`gateway.tracing.endpoint` set) in front of the Python mock upstream: wrk, 32 connections, "
+            f"non-streaming chat, {args.rounds} runs of "
             f"{args.seconds} s per gateway, alternating; CPU of the gateway process (all threads) per "
             "request, median and best run:",
             "",

@@ -35,7 +35,9 @@ HELP = "\n\n".join(
 def create_app() -> Any:
     """uvicorn's factory: the gateway app (main() has checked the settings already)."""
     from aikeys_gateway import app
+    from aikeys_gateway.observe.logs import skip_record_lookups
 
+    skip_record_lookups()
     return app.create_app(Config.from_env())
 
 
